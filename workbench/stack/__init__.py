@@ -1,0 +1,159 @@
+"""The stack the pipeline talks to: a Kafka broker and a PostgreSQL database.
+
+Each part is either external (its URL is configured, nothing is started, and we only
+check that it answers) or embedded (started on loopback from the project's state
+directory, or attached to when another caller already started it).
+
+>>> # from workbench import Settings, Stack
+>>> # with Stack(Settings.from_env()).session() as ends:
+>>> #     print(ends.bootstrap_servers, ends.database_url)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from workbench import kafka
+from workbench.config import Settings
+from workbench.errors import WorkbenchError
+from workbench.sinks.postgres import check_database, redact
+from workbench.stack.broker import EmbeddedBroker
+from workbench.stack.postgres import EmbeddedPostgres
+
+__all__ = ["Endpoints", "Stack"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the pipeline's broker and database answer."""
+
+    bootstrap_servers: str
+    database_url: str
+
+
+class Stack:
+    """Start, attach to, check and stop the broker and database that ``settings`` name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = EmbeddedBroker(settings.state_dir, settings.broker_port, settings.broker_bin)
+        self.postgres = EmbeddedPostgres(settings.state_dir, settings.database_port)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise start and stop between processes sharing the state directory."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.state_dir / "stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def up(self) -> tuple[Endpoints, list[str]]:
+        """Make both parts available; return the endpoints and the names of parts started now."""
+        s = self.settings
+        started: list[str] = []
+        with self._locked():
+            try:
+                if s.bootstrap_servers is None:
+                    rec = self.broker.running()
+                    if rec is None:
+                        rec = self.broker.start(s.startup_timeout_s)
+                        started.append(self.broker.name)
+                    bootstrap = self.broker.bootstrap(rec)
+                else:
+                    bootstrap = s.bootstrap_servers
+                    kafka.check_broker(bootstrap, s.connect_timeout_s)
+                if s.database_url is None:
+                    rec = self.postgres.running()
+                    if rec is None:
+                        rec = self.postgres.start(s.startup_timeout_s)
+                        started.append(self.postgres.name)
+                    database_url = self.postgres.url(rec)
+                else:
+                    database_url = s.database_url
+                    check_database(database_url, s.connect_timeout_s)
+            except BaseException:
+                self._stop(started)  # no half-started stack left behind
+                raise
+        return Endpoints(bootstrap, database_url), started
+
+    def down(self) -> dict[str, bool]:
+        """Stop the embedded parts; return which ones were running."""
+        with self._locked():
+            return {
+                self.broker.name: self.broker.stop(),
+                self.postgres.name: self.postgres.stop(),
+            }
+
+    def _stop(self, names: list[str]) -> None:
+        for part in (self.broker, self.postgres):
+            if part.name in names:
+                part.stop()
+
+    @contextmanager
+    def session(self, keep_up: bool = False) -> Iterator[Endpoints]:
+        """Use the stack for a block; stop on exit what this block started, unless ``keep_up``."""
+        endpoints, started = self.up()
+        if started:
+            log.info("started embedded %s", " and ".join(started))
+        try:
+            yield endpoints
+        finally:
+            if started and not keep_up:
+                with self._locked():
+                    self._stop(started)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Where each part is and whether it answers; checks external parts with a short timeout."""
+        s = self.settings
+        timeout = min(s.connect_timeout_s, 3.0)
+        result: dict[str, dict[str, Any]] = {}
+        if s.bootstrap_servers is None:
+            rec = self.broker.running()
+            result["broker"] = {
+                "embedded": True,
+                "running": rec is not None,
+                "address": self.broker.bootstrap(rec) if rec else None,
+                "pid": rec.pid if rec else None,
+                "log": str(self.broker.log_path),
+            }
+        else:
+            result["broker"] = {
+                "embedded": False,
+                "running": _answers(kafka.check_broker, s.bootstrap_servers, timeout),
+                "address": s.bootstrap_servers,
+            }
+        if s.database_url is None:
+            rec = self.postgres.running()
+            result["database"] = {
+                "embedded": True,
+                "running": rec is not None,
+                "address": self.postgres.url(rec) if rec else None,
+                "pid": rec.pid if rec else None,
+                "data_dir": str(self.postgres.data_dir),
+                "log": str(self.postgres.log_path),
+            }
+        else:
+            result["database"] = {
+                "embedded": False,
+                "running": _answers(check_database, s.database_url, timeout),
+                "address": redact(s.database_url),
+            }
+        return result
+
+
+def _answers(check: Any, address: str, timeout_s: float) -> bool:
+    try:
+        check(address, timeout_s)
+    except WorkbenchError:
+        return False
+    return True

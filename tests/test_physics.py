@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from workbench.errors import ConfigError
+from workbench.simulator.physics import SENSORS, Factory, FactoryConfig
+
+
+def run(cfg: FactoryConfig, seconds: float):
+    f = Factory(cfg)
+    return f, list(f.ticks(seconds))
+
+
+def test_same_seed_same_readings_value_for_value():
+    cfg = FactoryConfig(machines=20, seed=11, start_ms=0)
+    f1, a = run(cfg, 30)
+    f2, b = run(cfg, 30)
+    assert [list(f1.records(t)) for t in a] == [list(f2.records(t)) for t in b]
+
+
+def test_different_seed_different_readings():
+    _, a = run(FactoryConfig(machines=5, seed=1, start_ms=0), 5)
+    _, b = run(FactoryConfig(machines=5, seed=2, start_ms=0), 5)
+    assert not np.array_equal(a[-1].values["temperature"], b[-1].values["temperature"])
+
+
+def test_event_time_and_sequence_advance_per_sample():
+    f, ticks = run(FactoryConfig(machines=3, rate_hz=4, seed=0, start_ms=1_000), 2)
+    assert [t.ts_ms for t in ticks] == [1000 + 250 * i for i in range(8)]
+    assert [int(t.seq["pressure"][2]) for t in ticks] == list(range(8))
+    recs = list(f.records(ticks[0]))
+    assert len(recs) == 3 * len(SENSORS)
+    assert {r["machine_id"] for r in recs} == {"m-0001", "m-0002", "m-0003"}
+
+
+def test_temperature_follows_load_through_a_thermal_lag():
+    """A step in load moves temperature towards its new equilibrium gradually."""
+    f = Factory(FactoryConfig(machines=50, seed=3, start_ms=0))
+    before = f.temp_c.copy()
+    f.base_load[:] = 1.0  # step every machine to full load
+    f.cycle_amp[:] = 0.0
+    first = f.step()
+    for _ in range(600):
+        last = f.step()
+    assert np.all(f.temp_c > before)
+    # one second in, the true temperature moved only a little of the way ...
+    assert np.all(np.abs(first.values["temperature"] - before) < 2.0)
+    # ... ten minutes later most of the way to ambient + gain
+    target = f.config.ambient_c + f.thermal_gain_c
+    assert np.all(target - last.values["temperature"] < 0.25 * (target - before) + 1.0)
+
+
+def test_vibration_and_pressure_grow_with_load():
+    _, ticks = run(FactoryConfig(machines=200, seed=5, start_ms=0), 60)
+    load = np.concatenate([t.load for t in ticks])
+    for sensor in ("vibration", "pressure"):
+        values = np.concatenate([t.values[sensor] for t in ticks])
+        assert np.corrcoef(load, values)[0, 1] > 0.5
+
+
+def test_values_are_quantised_to_the_sensor_resolution():
+    _, ticks = run(FactoryConfig(machines=10, seed=0, start_ms=0), 3)
+    for sensor, spec in SENSORS.items():
+        v = np.concatenate([t.values[sensor] for t in ticks])
+        steps = v / spec["resolution"]
+        assert np.allclose(steps, np.round(steps), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"machines": 0}, "machines"), ({"rate_hz": 0}, "rate")]
+)
+def test_bad_factory_parameters_are_named(kwargs, name):
+    with pytest.raises(ConfigError, match=name):
+        FactoryConfig(**kwargs)

@@ -1,0 +1,129 @@
+"""Avro schemas from ``schemas/*.avsc``, parsed once, and their encode/decode helpers.
+
+There is no schema registry (the schemas are static and versioned with the code), so
+messages use Avro's *single-object encoding*: two marker bytes ``C3 01``, the 8-byte
+CRC-64-AVRO fingerprint of the writer schema, then the Avro body. A reader can thus
+tell a message of the wrong schema from a corrupt one and say which it is, which a
+bare Avro body cannot do.
+
+Timestamps stay integers (epoch milliseconds) in Python: decoding them into datetime
+objects would cost more than the rest of the decode, and every later stage works in
+milliseconds anyway.
+
+>>> codec = codec_for("reading")
+>>> data = codec.encode({"machine_id": "m-001", "ts": 1_700_000_000_000,
+...                      "sensor_type": "temperature", "value": 21.5, "status_code": 0, "seq": 0})
+>>> data[:2].hex(), len(data) > 10
+('c301', True)
+>>> codec.decode(data)["value"]
+21.5
+>>> codec.decode(b"garbage")
+Traceback (most recent call last):
+...
+workbench.schemas.DecodeError: not Avro single-object encoding (no C3 01 marker)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from workbench.errors import SchemaError
+
+MARKER = b"\xc3\x01"
+
+
+class DecodeError(SchemaError):
+    """A message could not be decoded; the message is the dead-letter reason."""
+
+
+def schema_dir() -> Path:
+    """``schemas/`` of the source tree, or the copy a wheel install carries in the package."""
+    packaged = Path(__file__).parent / "schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _strip_timestamp_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get("logicalType", "").startswith("timestamp-"):
+            node = {k: v for k, v in node.items() if k != "logicalType"}
+        return {k: _strip_timestamp_logical_types(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_strip_timestamp_logical_types(v) for v in node]
+    return node
+
+
+class AvroCodec:
+    """Encode and decode one record schema in single-object encoding."""
+
+    def __init__(self, name: str, raw: dict[str, Any]) -> None:
+        self.name = name
+        self.raw = raw
+        try:
+            self.schema = fastavro.parse_schema(_strip_timestamp_logical_types(raw))
+        except Exception as exc:  # fastavro raises SchemaParseException and others
+            raise SchemaError(f"schema {name!r} is not a valid Avro schema: {exc}") from None
+        # the fingerprint is of the schema as written, logical types included
+        canonical = to_parsing_canonical_form(fastavro.parse_schema(raw))
+        self.fingerprint = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        self.header = MARKER + self.fingerprint
+        self.field_names = [f["name"] for f in raw["fields"]]
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self.header)
+        fastavro.schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Decode one message; :class:`DecodeError` says what is wrong with a bad one."""
+        if data is None or len(data) < len(self.header) or data[:2] != MARKER:
+            raise DecodeError("not Avro single-object encoding (no C3 01 marker)")
+        if data[2:10] != self.fingerprint:
+            raise DecodeError(
+                f"wrong schema: fingerprint {data[2:10].hex()} is not {self.name} "
+                f"({self.fingerprint.hex()})"
+            )
+        buf = io.BytesIO(data)
+        buf.seek(len(self.header))
+        try:
+            record = fastavro.schemaless_reader(buf, self.schema, None)
+        except Exception as exc:  # truncated or corrupt body: EOFError, IndexError, ...
+            raise DecodeError(f"corrupt {self.name} body: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"corrupt {self.name} body: {len(data) - buf.tell()} bytes left after the record"
+            )
+        return record
+
+
+@cache
+def codec_for(name: str) -> AvroCodec:
+    """The codec for ``schemas/<name>.avsc``, parsed on first use and kept."""
+    path = schema_dir() / f"{name}.avsc"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SchemaError(f"no schema file {path}") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path} is not valid JSON: {exc}") from None
+    return AvroCodec(name, raw)
+
+
+def sensor_types() -> list[str]:
+    """The sensor types a reading may carry (the enum's symbols, less the 'unknown' default)."""
+    for f in codec_for("reading").raw["fields"]:
+        if f["name"] == "sensor_type":
+            return [s for s in f["type"]["symbols"] if s != f["type"].get("default")]
+    raise SchemaError("reading schema has no sensor_type field")
+
+
+READING = codec_for("reading")

@@ -1,0 +1,72 @@
+"""Shared fixtures: one real embedded stack (Tansu broker + PostgreSQL) for the session.
+
+Tests never mock Kafka or the database. Each test gets its own topics and consumer
+group on the shared stack, so tests do not see each other's messages; tests that need
+their own servers (start, kill, stop) start a private stack in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench import job
+from workbench.config import PREFIX, Settings
+from workbench.stack import Endpoints, Stack
+
+WORKBENCH = str(Path(sys.executable).parent / "workbench")
+
+
+def isolated_settings(state_dir: Path, **overrides) -> Settings:
+    """Settings that ignore the developer's own WORKBENCH_* environment."""
+    return Settings.from_env({}, state_dir=state_dir, **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Endpoints]]:
+    settings = isolated_settings(tmp_path_factory.mktemp("stack"))
+    st = Stack(settings)
+    endpoints, _ = st.up()
+    yield settings, endpoints
+    st.down()
+
+
+@pytest.fixture
+def settings(stack: tuple[Settings, Endpoints]) -> Settings:
+    """Session-stack settings with topics and a consumer group of this test's own."""
+    base, endpoints = stack
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    s = dataclasses.replace(
+        base,
+        topic_raw=f"{tag}.raw",
+        topic_clean=f"{tag}.clean",
+        topic_alerts=f"{tag}.alerts",
+        topic_deadletter=f"{tag}.deadletter",
+        topic_chaos=f"{tag}.chaos",
+        consumer_group=f"{tag}-processor",
+        batch_max_wait_s=0.2,
+    )
+    job.prepare(s, endpoints)
+    return s
+
+
+@pytest.fixture
+def endpoints(stack: tuple[Settings, Endpoints]) -> Endpoints:
+    return stack[1]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a `workbench` subprocess that uses exactly ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[PREFIX + f.name.upper()] = str(value)
+    env.update(extra)
+    return env

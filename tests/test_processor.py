@@ -1,0 +1,152 @@
+"""The consume loop against the real broker and database: storage, dead letters, offsets,
+crashes."""
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import WORKBENCH, cli_env
+from test_kafka import consume_all
+
+from workbench import kafka
+from workbench.processor.pipeline import Processor
+from workbench.producer import ReadingProducer
+from workbench.runs import RunRegistry
+from workbench.schemas import READING
+from workbench.simulator.physics import Factory, FactoryConfig
+
+
+def produce(endpoints, settings, run_id, machines, seconds, extra_raw=()):
+    factory = Factory(FactoryConfig(machines=machines, seed=4, start_ms=1_767_225_600_000))
+    with ReadingProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
+        for tick in factory.ticks(seconds):
+            for record in factory.records(tick):
+                p.send(record)
+        for key, value in extra_raw:
+            p.send_raw(key, value)
+    return p.report
+
+
+def committed(endpoints, settings, expected):
+    """The group's committed offsets, and the true end of each partition.
+
+    The end is found by reading the topic, not from the broker's high watermark:
+    Tansu reports the base offset of the last record batch + 1 as the high watermark,
+    which is short of the true end when a batch holds several records.
+    """
+    consumer = kafka.make_consumer(endpoints.bootstrap_servers, settings.consumer_group, 6000)
+    try:
+        parts = [kafka.TopicPartition(settings.topic_raw, p) for p in range(settings.partitions)]
+        offsets = {
+            tp.partition: tp.offset
+            for tp in consumer.committed(parts, timeout=10)
+            if tp.offset >= 0
+        }
+    finally:
+        consumer.close()
+    ends: dict[int, int] = {}
+    for m in consume_all(endpoints.bootstrap_servers, settings.topic_raw, "ends", expected):
+        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+    return offsets, ends
+
+
+def test_valid_readings_are_stored_and_bad_ones_dead_lettered_with_reasons(settings, endpoints):
+    good = READING.encode(
+        {
+            "machine_id": "m-x",
+            "ts": 0,
+            "sensor_type": "unknown",
+            "value": 1.0,
+            "status_code": 0,
+            "seq": 0,
+        }
+    )
+    bad = [
+        (b"m-0001", b"\x00garbage"),
+        (b"m-0001", b"\xc3\x01" + bytes(8) + b"\x02"),
+        (b"m-x", good),
+        (b"m-other", READING.encode({"machine_id": "m-y", "ts": 0, "sensor_type": "pressure",
+                                     "value": 1.0, "status_code": 0, "seq": 0})),
+    ]  # fmt: skip
+    report = produce(endpoints, settings, "proc-a", machines=3, seconds=20, extra_raw=bad)
+    assert report.delivered == 3 * 3 * 20 + 4
+
+    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
+        idle_timeout_s=3
+    )
+    assert (stats.consumed, stats.stored, stats.deadlettered) == (184, 180, 4)
+    counts = RunRegistry(endpoints.database_url).counts("proc-a")
+    assert (counts.stored, counts.deadlettered) == (180, 4)
+
+    dead = consume_all(endpoints.bootstrap_servers, settings.topic_deadletter, "dl", 4)
+    reasons = sorted(dict(m.headers())["reason"].decode() for m in dead)
+    assert [r.split(" ")[0] for r in reasons] == ["key", "not", "unknown", "wrong"]
+    assert {m.value() for m in dead} == {value for _, value in bad}  # original bytes kept
+
+    offsets, ends = committed(endpoints, settings, 184)
+    assert offsets == ends  # everything stored, everything committed
+
+
+def test_a_second_run_of_the_processor_rereads_nothing(settings, endpoints):
+    produce(endpoints, settings, "proc-b", machines=2, seconds=10)
+    first = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
+        idle_timeout_s=2
+    )
+    second = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
+        idle_timeout_s=2
+    )
+    assert (first.consumed, second.consumed) == (60, 0)
+
+
+def test_kill_9_mid_run_then_restart_loses_nothing_and_duplicates_nothing(settings, endpoints):
+    report = produce(endpoints, settings, "proc-kill", machines=100, seconds=100)
+    total = report.delivered
+    env = cli_env(settings, WORKBENCH_BATCH_SIZE="500")
+    proc = subprocess.Popen(
+        [WORKBENCH, "-q", "process"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    registry = RunRegistry(endpoints.database_url)
+    try:
+        deadline = time.monotonic() + 60
+        while registry.counts("proc-kill").stored < total // 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored_at_kill = registry.counts("proc-kill").stored
+    assert 0 < stored_at_kill < total, "the kill must land mid-run for this test to mean anything"
+
+    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
+        idle_timeout_s=3
+    )
+    assert registry.counts("proc-kill").stored == total
+    # the restarted processor re-read only what was not committed, and stored only what was missing
+    assert stats.stored == total - stored_at_kill
+    assert stats.consumed == stats.stored + stats.duplicates
+    registry.close()
+
+
+def test_process_command_stops_cleanly_on_sigterm(settings, endpoints):
+    produce(endpoints, settings, "proc-term", machines=2, seconds=5)
+    proc = subprocess.Popen(
+        [WORKBENCH, "process", "--json"],
+        env=cli_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    registry = RunRegistry(endpoints.database_url)
+    deadline = time.monotonic() + 30
+    while registry.counts("proc-term").stored < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    import json
+
+    assert json.loads(out)["stored"] == 30
+    offsets, ends = committed(endpoints, settings, 30)
+    assert offsets == ends

@@ -1,0 +1,85 @@
+"""The run registry: every experiment run recorded with its parameters, seed and accounting.
+
+A run id names one experiment; every reading, dead letter (and later window, alert and
+chaos event) carries it, so a notebook or dashboard can filter by it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from workbench.sinks import schema
+from workbench.sinks.postgres import engine
+
+
+def new_run_id() -> str:
+    """A sortable, readable, unique id: UTC time plus random suffix.
+
+    >>> len(new_run_id()), new_run_id()[8]
+    (22, 'T')
+    """
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{now}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What the database holds for one run."""
+
+    stored: int
+    deadlettered: int
+
+
+class RunRegistry:
+    """Reads and writes the ``runs`` table and counts a run's rows."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = engine(database_url)
+
+    def start(self, run_id: str, kind: str, seed: int | None, params: dict[str, Any]) -> None:
+        """Record a run as running; starting an existing run id again resets its outcome."""
+        row = {"run_id": run_id, "kind": kind, "seed": seed, "params": params, "status": "running"}
+        stmt = insert(schema.runs).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"],
+            set_={**row, "started_at": sa.func.now(), "finished_at": None},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def finish(self, run_id: str, status: str, **outcome: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.runs.update()
+                .where(schema.runs.c.run_id == run_id)
+                .values(status=status, finished_at=sa.func.now(), **outcome)
+            )
+
+    def counts(self, run_id: str) -> RunCounts:
+        r, d = schema.readings, schema.dead_letters
+        with self.engine.connect() as conn:
+            stored = conn.execute(
+                sa.select(sa.func.count()).select_from(r).where(r.c.run_id == run_id)
+            ).scalar_one()
+            dead = conn.execute(
+                sa.select(sa.func.count()).select_from(d).where(d.c.run_id == run_id)
+            ).scalar_one()
+        return RunCounts(stored, dead)
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(schema.runs).where(schema.runs.c.run_id == run_id))
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def close(self) -> None:
+        self.engine.dispose()

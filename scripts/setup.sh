@@ -21,3 +21,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# The Compose specification's JSON schema, for tests/test_compose.py: it ships inside the
+# docker-compose 1.x wheel, which is downloaded (not installed: it pins PyYAML < 6).
+schemas=.venv/share/workbench-dev
+if ! ls "$schemas"/docker_compose-*.whl >/dev/null 2>&1; then
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+    --dest "$schemas" 'docker-compose==1.29.2'
+fi

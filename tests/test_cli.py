@@ -1,0 +1,101 @@
+"""The `workbench` command end to end, as a user runs it, against real servers."""
+
+import json
+import subprocess
+
+import psutil
+import pytest
+from conftest import WORKBENCH, cli_env, isolated_settings
+
+from workbench.runs import RunRegistry
+
+
+def workbench(settings, *args, timeout=180, **env):
+    return subprocess.run(
+        [WORKBENCH, *args],
+        env=cli_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_run_json_reconciles_and_records_the_run(settings, endpoints):
+    proc = workbench(
+        settings, "run", "--machines", "3", "--duration", "10", "--seed", "5", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["produced"] == summary["stored"] == 3 * 3 * 10
+    assert summary["deadlettered"] == 0 and summary["reconciled"] is True
+    assert summary["elapsed_s"] > 0 and summary["run_id"]
+    row = RunRegistry(endpoints.database_url).get(summary["run_id"])
+    assert (row["status"], row["seed"], row["produced"], row["stored"]) == ("completed", 5, 90, 90)
+    assert row["params"]["machines"] == 3
+
+
+def test_run_on_a_fresh_machine_starts_and_stops_its_own_stack(tmp_path):
+    settings = isolated_settings(tmp_path / "state")
+    proc = workbench(settings, "run", "--machines", "2", "--duration", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["produced"] == summary["stored"] == 30
+    status = json.loads(workbench(settings, "status", "--json").stdout)
+    assert not status["broker"]["running"] and not status["database"]["running"]
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(tmp_path) in part for part in (p.info["cmdline"] or []))
+    ]
+    assert leftovers == []
+
+
+def test_up_status_down_as_json(tmp_path):
+    settings = isolated_settings(tmp_path / "state")
+    try:
+        up = workbench(settings, "up", "--json")
+        assert up.returncode == 0, up.stderr
+        status = json.loads(workbench(settings, "status", "--json").stdout)
+        assert set(status) == {"broker", "database"}
+        for part in status.values():
+            assert part["running"] is True and part["embedded"] is True
+            assert part["address"].split(":")[0] in {"127.0.0.1", "postgresql"}
+        again = workbench(settings, "up")
+        assert "already running" in again.stdout
+    finally:
+        down = workbench(settings, "down", "--json")
+    assert json.loads(down.stdout) == {"stopped": {"broker": True, "database": True}}
+
+
+def test_simulate_then_process_as_separate_commands(settings, endpoints):
+    sim = workbench(settings, "simulate", "--machines", "2", "--duration", "4", "--json")
+    assert sim.returncode == 0, sim.stderr
+    produced = json.loads(sim.stdout)
+    assert produced["produced"] == 24 and len(produced["sha256"]) == 64
+    proc = workbench(settings, "process", "--idle-timeout", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["per_run"] == {produced["run_id"]: 24}
+    assert RunRegistry(endpoints.database_url).counts(produced["run_id"]).stored == 24
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["run", "--machines", "0"], "is not a whole number > 0"),
+        (["run", "--duration", "soon"], "is not a number > 0"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, args, complaint):
+    proc = workbench(isolated_settings(tmp_path / "state"), *args)
+    assert proc.returncode == 2 and complaint in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_setting_is_one_line(tmp_path):
+    proc = workbench(isolated_settings(tmp_path / "s"), "status", WORKBENCH_PARTITIONS="lots")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "workbench: error: WORKBENCH_PARTITIONS='lots' is not valid: expected a whole number >= 1"
+    )

@@ -1,0 +1,391 @@
+"""The full-stack deliverables (compose.yaml, .env.example, grafana/provisioning), checked
+without a Docker engine: structure, memory budget, Kafka KRaft settings, that every
+``WORKBENCH_*`` variable is a real setting, and that no secret is committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from workbench.config import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "workbench.yaml"
+
+SERVICES = {"kafka", "timescaledb", "grafana", "workbench"}
+GIB = 1024**3
+
+# One interpolation token of the Compose spec: "$$" (a literal "$"), "${NAME...}" or "$NAME".
+_TOKEN = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def mem_bytes(value: str | int) -> int:
+    """A Compose byte value ("512m", "1g", "1.5GB", 268435456) in bytes.
+
+    >>> mem_bytes("512m"), mem_bytes("1g"), mem_bytes("2GB"), mem_bytes(1024)
+    (536870912, 1073741824, 2147483648, 1024)
+    """
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(value).strip().lower())
+    if not match:
+        raise ValueError(f"not a Compose byte value: {value!r}")
+    return int(float(match[1]) * _UNITS[match[2]])
+
+
+def strings(node: Any) -> Iterator[str]:
+    """Every string value (not key) in a parsed YAML document: what Compose interpolates."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, Mapping):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def references(text: str) -> list[tuple[str, str]]:
+    """The ``(NAME, modifier)`` of each variable reference, ``$$`` escapes skipped."""
+    found = []
+    for escape, braced, modifier, bare in _TOKEN.findall(text):
+        if not escape:
+            found.append((braced or bare, modifier))
+    return found
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose interpolation of one value, enough for ``:-``, ``-``, ``:?`` and ``?``."""
+
+    def replace(match: re.Match[str]) -> str:
+        escape, braced, modifier, bare = match.groups()
+        if escape:
+            return "$"
+        name = braced or bare
+        value = env.get(name)
+        if modifier.startswith((":-", ":?")):
+            unset = not value
+            operator, argument = modifier[:2], modifier[2:]
+        elif modifier.startswith(("-", "?")):
+            unset = value is None
+            operator, argument = modifier[:1], modifier[1:]
+        else:
+            unset, operator, argument = False, "", ""
+        if unset and operator.endswith("-"):
+            return argument
+        if unset and operator.endswith("?"):
+            raise KeyError(f"{name} is required: {argument}")
+        return value or ""
+
+    return _TOKEN.sub(replace, text)
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict, from either Compose form (mapping or list)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    with COMPOSE.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example: not NAME=value: {line!r}"
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_compose_file_has_the_four_services_and_no_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose, "the Compose spec has no top-level version: key"
+    assert set(compose["services"]) == SERVICES
+
+
+def test_every_service_has_an_image_a_memory_limit_and_a_health_check(
+    services: dict[str, Any],
+) -> None:
+    for name, service in services.items():
+        assert isinstance(service.get("image"), str), name
+        assert ":" in service["image"], f"{name}: pin the image tag"
+        assert not service["image"].endswith(":latest"), f"{name}: pin the image tag"
+        assert mem_bytes(service["mem_limit"]) > 0, name
+        if name != "workbench":
+            test = service["healthcheck"]["test"]
+            assert test and test[0] in {"CMD", "CMD-SHELL"}, name
+
+
+def test_memory_limits_add_up_to_less_than_8_gib(services: dict[str, Any]) -> None:
+    total = sum(mem_bytes(service["mem_limit"]) for service in services.values())
+    assert total < 8 * GIB, f"{total / GIB:.2f} GiB"
+
+
+def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    env = environment(kafka)
+    assert kafka["image"] == "apache/kafka:3.9.0"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    node_id = env["KAFKA_NODE_ID"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:9093"
+
+    listeners = dict(item.split("://", 1) for item in env["KAFKA_LISTENERS"].split(","))
+    assert listeners["PLAINTEXT"] == ":9092"
+    assert listeners["CONTROLLER"] == ":9093"
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert "PLAINTEXT://kafka:9092" in advertised
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == "PLAINTEXT"
+    protocols = dict(
+        item.split(":", 1) for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(listeners) <= set(protocols), "every listener needs a security protocol"
+    assert {a.split("://", 1)[0] for a in advertised} <= set(listeners) - {"CONTROLLER"}
+
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    assert env["KAFKA_NUM_PARTITIONS"] == str(Settings().partitions)
+
+    # the broker's heap fits inside the container with room for the JVM's other memory
+    heap = re.search(r"-Xmx(\d+[kmg])", env["KAFKA_HEAP_OPTS"], re.IGNORECASE)
+    assert heap, "KAFKA_HEAP_OPTS must set -Xmx"
+    assert mem_bytes(heap[1]) <= mem_bytes(kafka["mem_limit"]) * 3 // 4
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+    assert "--bootstrap-server localhost:9092" in " ".join(kafka["healthcheck"]["test"])
+
+    # the log lives on the named volume, not in the image's default /tmp directory
+    mounts = dict(volume.split(":")[:2] for volume in kafka["volumes"])
+    assert mounts.get("kafka-data") == env["KAFKA_LOG_DIRS"]
+
+
+def test_timescaledb_is_healthy_only_when_it_answers_and_is_local_only(
+    services: dict[str, Any],
+) -> None:
+    db = services["timescaledb"]
+    assert db["image"].startswith("timescale/timescaledb:")
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert "127.0.0.1:5432:5432" in db["ports"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in db["volumes"])
+
+
+def test_published_ports_are_bound_to_loopback(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is open to the network"
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name}: bind mount {source} does not exist"
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+
+
+def test_workbench_variables_are_real_settings(services: dict[str, Any]) -> None:
+    known = {PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+    for name, service in services.items():
+        for variable in environment(service):
+            if variable.startswith(PREFIX):
+                assert variable in known, f"{name}: {variable} is not a workbench setting"
+
+
+def test_workbench_environment_is_accepted_by_settings(
+    services: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    env = {
+        key: interpolate(value, env_example)
+        for key, value in environment(services["workbench"]).items()
+        if key.startswith(PREFIX)
+    }
+    settings = Settings.from_env(env)
+    assert settings.bootstrap_servers == "kafka:9092"
+    assert settings.database_url == (
+        f"postgresql://{env_example['POSTGRES_USER']}:{env_example['POSTGRES_PASSWORD']}"
+        f"@timescaledb:5432/{env_example['POSTGRES_DB']}"
+    )
+    assert not settings.embedded_broker and not settings.embedded_database
+
+
+def test_workbench_job_runs_a_real_command_after_healthy_infrastructure(
+    services: dict[str, Any],
+) -> None:
+    from workbench.cli import build_parser
+
+    workbench = services["workbench"]
+    assert workbench["profiles"] == ["run"]
+    assert set(workbench["depends_on"]) == {"kafka", "timescaledb"}
+    for dependency in workbench["depends_on"].values():
+        assert dependency["condition"] == "service_healthy"
+
+    command = workbench["command"]
+    assert command[:2] == ["sh", "-c"]
+    argv = shlex.split(command[2].split("&&")[-1])
+    argv = argv[1:] if argv[0] == "exec" else argv
+    assert argv[0] == "workbench"
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.machines, args.duration) == ("run", 20, 60.0)
+    assert "pip install -e /workbench" in command[2]
+    assert any(v.split(":")[1] == "/workbench" for v in workbench["volumes"])
+
+
+def test_grafana_waits_for_the_database_and_mounts_provisioning(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    assert grafana["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "127.0.0.1:3000:3000" in grafana["ports"]
+
+
+def test_every_health_gated_dependency_has_a_health_check(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):
+            continue
+        for dependency, spec in depends_on.items():
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits on {dependency}"
+
+
+def test_no_password_is_committed(compose: dict[str, Any], env_example: dict[str, str]) -> None:
+    secret = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+    for name, service in compose["services"].items():
+        for key, value in environment(service).items():
+            if secret.search(key):
+                assert re.fullmatch(r"\$\{[A-Za-z_]\w*[^}]*\}", value), f"{name}: {key} is literal"
+            # a password inside a URL (scheme://user:password@host) must be a reference too
+            masked = _TOKEN.sub(lambda m: "$" if m[1] else "<ref>", value)
+            for password in re.findall(r"://[^/@:]*:([^/@]*)@", masked):
+                assert password == "<ref>", f"{name}: {key} has a literal password"
+    # a secret may not hide in a default value either: ${X_PASSWORD:-hunter2}
+    for text in strings(compose):
+        for variable, modifier in references(text):
+            if secret.search(variable):
+                assert not modifier.startswith((":-", "-")), f"{variable} has a default"
+    for variable, value in env_example.items():
+        if secret.search(variable):
+            assert value == "change-me", f".env.example: {variable} should be change-me"
+
+
+def test_every_variable_compose_needs_is_in_env_example(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    needed = {
+        variable
+        for text in strings(compose)
+        for variable, _ in references(text)
+        if not variable.startswith(PREFIX)
+    }
+    assert needed, "compose.yaml should take its credentials from .env"
+    assert needed <= set(env_example), f"missing from .env.example: {needed - set(env_example)}"
+    # and every value in it interpolates (no required variable left unset)
+    for text in strings(compose):
+        interpolate(text, env_example)
+
+
+def test_interpolation_helpers() -> None:
+    env = {"A": "x", "EMPTY": ""}
+    assert references("$${NOT} ${A:-d} $A ${B:?msg}") == [("A", ":-d"), ("A", ""), ("B", ":?msg")]
+    assert interpolate("$${A} ${A} ${EMPTY:-d} ${EMPTY-d} ${B-}", env) == "${A} x d  "
+    with pytest.raises(KeyError, match="B is required"):
+        interpolate("${B:?set B}", env)
+
+
+def test_grafana_datasource_is_the_workbench_database(
+    services: dict[str, Any],
+) -> None:
+    with DATASOURCE.open(encoding="utf-8") as f:
+        provisioning = yaml.safe_load(f)
+    assert provisioning["apiVersion"] == 1
+    sources = provisioning["datasources"]
+    postgres = [s for s in sources if s["type"] == "grafana-postgresql-datasource"]
+    assert len(postgres) == 1
+    source = postgres[0]
+    assert source["name"] == "Workbench"
+    assert source["uid"] == "workbench-pg"
+    assert source["url"] == "timescaledb:5432"
+    assert source["jsonData"]["sslmode"] == "disable"
+    assert source["jsonData"]["timescaledb"] is True
+    assert source["jsonData"]["postgresVersion"] == 1600
+
+    # Grafana expands $VAR / ${VAR} from its own environment: every one must be set there
+    grafana_env = environment(services["grafana"])
+    used = {variable for text in strings(source) for variable, _ in references(text)}
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= used
+    assert used <= set(grafana_env), f"not in grafana's environment: {used - set(grafana_env)}"
+    assert "password" not in source, "the password belongs in secureJsonData"
+    assert source["secureJsonData"]["password"] == "$POSTGRES_PASSWORD"
+
+
+# The Compose specification's JSON schema as shipped inside a PyPI package: docker-compose
+# 1.29 vendors the 2021 spec. It cannot be a dev dependency (it pins PyYAML < 6), so
+# scripts/setup.sh downloads its wheel, without installing it, into SCHEMA_WHEELS, and the
+# schema is read from inside the wheel. An installed docker-compose works as well.
+_SCHEMA_SOURCES = [("docker-compose", "compose/config/compose_spec.json")]
+SCHEMA_WHEELS = Path(sys.prefix) / "share" / "workbench-dev"
+
+
+def _compose_schema() -> dict[str, Any] | None:
+    for distribution, member in _SCHEMA_SOURCES:
+        for wheel in sorted(SCHEMA_WHEELS.glob(f"{distribution.replace('-', '_')}-*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                return json.loads(zf.read(member))
+        try:
+            path = Path(str(metadata.distribution(distribution).locate_file(member)))
+        except metadata.PackageNotFoundError:
+            continue
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def test_compose_file_matches_the_compose_specification_schema(compose: dict[str, Any]) -> None:
+    schema = _compose_schema()
+    if schema is None:
+        message = (
+            f"no Compose specification schema: run scripts/setup.sh (it downloads the "
+            f"docker-compose wheel into {SCHEMA_WHEELS})"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # imported only now: importing jsonschema takes about 2 s here (its format checkers)
+    jsonschema = pytest.importorskip("jsonschema")
+    # the vendored copy declares draft 2019-09 under a URL jsonschema does not know
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)

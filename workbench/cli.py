@@ -21,7 +21,7 @@ from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor
 from workbench.runs import RunRegistry, new_run_id
 from workbench.simulator.physics import FactoryConfig
-from workbench.stack import Stack
+from workbench.stack import Endpoints, Stack
 
 log = logging.getLogger("workbench.cli")
 
@@ -156,14 +156,21 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    factory = FactoryConfig(machines=args.machines, rate_hz=args.rate, seed=args.seed)
-    run_id = args.run_id or new_run_id()
-    stack = Stack(settings)
-    endpoints, started = stack.up()  # stays up: the processor has yet to read the data
+def _ready_stack(settings: Settings) -> Endpoints:
+    """Attach to or start the stack, and leave it running: the other half of the pipeline
+    (processor or simulator, in another command) still needs it. Topics and tables exist
+    on return."""
+    endpoints, started = Stack(settings).up()
     if started:
         log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
     job.prepare(settings, endpoints)
+    return endpoints
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    factory = FactoryConfig(machines=args.machines, rate_hz=args.rate, seed=args.seed)
+    run_id = args.run_id or new_run_id()
+    endpoints = _ready_stack(settings)
     registry = RunRegistry(endpoints.database_url)
     params = {"machines": args.machines, "duration_s": args.duration, "rate_hz": args.rate,
               "realtime": args.realtime}  # fmt: skip
@@ -179,10 +186,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    endpoints, started = Stack(settings).up()
-    if started:
-        log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
-    job.prepare(settings, endpoints)
+    endpoints = _ready_stack(settings)
     processor = Processor(
         settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
     )

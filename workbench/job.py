@@ -8,6 +8,7 @@ the books close: produced = stored + dead-lettered.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -123,58 +124,61 @@ def run_experiment(
     with Stack(settings).session(keep_up=keep_up) as endpoints:
         prepare(settings, endpoints)
         registry = RunRegistry(endpoints.database_url)
-        params = {"machines": machines, "duration_s": duration_s, "rate_hz": rate_hz,
-                  "realtime": realtime}  # fmt: skip
-        registry.start(run_id, "run", seed, params)
-        worker = _ProcessorThread(
-            Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-        )
-        worker.start()
         try:
-            report = simulate(settings, endpoints, factory, duration_s, run_id, realtime)
-            counts = _wait_for_sinks(registry, run_id, report.delivered, worker, stall_timeout_s)
+            params = {"machines": machines, "duration_s": duration_s, "rate_hz": rate_hz,
+                      "realtime": realtime}  # fmt: skip
+            registry.start(run_id, "run", seed, params)
+            worker = _ProcessorThread(
+                Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+            )
+            worker.start()
+            try:
+                report = simulate(settings, endpoints, factory, duration_s, run_id, realtime)
+                counts = _wait_for_sinks(
+                    registry, run_id, report.delivered, worker, stall_timeout_s
+                )
+            finally:
+                worker.stop.set()
+                worker.join(30)
+            if worker.error is not None:
+                raise worker.error
+            reconciled = (
+                report.failed == 0
+                and report.delivered == report.sent
+                and counts.stored + counts.deadlettered == report.delivered
+            )
+            registry.finish(
+                run_id,
+                "completed" if reconciled else "failed",
+                produced=report.delivered,
+                stored=counts.stored,
+                deadlettered=counts.deadlettered,
+            )
         except BaseException:
-            registry.finish(run_id, "failed")
+            with contextlib.suppress(Exception):  # the database may be what failed
+                registry.finish(run_id, "failed")
             raise
         finally:
-            worker.stop.set()
-            worker.join(30)
             registry.close()
-        if worker.error is not None:
-            raise worker.error
-        elapsed = time.monotonic() - started
-        reconciled = (
-            report.failed == 0
-            and report.delivered == report.sent
-            and counts.stored + counts.deadlettered == report.delivered
-        )
-        registry = RunRegistry(endpoints.database_url)
-        registry.finish(
-            run_id,
-            "completed" if reconciled else "failed",
-            produced=report.delivered,
-            stored=counts.stored,
-            deadlettered=counts.deadlettered,
-        )
-        registry.close()
-        stats = worker.stats or ProcessorStats()
-        return RunSummary(
-            run_id=run_id,
-            machines=machines,
-            duration_s=duration_s,
-            rate_hz=rate_hz,
-            seed=seed,
-            produced=report.delivered,
-            failed_deliveries=report.failed,
-            stored=counts.stored,
-            deadlettered=counts.deadlettered,
-            duplicates_absorbed=stats.duplicates,
-            elapsed_s=round(elapsed, 3),
-            events_per_s=round(report.delivered / elapsed, 1) if elapsed else 0.0,
-            reconciled=reconciled,
-            bootstrap_servers=endpoints.bootstrap_servers,
-            database_url=redact(endpoints.database_url),
-        )
+    elapsed = time.monotonic() - started
+    stats = worker.stats or ProcessorStats()
+    return RunSummary(
+        run_id=run_id,
+        machines=machines,
+        duration_s=duration_s,
+        rate_hz=rate_hz,
+        seed=seed,
+        produced=report.delivered,
+        failed_deliveries=report.failed,
+        stored=counts.stored,
+        deadlettered=counts.deadlettered,
+        duplicates_absorbed=stats.duplicates,
+        elapsed_s=round(elapsed, 3),
+        events_per_s=round(report.delivered / elapsed, 1) if elapsed else 0.0,
+        reconciled=reconciled,
+        bootstrap_servers=endpoints.bootstrap_servers,
+        database_url=redact(endpoints.database_url),
+    )
 
 
 def _wait_for_sinks(

@@ -27,17 +27,16 @@ def readings(
     if machine_ids:
         query = query.where(r.c.machine_id.in_(machine_ids))
     query = query.order_by(r.c.ts, r.c.machine_id, r.c.sensor_type)
-    eng = engine(database_url)
-    try:
-        with eng.connect() as conn:
-            return pd.read_sql(query, conn)
-    finally:
-        eng.dispose()
+    return _frame(database_url, query)
 
 
 def runs(database_url: str, limit: int = 20) -> pd.DataFrame:
     """The most recent runs with their parameters and accounting."""
     query = sa.select(schema.runs).order_by(schema.runs.c.started_at.desc()).limit(limit)
+    return _frame(database_url, query)
+
+
+def _frame(database_url: str, query: sa.Select) -> pd.DataFrame:
     eng = engine(database_url)
     try:
         with eng.connect() as conn:

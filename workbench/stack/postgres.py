@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -24,10 +23,9 @@ from workbench.errors import DatabaseUnavailable, StackError
 from workbench.sinks.postgres import check_database, connect
 from workbench.stack import process
 from workbench.stack.process import ProcessRecord
+from workbench.stack.server import HOST, EmbeddedServer
 
 log = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 DATABASE = "workbench"
 #: PostgreSQL refuses to run as root; when we are root it runs as this system user.
@@ -52,37 +50,42 @@ def binaries() -> Path:
     return path
 
 
-class EmbeddedPostgres:
-    """Start, find and stop the PostgreSQL server recorded in ``<state_dir>/postgres.json``."""
+class EmbeddedPostgres(EmbeddedServer):
+    """The PostgreSQL server recorded in ``<state_dir>/postgres.json``."""
 
     name = "database"
+    port_setting = "WORKBENCH_DATABASE_PORT"
+    # fast shutdown: roll back open transactions, then exit cleanly
+    stop_signal = signal.SIGINT
+    stop_timeout_s = 30.0
 
     def __init__(self, state_dir: Path, port: int = 0) -> None:
-        self.state_dir = state_dir
-        self.port = port
+        super().__init__(state_dir, "postgres", port)
         self.data_dir = state_dir / "postgres"
-        self.record_path = state_dir / "postgres.json"
-        self.log_path = state_dir / "postgres.log"
         self.user: str | None = None
 
-    def record(self) -> ProcessRecord | None:
-        return ProcessRecord.load(self.record_path)
-
-    def running(self) -> ProcessRecord | None:
-        rec = self.record()
-        if rec is None:
-            return None
-        if process.is_running(rec):
-            return rec
-        log.info(
-            "PostgreSQL pid %d recorded in %s is gone; forgetting it", rec.pid, self.record_path
-        )
-        self.record_path.unlink(missing_ok=True)
-        return None
-
     @staticmethod
-    def url(rec: ProcessRecord) -> str:
-        return f"postgresql://{SUPERUSER}@{rec.address}:{rec.port}/{DATABASE}"
+    def url(rec: ProcessRecord, database: str = DATABASE) -> str:
+        return f"postgresql://{SUPERUSER}@{rec.address}:{rec.port}/{database}"
+
+    def address(self, rec: ProcessRecord) -> str:
+        return self.url(rec)
+
+    def argv(self, port: int) -> list[str]:
+        return [
+            str(binaries() / "postgres"),
+            "-D", str(self.data_dir),
+            "-h", HOST,
+            "-p", str(port),
+            "-c", "unix_socket_directories=",
+        ]  # fmt: skip
+
+    def answers(self, rec: ProcessRecord) -> bool:
+        try:
+            check_database(self.url(rec, "postgres"), timeout_s=2.0)
+        except DatabaseUnavailable:
+            return False  # still starting up ("the database system is starting up")
+        return True
 
     def start(self, timeout_s: float) -> ProcessRecord:
         """Initialise the data directory if needed, start the server, create the database."""
@@ -90,36 +93,8 @@ class EmbeddedPostgres:
         self.user = ensure_user() if os.geteuid() == 0 else None
         self._init_data_dir(bin_dir)
         self._clear_stale_server()
-        attempts = 1 if self.port else 3
-        for attempt in range(1, attempts + 1):
-            port = self.port or process.free_port(HOST)
-            if not process.port_is_free(port, HOST):
-                raise StackError(
-                    f"port {port} on {HOST} is already in use, so the embedded PostgreSQL cannot "
-                    f"listen there; set WORKBENCH_DATABASE_PORT to another port, "
-                    "or to 0 for a free one"
-                )
-            argv = [
-                str(bin_dir / "postgres"),
-                "-D", str(self.data_dir),
-                "-h", HOST,
-                "-p", str(port),
-                "-c", "unix_socket_directories=",
-            ]  # fmt: skip
-            proc = process.spawn(argv, self.log_path, user=self.user, cwd=self.data_dir)
-            rec = ProcessRecord(proc.pid, process.create_time(proc.pid), port, HOST)
-            rec.save(self.record_path)
-            try:
-                self._wait_healthy(proc, rec, timeout_s)
-                break
-            except StackError:
-                died_at_start = process.exited(proc)
-                self.stop()
-                if attempt == attempts or not died_at_start:
-                    raise
-                log.info("PostgreSQL exited at start (port race?); retrying on another port")
+        rec = self.launch(timeout_s, user=self.user, cwd=self.data_dir)
         self._create_database(rec)
-        log.info("embedded PostgreSQL (pid %d) listening on %s:%d", rec.pid, HOST, rec.port)
         return rec
 
     def _init_data_dir(self, bin_dir: Path) -> None:
@@ -171,45 +146,11 @@ class EmbeddedPostgres:
             log.info("removing stale lock file %s", lock)
             lock.unlink()
 
-    def _wait_healthy(
-        self, proc: subprocess.Popen[bytes], rec: ProcessRecord, timeout_s: float
-    ) -> None:
-        deadline = time.monotonic() + timeout_s
-        admin_url = f"postgresql://{SUPERUSER}@{HOST}:{rec.port}/postgres"
-        while time.monotonic() < deadline:
-            if process.exited(proc):
-                raise StackError(
-                    f"the embedded PostgreSQL exited at start (code {proc.returncode}); "
-                    f"last lines of {self.log_path}:\n{process.log_tail(self.log_path)}"
-                )
-            if process.accepts_connections(rec.port, HOST):
-                try:
-                    check_database(admin_url, timeout_s=2.0)
-                    return
-                except DatabaseUnavailable:
-                    pass  # still starting up ("the database system is starting up")
-            time.sleep(0.1)
-        raise StackError(
-            f"the embedded PostgreSQL did not answer on {HOST}:{rec.port} within {timeout_s:g}s; "
-            f"see {self.log_path}"
-        )
-
     def _create_database(self, rec: ProcessRecord) -> None:
-        admin_url = f"postgresql://{SUPERUSER}@{HOST}:{rec.port}/postgres"
-        with connect(admin_url, autocommit=True) as conn:
+        with connect(self.url(rec, "postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-    def stop(self) -> bool:
-        """Fast shutdown (SIGINT: roll back open transactions, then exit cleanly)."""
-        rec = self.record()
-        was_running = process.is_running(rec)
-        if rec is not None and was_running:
-            process.stop(rec.pid, signal.SIGINT, timeout_s=30)
-            log.info("stopped embedded PostgreSQL (pid %d)", rec.pid)
-        self.record_path.unlink(missing_ok=True)
-        return was_running
 
 
 def ensure_user() -> str:

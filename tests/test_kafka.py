@@ -3,7 +3,7 @@
 import time
 
 from workbench import kafka
-from workbench.producer import ReadingProducer
+from workbench.producer import RecordProducer
 from workbench.schemas import READING
 from workbench.simulator.physics import Factory, FactoryConfig
 
@@ -23,7 +23,7 @@ def consume_all(bootstrap, topic, group, expected, timeout_s=30):
 def test_readings_round_trip_keyed_by_machine_with_run_header(settings, endpoints):
     factory = Factory(FactoryConfig(machines=4, seed=1, start_ms=0))
     records = [r for tick in factory.ticks(5) for r in factory.records(tick)]
-    with ReadingProducer(endpoints.bootstrap_servers, settings.topic_raw, "run-a") as producer:
+    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, "run-a") as producer:
         for r in records:
             producer.send(r)
     report = producer.report
@@ -47,7 +47,7 @@ def test_digest_is_equal_for_equal_streams(settings, endpoints):
     digests = []
     for _ in range(2):
         factory = Factory(FactoryConfig(machines=2, seed=9, start_ms=0))
-        with ReadingProducer(endpoints.bootstrap_servers, settings.topic_raw, "r") as p:
+        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, "r") as p:
             for tick in factory.ticks(3):
                 for r in factory.records(tick):
                     p.send(r)

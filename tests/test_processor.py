@@ -11,7 +11,7 @@ from test_kafka import consume_all
 
 from workbench import kafka
 from workbench.processor.pipeline import Processor
-from workbench.producer import ReadingProducer
+from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry
 from workbench.schemas import READING
 from workbench.simulator.physics import Factory, FactoryConfig
@@ -19,7 +19,7 @@ from workbench.simulator.physics import Factory, FactoryConfig
 
 def produce(endpoints, settings, run_id, machines, seconds, extra_raw=()):
     factory = Factory(FactoryConfig(machines=machines, seed=4, start_ms=1_767_225_600_000))
-    with ReadingProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
+    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
         for tick in factory.ticks(seconds):
             for record in factory.records(tick):
                 p.send(record)

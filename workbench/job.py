@@ -19,7 +19,7 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor, ProcessorStats
-from workbench.producer import ProduceReport, ReadingProducer
+from workbench.producer import ProduceReport, RecordProducer
 from workbench.runs import RunRegistry, new_run_id
 from workbench.simulator.physics import Factory, FactoryConfig
 from workbench.sinks.postgres import create_schema, redact
@@ -50,7 +50,7 @@ def simulate(
     sim = Factory(factory)
     started = time.monotonic()
     last_log = started
-    with ReadingProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as producer:
+    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as producer:
         for n, tick in enumerate(sim.ticks(duration_s)):
             if realtime:
                 wait = started + n * sim.dt_s - time.monotonic()

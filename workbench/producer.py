@@ -34,10 +34,10 @@ class ProduceReport:
     sha256: str = ""
 
 
-class ReadingProducer:
-    """Encode readings and produce them to ``topic``, keyed by machine.
+class RecordProducer:
+    """Encode records (readings by default) and produce them to ``topic``, keyed by machine.
 
-    >>> # with ReadingProducer(bootstrap, "telemetry.raw", run_id="r1") as p:
+    >>> # with RecordProducer(bootstrap, "telemetry.raw", run_id="r1") as p:
     >>> #     p.send({"machine_id": "m-0001", ...})
     >>> # p.report.delivered
     """
@@ -96,7 +96,7 @@ class ReadingProducer:
             log.error("%d messages to %s failed: %s", t.failed, self.topic, t.errors)
         return self.report
 
-    def __enter__(self) -> ReadingProducer:
+    def __enter__(self) -> RecordProducer:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -7,6 +7,7 @@ batch is either stored whole or not at all, and storing it twice changes nothing
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,27 @@ log = logging.getLogger(__name__)
 #: Column order of a reading row as handed to :meth:`PostgresSink.write`.
 READING_COLUMNS = ("run_id", "machine_id", "sensor_type", "seq", "ts_ms", "value", "status_code")
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "run_id", "reason", "key", "payload")
+CHAOS_EVENT_COLUMNS = (
+    "run_id", "event_id", "kind", "machine_id", "sensor_type", "start_ts", "end_ts",
+    "magnitude", "source", "detail",
+)  # fmt: skip
+
+
+def _insert_ignore(
+    cur: psycopg.Cursor, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """INSERT rows that are not there yet (by natural key): for small, infrequent batches."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+    return cur.rowcount
+
+
+def _ms(epoch_ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=epoch_ms)
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def libpq_url(url: str) -> str:
@@ -129,13 +151,17 @@ class PostgresSink:
                 )
                 inserted = cur.rowcount
             if dead_letters:
-                cur.executemany(
-                    'INSERT INTO dead_letters (topic, "partition", "offset", run_id, reason, key, '
-                    "payload) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    dead_letters,
+                dead_inserted = _insert_ignore(
+                    cur, "dead_letters", DEAD_LETTER_COLUMNS, dead_letters
                 )
-                dead_inserted = cur.rowcount
         return WriteResult(inserted, len(readings) - inserted, dead_inserted)
+
+    def write_chaos_events(self, events: Sequence[tuple[Any, ...]]) -> int:
+        """Store ground-truth events (rows follow :data:`CHAOS_EVENT_COLUMNS`, times in epoch
+        ms); return how many were new."""
+        rows = [(*e[:5], _ms(e[5]), _ms(e[6]), *e[7:]) for e in events]
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            return _insert_ignore(cur, "chaos_events", CHAOS_EVENT_COLUMNS, rows)
 
     def close(self) -> None:
         self._conn.close()

@@ -76,3 +76,21 @@ dead_letters = Table(
     PrimaryKeyConstraint("topic", "partition", "offset", name="dead_letters_pkey"),
     comment="Messages the processor could not use, with the reason and the original bytes.",
 )
+
+chaos_events = Table(
+    "chaos_events",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("sensor_type", Text, comment="NULL when every sensor of the machine is hit"),
+    Column("start_ts", DateTime(timezone=True), nullable=False),
+    Column("end_ts", DateTime(timezone=True), nullable=False),
+    Column("magnitude", Float),
+    Column("source", Text, nullable=False),
+    Column("detail", Text),
+    PrimaryKeyConstraint("run_id", "event_id", name="chaos_events_pkey"),
+    Index("chaos_events_machine_start", "machine_id", "start_ts"),
+    comment="Ground truth: every injected fault and every labelled anomaly of a replayed file.",
+)

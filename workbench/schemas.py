@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,84 @@ def sensor_types() -> list[str]:
 
 
 READING = codec_for("reading")
+
+
+def _varint(n: int) -> bytes:
+    """Avro's zig-zag variable-length encoding of a signed integer."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class ReadingEncoder:
+    """Encodes readings field by field, about five times faster than a general Avro writer.
+
+    The simulator produces readings by the hundred thousand per second; a schemaless
+    writer call per record would make it the bottleneck of every benchmark. The byte
+    layout is Avro's (string, long, enum, union of null/double, int, long), checked against
+    fastavro when the encoder is built, so a schema change that this class does not follow
+    fails loudly instead of producing wrong bytes.
+
+    >>> enc = ReadingEncoder()
+    >>> rec = {"machine_id": "m-1", "ts": 5, "sensor_type": "pressure", "value": None,
+    ...        "status_code": 0, "seq": 300}
+    >>> enc.encode(rec) == READING.encode(rec)
+    True
+    """
+
+    FIELDS = ("machine_id", "ts", "sensor_type", "value", "status_code", "seq")
+
+    def __init__(self, codec: AvroCodec | None = None) -> None:
+        self.codec = codec or codec_for("reading")
+        if tuple(self.codec.field_names) != self.FIELDS:
+            raise SchemaError(
+                f"ReadingEncoder knows the fields {self.FIELDS}, the reading schema has "
+                f"{tuple(self.codec.field_names)}: update the encoder with the schema"
+            )
+        enum = next(f["type"] for f in self.codec.raw["fields"] if f["name"] == "sensor_type")
+        self.sensor_bytes = {s: _varint(i) for i, s in enumerate(enum["symbols"])}
+        self._strings: dict[str, bytes] = {}
+        self._small = [_varint(i) for i in range(1024)]
+        sample = {"machine_id": "m-0001", "ts": 1_767_225_600_000, "sensor_type": "vibration",
+                  "value": -1.25, "status_code": 2, "seq": 123_456}  # fmt: skip
+        for value in (sample["value"], None):
+            rec = sample | {"value": value}
+            if self.encode(rec) != self.codec.encode(rec):
+                raise SchemaError("ReadingEncoder disagrees with the reading schema's encoding")
+
+    def string(self, text: str) -> bytes:
+        """The encoded string, cached: machine ids repeat on every reading."""
+        encoded = self._strings.get(text)
+        if encoded is None:
+            raw = text.encode()
+            encoded = self._strings[text] = _varint(len(raw)) + raw
+        return encoded
+
+    def long(self, n: int) -> bytes:
+        return self._small[n] if 0 <= n < 1024 else _varint(n)
+
+    def encode_parts(
+        self, machine: bytes, ts: bytes, sensor: bytes, value: float | None, status: int, seq: int
+    ) -> bytes:
+        """The message from pre-encoded machine id, time and sensor (the per-tick constants)."""
+        body = b"\x00" if value is None else b"\x02" + _DOUBLE(value)
+        return b"".join(
+            (self.codec.header, machine, ts, sensor, body, self.long(status), self.long(seq))
+        )
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        return self.encode_parts(
+            self.string(record["machine_id"]),
+            _varint(record["ts"]),
+            self.sensor_bytes[record["sensor_type"]],
+            record["value"],
+            record["status_code"],
+            record["seq"],
+        )
+
+
+_DOUBLE = struct.Struct("<d").pack

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from workbench import job
+from workbench import job, kafka
 from workbench.config import PREFIX, Settings
 from workbench.stack import Endpoints, Stack
 
@@ -70,3 +71,24 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[PREFIX + f.name.upper()] = str(value)
     env.update(extra)
     return env
+
+
+def readings_in(machines: int, seconds: int) -> int:
+    """Readings a chaos-free factory makes at the default rates: temperature, vibration and
+    pressure every second, battery every ten seconds (from the first tick)."""
+    return machines * (3 * seconds + -(-seconds // 10))
+
+
+def read_topic(settings: Settings, endpoints: Endpoints, topic: str, expected: int,
+               timeout_s: float = 30) -> list:  # fmt: skip
+    """Every message of ``topic`` (up to ``expected``), read by partition assignment: no
+    consumer group to join, so no rebalance wait."""
+    consumer = kafka.make_consumer(endpoints.bootstrap_servers, "test-reader", 6000)
+    consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    got, deadline = [], time.monotonic() + timeout_s
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            got += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+    finally:
+        consumer.close()
+    return got

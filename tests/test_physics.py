@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.simulator.physics import SENSORS, Factory, FactoryConfig
+from workbench.simulator.physics import MACHINE_TYPES, REGIMES, SENSORS, Factory, FactoryConfig
 
 
 def run(cfg: FactoryConfig, seconds: float):
@@ -28,7 +28,7 @@ def test_event_time_and_sequence_advance_per_sample():
     assert [t.ts_ms for t in ticks] == [1000 + 250 * i for i in range(8)]
     assert [int(t.seq["pressure"][2]) for t in ticks] == list(range(8))
     recs = list(f.records(ticks[0]))
-    assert len(recs) == 3 * len(SENSORS)
+    assert len(recs) == 3 * len(SENSORS)  # the first tick samples every sensor
     assert {r["machine_id"] for r in recs} == {"m-0001", "m-0002", "m-0003"}
 
 
@@ -36,33 +36,62 @@ def test_temperature_follows_load_through_a_thermal_lag():
     """A step in load moves temperature towards its new equilibrium gradually."""
     f = Factory(FactoryConfig(machines=50, seed=3, start_ms=0))
     before = f.temp_c.copy()
-    f.base_load[:] = 1.0  # step every machine to full load
-    f.cycle_amp[:] = 0.0
+    f.forced_load[:] = 1.0  # every machine to full load
     first = f.step()
-    for _ in range(600):
+    for _ in range(900):
         last = f.step()
     assert np.all(f.temp_c > before)
     # one second in, the true temperature moved only a little of the way ...
     assert np.all(np.abs(first.values["temperature"] - before) < 2.0)
-    # ... ten minutes later most of the way to ambient + gain
+    # ... fifteen minutes later most of the way to ambient + gain
     target = f.config.ambient_c + f.thermal_gain_c
     assert np.all(target - last.values["temperature"] < 0.25 * (target - before) + 1.0)
 
 
 def test_vibration_and_pressure_grow_with_load():
-    _, ticks = run(FactoryConfig(machines=200, seed=5, start_ms=0), 60)
+    _, ticks = run(FactoryConfig(machines=200, seed=5, start_ms=0), 120)
     load = np.concatenate([t.load for t in ticks])
     for sensor in ("vibration", "pressure"):
         values = np.concatenate([t.values[sensor] for t in ticks])
-        assert np.corrcoef(load, values)[0, 1] > 0.5
+        assert np.corrcoef(load, values)[0, 1] > 0.3
 
 
 def test_values_are_quantised_to_the_sensor_resolution():
-    _, ticks = run(FactoryConfig(machines=10, seed=0, start_ms=0), 3)
+    _, ticks = run(FactoryConfig(machines=10, seed=0, start_ms=0), 30)
     for sensor, spec in SENSORS.items():
-        v = np.concatenate([t.values[sensor] for t in ticks])
+        v = np.concatenate([t.values[sensor] for t in ticks if sensor in t.values])
         steps = v / spec["resolution"]
-        assert np.allclose(steps, np.round(steps), atol=1e-6)
+        assert v.size and np.allclose(steps, np.round(steps), atol=1e-6)
+
+
+def test_machines_move_through_operating_regimes():
+    f = Factory(FactoryConfig(machines=100, seed=9, start_ms=0))
+    seen, load_by_regime = set(), {r: [] for r in range(len(REGIMES))}
+    for _ in range(1200):
+        tick = f.step()
+        seen |= set(f.regime.tolist())
+        for r in range(len(REGIMES)):
+            load_by_regime[r].extend(tick.load[f.regime == r].tolist())
+    assert seen == set(range(len(REGIMES)))
+    mean = {REGIMES[r]: np.mean(v) for r, v in load_by_regime.items()}
+    assert mean["idle"] < mean["ramp_up"] < mean["steady"] < mean["overload"]
+    assert mean["cool_down"] < mean["steady"]
+    assert set(f.machine_type) == set(MACHINE_TYPES)
+
+
+def test_each_sensor_samples_at_its_own_rate():
+    _f, ticks = run(FactoryConfig(machines=2, seed=0, start_ms=0, rate_hz=2.0), 60)
+    counts = {s: sum(1 for t in ticks if s in t.values) for s in SENSORS}
+    assert counts == {"temperature": 120, "vibration": 120, "pressure": 120, "battery": 12}
+    f2 = Factory(FactoryConfig(machines=2, seed=0, sensor_rates_hz={"vibration": 4, "battery": 0}))
+    assert f2.tick_hz == 4 and "battery" not in f2.rates
+    assert FactoryConfig(machines=10).events_per_second() == pytest.approx(31.0)
+
+
+def test_five_thousand_machines_step_as_vectors():
+    f = Factory(FactoryConfig(machines=5000, seed=1))
+    tick = f.step()
+    assert tick.values["temperature"].shape == (5000,) and f.machine_ids[-1] == "m-5000"
 
 
 @pytest.mark.parametrize(

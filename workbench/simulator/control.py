@@ -1,0 +1,121 @@
+"""Chaos intensities: parsed from a compact spec, changed while a simulation runs.
+
+Each fault kind has one intensity; 0 switches it off. What the number means depends on
+the kind:
+
+============================  ==========================================================
+kind                          intensity
+============================  ==========================================================
+spike, loss, duplicate,       probability per reading (0 to 1)
+malformed
+drift, stuck, burst,          episodes per machine per minute of event time
+failure, power
+latency                       mean extra delivery delay, seconds (``2s``, ``500ms``, ``1.5``)
+============================  ==========================================================
+
+>>> parse_chaos("spike=0.01, drift=0.2, loss=0.05, latency=500ms")
+{'spike': 0.01, 'drift': 0.2, 'loss': 0.05, 'latency': 0.5}
+>>> parse_chaos("spikes=1")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+workbench.errors.ConfigError: chaos='spikes=1' is not valid: expected a fault kind, one of ...
+>>> control = ChaosControl({"loss": 0.05})
+>>> control.set("loss", 0.1); control.snapshot()["loss"]
+0.1
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+
+from workbench.errors import ConfigError
+from workbench.simulator.truth import FAULT_KINDS
+
+PER_READING = ("spike", "loss", "duplicate", "malformed")
+PER_MACHINE_MINUTE = ("drift", "stuck", "burst", "failure", "power")
+DELAY = ("latency",)
+
+_NUMBER = re.compile(r"^\s*[0-9]*\.?[0-9]+\s*$")
+_PART = r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)"
+_DURATION = re.compile(rf"^(?:{_PART})+\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: object, name: str = "duration") -> float:
+    """Seconds from ``2s``, ``500ms``, ``1.5m``, ``1m30s`` or a plain number of seconds.
+
+    >>> parse_duration_s("250ms"), parse_duration_s("3"), parse_duration_s("2m30s")
+    (0.25, 3.0, 150.0)
+    """
+    raw = str(text)
+    if _NUMBER.match(raw):
+        return float(raw)
+    if not _DURATION.match(raw):
+        raise ConfigError(name, text, "a duration such as 2s, 500ms, 1m30s or a number of seconds")
+    return sum(float(n) * _UNIT_S[unit] for n, unit in re.findall(_PART, raw))
+
+
+def check_intensity(kind: str, value: float) -> float:
+    """Validate one intensity; return it as a float."""
+    if kind not in FAULT_KINDS:
+        raise ConfigError("chaos", kind, f"a fault kind, one of {', '.join(FAULT_KINDS)}")
+    value = float(value)
+    if value < 0 or (kind in PER_READING and value > 1):
+        bound = "a probability from 0 to 1" if kind in PER_READING else "a number >= 0"
+        raise ConfigError(f"chaos {kind}", value, bound)
+    return value
+
+
+def parse_chaos(spec: str) -> dict[str, float]:
+    """Parse ``kind=value,kind=value``; every problem names the item it is in."""
+    result: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        kind, sep, raw = item.partition("=")
+        kind = kind.strip()
+        if not sep or kind not in FAULT_KINDS:
+            raise ConfigError("chaos", item, f"a fault kind, one of {', '.join(FAULT_KINDS)}")
+        try:
+            value = parse_duration_s(raw, f"chaos {kind}") if kind in DELAY else float(raw)
+        except ValueError:
+            raise ConfigError(f"chaos {kind}", raw.strip(), "a number") from None
+        result[kind] = check_intensity(kind, value)
+    return result
+
+
+class ChaosControl:
+    """Thread-safe fault intensities that a notebook widget or a script changes mid-run.
+
+    The simulator takes a :meth:`snapshot` once per tick, so a change applies from the
+    next sample on, and a tick never sees half of an update.
+    """
+
+    def __init__(self, intensities: Mapping[str, float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(FAULT_KINDS, 0.0)
+        self._last_on: dict[str, float] = {}
+        for kind, value in (intensities or {}).items():
+            self.set(kind, value)
+
+    def set(self, kind: str, value: float) -> None:
+        value = check_intensity(kind, value)
+        with self._lock:
+            self._values[kind] = value
+            if value > 0:
+                self._last_on[kind] = value
+
+    def off(self, kind: str) -> None:
+        self.set(kind, 0.0)
+
+    def on(self, kind: str, default: float) -> None:
+        """Switch ``kind`` back on at its last non-zero intensity (or ``default``)."""
+        self.set(kind, self._last_on.get(kind, default))
+
+    def get(self, kind: str) -> float:
+        with self._lock:
+            return self._values[kind]
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._values)

@@ -5,7 +5,7 @@ import subprocess
 
 import psutil
 import pytest
-from conftest import WORKBENCH, cli_env, isolated_settings
+from conftest import WORKBENCH, cli_env, isolated_settings, readings_in
 
 from workbench.runs import RunRegistry
 
@@ -26,11 +26,12 @@ def test_run_json_reconciles_and_records_the_run(settings, endpoints):
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["produced"] == summary["stored"] == 3 * 3 * 10
+    assert summary["produced"] == summary["stored"] == readings_in(3, 10)
     assert summary["deadlettered"] == 0 and summary["reconciled"] is True
     assert summary["elapsed_s"] > 0 and summary["run_id"]
     row = RunRegistry(endpoints.database_url).get(summary["run_id"])
-    assert (row["status"], row["seed"], row["produced"], row["stored"]) == ("completed", 5, 90, 90)
+    n = readings_in(3, 10)
+    assert (row["status"], row["seed"], row["produced"], row["stored"]) == ("completed", 5, n, n)
     assert row["params"]["machines"] == 3
 
 
@@ -39,7 +40,7 @@ def test_run_on_a_fresh_machine_starts_and_stops_its_own_stack(tmp_path):
     proc = workbench(settings, "run", "--machines", "2", "--duration", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["produced"] == summary["stored"] == 30
+    assert summary["produced"] == summary["stored"] == readings_in(2, 5)
     status = json.loads(workbench(settings, "status", "--json").stdout)
     assert not status["broker"]["running"] and not status["database"]["running"]
     leftovers = [
@@ -71,19 +72,22 @@ def test_simulate_then_process_as_separate_commands(settings, endpoints):
     sim = workbench(settings, "simulate", "--machines", "2", "--duration", "4", "--json")
     assert sim.returncode == 0, sim.stderr
     produced = json.loads(sim.stdout)
-    assert produced["produced"] == 24 and len(produced["sha256"]) == 64
+    assert produced["produced"] == readings_in(2, 4) and len(produced["sha256"]) == 64
     proc = workbench(settings, "process", "--idle-timeout", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
-    assert stats["per_run"] == {produced["run_id"]: 24}
-    assert RunRegistry(endpoints.database_url).counts(produced["run_id"]).stored == 24
+    assert stats["per_run"] == {produced["run_id"]: readings_in(2, 4)}
+    assert RunRegistry(endpoints.database_url).counts(produced["run_id"]).stored == readings_in(
+        2, 4
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
         (["run", "--machines", "0"], "is not a whole number > 0"),
-        (["run", "--duration", "soon"], "is not a number > 0"),
+        (["run", "--duration", "soon"], "expected a duration such as 2s"),
+        (["run", "--chaos", "loss=7"], "probability from 0 to 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -91,6 +95,14 @@ def test_bad_arguments_are_named(tmp_path, args, complaint):
     proc = workbench(isolated_settings(tmp_path / "state"), *args)
     assert proc.returncode == 2 and complaint in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unknown_scenario_lists_the_shipped_ones(tmp_path):
+    proc = workbench(isolated_settings(tmp_path / "s"), "run", "--scenario", "nope")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "workbench: error: scenario='nope' is not valid: expected a file, or one of: standard"
+    )
 
 
 def test_bad_setting_is_one_line(tmp_path):

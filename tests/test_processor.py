@@ -6,8 +6,7 @@ import signal
 import subprocess
 import time
 
-from conftest import WORKBENCH, cli_env
-from test_kafka import consume_all
+from conftest import WORKBENCH, cli_env, read_topic, readings_in
 
 from workbench import kafka
 from workbench.processor.pipeline import Processor
@@ -46,7 +45,7 @@ def committed(endpoints, settings, expected):
     finally:
         consumer.close()
     ends: dict[int, int] = {}
-    for m in consume_all(endpoints.bootstrap_servers, settings.topic_raw, "ends", expected):
+    for m in read_topic(settings, endpoints, settings.topic_raw, expected):
         ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
     return offsets, ends
 
@@ -70,21 +69,22 @@ def test_valid_readings_are_stored_and_bad_ones_dead_lettered_with_reasons(setti
                                      "value": 1.0, "status_code": 0, "seq": 0})),
     ]  # fmt: skip
     report = produce(endpoints, settings, "proc-a", machines=3, seconds=20, extra_raw=bad)
-    assert report.delivered == 3 * 3 * 20 + 4
+    assert report.delivered == readings_in(3, 20) + 4
 
     stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
         idle_timeout_s=3
     )
-    assert (stats.consumed, stats.stored, stats.deadlettered) == (184, 180, 4)
+    n = readings_in(3, 20)
+    assert (stats.consumed, stats.stored, stats.deadlettered) == (n + 4, n, 4)
     counts = RunRegistry(endpoints.database_url).counts("proc-a")
-    assert (counts.stored, counts.deadlettered) == (180, 4)
+    assert (counts.stored, counts.deadlettered) == (n, 4)
 
-    dead = consume_all(endpoints.bootstrap_servers, settings.topic_deadletter, "dl", 4)
+    dead = read_topic(settings, endpoints, settings.topic_deadletter, 4)
     reasons = sorted(dict(m.headers())["reason"].decode() for m in dead)
     assert [r.split(" ")[0] for r in reasons] == ["key", "not", "unknown", "wrong"]
     assert {m.value() for m in dead} == {value for _, value in bad}  # original bytes kept
 
-    offsets, ends = committed(endpoints, settings, 184)
+    offsets, ends = committed(endpoints, settings, n + 4)
     assert offsets == ends  # everything stored, everything committed
 
 
@@ -96,7 +96,7 @@ def test_a_second_run_of_the_processor_rereads_nothing(settings, endpoints):
     second = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
         idle_timeout_s=2
     )
-    assert (first.consumed, second.consumed) == (60, 0)
+    assert (first.consumed, second.consumed) == (readings_in(2, 10), 0)
 
 
 def test_kill_9_mid_run_then_restart_loses_nothing_and_duplicates_nothing(settings, endpoints):
@@ -140,13 +140,13 @@ def test_process_command_stops_cleanly_on_sigterm(settings, endpoints):
     )
     registry = RunRegistry(endpoints.database_url)
     deadline = time.monotonic() + 30
-    while registry.counts("proc-term").stored < 30 and time.monotonic() < deadline:
+    while registry.counts("proc-term").stored < readings_in(2, 5) and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     import json
 
-    assert json.loads(out)["stored"] == 30
-    offsets, ends = committed(endpoints, settings, 30)
+    assert json.loads(out)["stored"] == readings_in(2, 5)
+    offsets, ends = committed(endpoints, settings, readings_in(2, 5))
     assert offsets == ends

@@ -2,13 +2,12 @@
 
 ``run_experiment`` is the main job: it makes the stack available, records the run,
 starts a processor, simulates the factory into the raw topic, waits until the
-database accounts for every produced message, and reports. Its summary says whether
-the books close: produced = stored + dead-lettered.
+database accounts for every produced reading, and reports. Its summary says whether
+the books close: produced = stored + dead-lettered + dropped by chaos.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -19,10 +18,13 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor, ProcessorStats
-from workbench.producer import ProduceReport, RecordProducer
+from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry, new_run_id
-from workbench.simulator.physics import Factory, FactoryConfig
-from workbench.sinks.postgres import create_schema, redact
+from workbench.simulator.control import ChaosControl
+from workbench.simulator.source import Simulation
+from workbench.simulator.spec import SimulationSpec
+from workbench.simulator.truth import chaos_producer
+from workbench.sinks.postgres import PostgresSink, create_schema, redact
 from workbench.stack import Endpoints, Stack
 
 log = logging.getLogger(__name__)
@@ -34,35 +36,114 @@ def prepare(settings: Settings, endpoints: Endpoints) -> None:
     create_schema(endpoints.database_url)
 
 
+def ready_stack(settings: Settings) -> Endpoints:
+    """Attach to or start the stack, and leave it running: the other half of the pipeline
+    (processor or source, in another command) still needs it. Topics and tables exist
+    on return."""
+    endpoints, started = Stack(settings).up()
+    if started:
+        log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
+    prepare(settings, endpoints)
+    return endpoints
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """What one simulation made, did to it, and got acknowledged by the broker."""
+
+    run_id: str
+    #: readings the factory made (each counted once, whatever happened to it)
+    produced: int
+    #: readings lost on the way (chaos ``loss``): never sent
+    dropped: int
+    #: extra copies sent (chaos ``duplicate``) and readings replaced by bad bytes
+    duplicates: int
+    malformed: int
+    #: messages handed to the broker, and how many it acknowledged
+    sent: int
+    delivered: int
+    failed: int
+    #: ground-truth events by fault kind
+    chaos: dict[str, int]
+    sha256: str
+    first_ts: int | None
+    last_ts: int | None
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the broker acknowledged every message sent."""
+        return self.failed == 0 and self.delivered == self.sent
+
+    @property
+    def expected_in_database(self) -> int:
+        """Readings that must end up stored or dead-lettered: all but the dropped."""
+        return self.produced - self.dropped
+
+
 def simulate(
     settings: Settings,
     endpoints: Endpoints,
-    factory: FactoryConfig,
-    duration_s: float,
+    spec: SimulationSpec,
     run_id: str,
     realtime: bool = False,
-) -> ProduceReport:
-    """Produce ``duration_s`` seconds of event time from a factory to the raw topic.
+    control: ChaosControl | None = None,
+    stop: threading.Event | None = None,
+) -> SimulationReport:
+    """Produce a simulated run to the raw topic, with its ground truth to topic and table.
 
     As fast as possible by default; with ``realtime`` each tick is sent when its event
-    time comes round on the wall clock (a live view then sees data as it happens).
+    time comes round on the wall clock. ``control`` lets a caller change chaos
+    intensities while the run goes on; ``stop`` ends it early (ground truth is closed).
     """
-    sim = Factory(factory)
-    started = time.monotonic()
-    last_log = started
-    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as producer:
-        for n, tick in enumerate(sim.ticks(duration_s)):
-            if realtime:
-                wait = started + n * sim.dt_s - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            for record in sim.records(tick):
-                producer.send(record)
-            if time.monotonic() - last_log >= 5.0:
-                last_log = time.monotonic()
-                log.info("simulated %.0f of %.0f s of event time", (n + 1) * sim.dt_s, duration_s)
-    assert producer.report is not None
-    return producer.report
+    control = control or ChaosControl(spec.chaos)
+    sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
+    bootstrap = endpoints.bootstrap_servers
+    truth_producer = chaos_producer(bootstrap, settings.topic_chaos, run_id)
+    with (
+        RecordProducer(bootstrap, settings.topic_raw, run_id) as raw,
+        PostgresSink(endpoints.database_url) as sink,
+    ):
+
+        def progress(s: Simulation) -> None:
+            s.truth.flush(truth_producer, sink)
+            done = s.factory.index * s.factory.dt_s
+            log.info("simulated %.0f of %.0f s of event time", done, spec.duration_s)
+
+        counts = sim.run(raw.send_raw, spec.duration_s, realtime, stop, progress, 5.0)
+        sim.truth.flush(truth_producer, sink)
+    truth_producer.flush()
+    report = raw.report
+    assert report is not None
+    return SimulationReport(
+        run_id=run_id,
+        produced=counts.produced,
+        dropped=counts.dropped,
+        duplicates=counts.duplicates,
+        malformed=counts.malformed,
+        sent=counts.sent,
+        delivered=report.delivered,
+        failed=report.failed,
+        chaos=counts.chaos,
+        sha256=report.sha256,
+        first_ts=counts.first_ts,
+        last_ts=counts.last_ts,
+    )
+
+
+def simulate_run(
+    settings: Settings, spec: SimulationSpec, run_id: str, realtime: bool = False
+) -> SimulationReport:
+    """``workbench simulate``: one registered simulation; the stack stays up for a processor."""
+    endpoints = ready_stack(settings)
+    params = spec.params() | {"realtime": realtime}
+    with (
+        RunRegistry(endpoints.database_url) as registry,
+        registry.track(run_id, "simulate", spec.factory.seed, params),
+    ):
+        report = simulate(settings, endpoints, spec, run_id, realtime)
+        status = "completed" if report.acknowledged else "failed"
+        registry.finish(run_id, status, produced=report.produced)
+    return report
 
 
 @dataclass(frozen=True)
@@ -70,17 +151,26 @@ class RunSummary:
     """The outcome of one end-to-end run, as printed by ``workbench run --json``."""
 
     run_id: str
+    scenario: str | None
     machines: int
     duration_s: float
     rate_hz: float
     seed: int
+    #: readings the factory made; ``dropped`` of them were lost by chaos on the way
     produced: int
+    dropped: int
+    #: messages the broker acknowledged (duplicates included) and those it did not
+    sent: int
     failed_deliveries: int
     stored: int
     deadlettered: int
     duplicates_absorbed: int
+    #: ground-truth events by fault kind
+    chaos: dict[str, int]
+    sha256: str
     elapsed_s: float
     events_per_s: float
+    #: produced == stored + deadlettered + dropped, and every message acknowledged
     reconciled: bool
     bootstrap_servers: str
     database_url: str
@@ -108,34 +198,35 @@ class _ProcessorThread(threading.Thread):
 
 def run_experiment(
     settings: Settings,
-    machines: int = 5,
-    duration_s: float = 30.0,
-    seed: int = 0,
-    rate_hz: float = 1.0,
+    spec: SimulationSpec | None = None,
     run_id: str | None = None,
     realtime: bool = False,
     keep_up: bool = False,
+    control: ChaosControl | None = None,
     stall_timeout_s: float = 60.0,
 ) -> RunSummary:
-    """Simulate, process and store one run end to end; see the module docstring."""
+    """Simulate, process and store one run end to end; see the module docstring.
+
+    >>> # run_experiment(Settings.from_env(), SimulationSpec.build(scenario="standard"))
+    """
+    spec = spec or SimulationSpec.build()
     run_id = run_id or new_run_id()
-    factory = FactoryConfig(machines=machines, rate_hz=rate_hz, seed=seed)
     started = time.monotonic()
     with Stack(settings).session(keep_up=keep_up) as endpoints:
         prepare(settings, endpoints)
-        registry = RunRegistry(endpoints.database_url)
-        try:
-            params = {"machines": machines, "duration_s": duration_s, "rate_hz": rate_hz,
-                      "realtime": realtime}  # fmt: skip
-            registry.start(run_id, "run", seed, params)
+        params = spec.params() | {"realtime": realtime}
+        with (
+            RunRegistry(endpoints.database_url) as registry,
+            registry.track(run_id, "run", spec.factory.seed, params),
+        ):
             worker = _ProcessorThread(
                 Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
             )
             worker.start()
             try:
-                report = simulate(settings, endpoints, factory, duration_s, run_id, realtime)
+                report = simulate(settings, endpoints, spec, run_id, realtime, control)
                 counts = _wait_for_sinks(
-                    registry, run_id, report.delivered, worker, stall_timeout_s
+                    registry, run_id, report.expected_in_database, worker, stall_timeout_s
                 )
             finally:
                 worker.stop.set()
@@ -143,38 +234,37 @@ def run_experiment(
             if worker.error is not None:
                 raise worker.error
             reconciled = (
-                report.failed == 0
-                and report.delivered == report.sent
-                and counts.stored + counts.deadlettered == report.delivered
+                report.acknowledged
+                and counts.stored + counts.deadlettered + report.dropped == report.produced
             )
             registry.finish(
                 run_id,
                 "completed" if reconciled else "failed",
-                produced=report.delivered,
+                produced=report.produced,
                 stored=counts.stored,
                 deadlettered=counts.deadlettered,
             )
-        except BaseException:
-            with contextlib.suppress(Exception):  # the database may be what failed
-                registry.finish(run_id, "failed")
-            raise
-        finally:
-            registry.close()
     elapsed = time.monotonic() - started
     stats = worker.stats or ProcessorStats()
+    f = spec.factory
     return RunSummary(
         run_id=run_id,
-        machines=machines,
-        duration_s=duration_s,
-        rate_hz=rate_hz,
-        seed=seed,
-        produced=report.delivered,
+        scenario=spec.scenario,
+        machines=f.machines,
+        duration_s=spec.duration_s,
+        rate_hz=f.rate_hz,
+        seed=f.seed,
+        produced=report.produced,
+        dropped=report.dropped,
+        sent=report.delivered,
         failed_deliveries=report.failed,
         stored=counts.stored,
         deadlettered=counts.deadlettered,
         duplicates_absorbed=stats.duplicates,
+        chaos=report.chaos,
+        sha256=report.sha256,
         elapsed_s=round(elapsed, 3),
-        events_per_s=round(report.delivered / elapsed, 1) if elapsed else 0.0,
+        events_per_s=round(report.produced / elapsed, 1) if elapsed else 0.0,
         reconciled=reconciled,
         bootstrap_servers=endpoints.bootstrap_servers,
         database_url=redact(endpoints.database_url),

@@ -6,8 +6,10 @@ chaos event) carries it, so a notebook or dashboard can filter by it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,22 @@ class RunRegistry:
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
+    @contextlib.contextmanager
+    def track(
+        self, run_id: str, kind: str, seed: int | None, params: dict[str, Any]
+    ) -> Iterator[None]:
+        """Record the run as running for the block; if the block fails, mark it failed.
+
+        The block calls :meth:`finish` with the outcome when it succeeds.
+        """
+        self.start(run_id, kind, seed, params)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the database may be what failed
+                self.finish(run_id, "failed")
+            raise
+
     def finish(self, run_id: str, status: str, **outcome: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -83,3 +101,9 @@ class RunRegistry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> RunRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

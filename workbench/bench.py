@@ -1,0 +1,156 @@
+"""The benchmark: throughput of each stage, as ratios against a baseline run in the same process.
+
+Machines here are shared and noisy, so absolute numbers say little from one run to the
+next; a ratio against a baseline measured minutes apart on the same data says much more.
+Every measurement is repeated and interleaved with the others (A B C A B C ...), and the
+median is reported.
+
+Simulator section: the baseline is producing already-encoded messages (the cost of the
+Kafka client and broker alone); against it stand the simulator alone (physics, chaos,
+Avro encoding, no Kafka), and simulator + Avro + produce, without and with chaos.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workbench import kafka
+from workbench.producer import RecordProducer
+from workbench.simulator.control import ChaosControl, parse_chaos
+from workbench.simulator.physics import FactoryConfig
+from workbench.simulator.source import Simulation
+
+log = logging.getLogger(__name__)
+
+#: Chaos for the "with chaos" row: every kind on, at the standard scenario's background
+#: levels for network faults and a few episodes per machine-hour for the others.
+BENCH_CHAOS = (
+    "spike=0.001,drift=0.05,stuck=0.05,loss=0.002,duplicate=0.002,latency=200ms,"
+    "burst=0.02,failure=0.01,power=0.01,malformed=0.0005"
+)
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _median_rate(samples: list[tuple[int, float]]) -> tuple[int, float, float]:
+    """(events, median seconds, events per second) over repeated runs of the same work."""
+    events = samples[0][0]
+    seconds = statistics.median(s for _, s in samples)
+    return events, seconds, events / seconds if seconds else 0.0
+
+
+def bench_simulator(
+    bootstrap: str,
+    topic_prefix: str,
+    machines: int = 1000,
+    duration_s: float = 60.0,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Simulator + Avro + produce throughput, against producing pre-encoded messages."""
+    config = FactoryConfig(machines=machines, seed=1)
+    chaos = parse_chaos(BENCH_CHAOS)
+    encoded: list[tuple[bytes, bytes]] = []
+    Simulation(config, "bench").run(lambda k, v: encoded.append((k, v)), duration_s)
+    kafka.ensure_topics(bootstrap, [f"{topic_prefix}.baseline", f"{topic_prefix}.sim"], 4)
+
+    def produce_encoded() -> tuple[int, float]:
+        producer = RecordProducer(bootstrap, f"{topic_prefix}.baseline", "bench")
+        t0 = time.perf_counter()
+        for key, value in encoded:
+            producer.send_raw(key, value)
+        producer.flush()
+        return len(encoded), time.perf_counter() - t0
+
+    def simulate(send_to_kafka: bool, with_chaos: bool) -> Callable[[], tuple[int, float]]:
+        def run() -> tuple[int, float]:
+            control = ChaosControl(chaos if with_chaos else {})
+            sim = Simulation(config, "bench", control)
+            producer = (
+                RecordProducer(bootstrap, f"{topic_prefix}.sim", "bench") if send_to_kafka else None
+            )
+            send = producer.send_raw if producer else (lambda k, v: None)
+            t0 = time.perf_counter()
+            counts = sim.run(send, duration_s)
+            if producer:
+                producer.flush()
+            return counts.produced, time.perf_counter() - t0
+
+        return run
+
+    cases: dict[str, Callable[[], tuple[int, float]]] = {
+        "baseline: produce pre-encoded": produce_encoded,
+        "simulator alone (no Kafka)": simulate(False, False),
+        "simulator + Avro + produce": simulate(True, False),
+        "simulator + chaos + Avro + produce": simulate(True, True),
+    }
+    samples: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}
+    for round_ in range(repeats):
+        for name, case in cases.items():
+            samples[name].append(case())
+            log.info("round %d/%d: %s done", round_ + 1, repeats, name)
+    _, _, baseline = _median_rate(samples["baseline: produce pre-encoded"])
+    rows = []
+    for name in cases:
+        events, seconds, eps = _median_rate(samples[name])
+        rows.append({"name": name, "events": events, "seconds": round(seconds, 3),
+                     "events_per_s": round(eps), "ratio": round(eps / baseline, 3)})  # fmt: skip
+    with_kafka = rows[2]["events_per_s"]
+    return {
+        "machines": machines,
+        "duration_s": duration_s,
+        "repeats": repeats,
+        "chaos": BENCH_CHAOS,
+        "baseline_events_per_s": round(baseline),
+        "simulator_produce_events_per_s": with_kafka,
+        "rows": rows,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The result as a plain-text table for the terminal."""
+    lines = []
+    m = result["machine"]
+    lines.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+                 f"Python {m['python']}")  # fmt: skip
+    for section in ("simulator",):
+        s = result.get(section)
+        if not s:
+            continue
+        lines.append(f"\n{section}: {s['machines']} machines x {s['duration_s']:g} s of event "
+                     f"time, median of {s['repeats']}")  # fmt: skip
+        lines.append(f"  {'stage':<38}{'events':>10}{'seconds':>10}{'events/s':>12}{'ratio':>8}")
+        for row in s["rows"]:
+            lines.append(f"  {row['name']:<38}{row['events']:>10}{row['seconds']:>10.3f}"
+                         f"{row['events_per_s']:>12,}{row['ratio']:>8.2f}")  # fmt: skip
+    lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
+    return "\n".join(lines)

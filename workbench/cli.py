@@ -7,21 +7,29 @@ Errors the user can act on print one line (``workbench: error: ...``) and exit 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
 import json
 import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from workbench import job
-from workbench.config import Settings
+from workbench import bench, job
+from workbench.config import Settings, project_root
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor
-from workbench.runs import RunRegistry, new_run_id
-from workbench.simulator.physics import FactoryConfig
-from workbench.stack import Endpoints, Stack
+from workbench.runs import new_run_id
+from workbench.simulator.control import parse_chaos, parse_duration_s
+from workbench.simulator.csvsource import CsvSource
+from workbench.simulator.mapping import Overrides
+from workbench.simulator.replay import ReplayOptions, replay
+from workbench.simulator.spec import SimulationSpec
+from workbench.stack import Stack
 
 log = logging.getLogger("workbench.cli")
 
@@ -46,18 +54,77 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _chaos(text: str) -> dict[str, float]:
+    try:
+        return parse_chaos(text)
+    except WorkbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _start(text: str) -> int:
+    """Event-time origin: ``now`` or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text == "now":
+        return int(time.time()) * 1000
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'now' or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
 def _add_factory_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--machines", type=_positive_int, default=5, help="machines (default 5)")
+    """Simulation options; those left out come from --scenario, else from the defaults."""
+    p.add_argument("--scenario", help="a shipped scenario (e.g. standard) or a .toml file")
+    p.add_argument("--machines", type=_positive_int, help="machines (default 5)")
+    p.add_argument("--duration", type=_duration, help="event time to simulate, e.g. 90 or 5m (30s)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=_positive_float, help="samples/s of each sensor (default 1)")
+    rate.add_argument("--events-per-s", type=_positive_float, help="readings/s, whole factory")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(
-        "--duration", type=_positive_float, default=30.0, help="seconds of event time (default 30)"
+        "--chaos",
+        type=_chaos,
+        default={},
+        metavar="SPEC",
+        help="fault intensities, e.g. spike=0.01,drift=0.2,loss=0.05,latency=2s "
+        "(per reading: spike loss duplicate malformed; per machine-minute: drift stuck "
+        "burst failure power; latency: mean delay)",
     )
     p.add_argument(
-        "--rate", type=_positive_float, default=1.0, help="samples/s per sensor per machine (1)"
+        "--start",
+        type=_start,
+        help="event time of the first reading: 'now' or ISO 8601 (default: 2026-01-01T00:00Z, "
+        "or now with --realtime), so equal seeds give equal streams",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--run-id", help="name the run (default: time + random suffix)")
     p.add_argument(
         "--realtime", action="store_true", help="pace event time to the wall clock (default: max)"
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        value = parse_duration_s(text)
+    except WorkbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration > 0")
+    return value
+
+
+def _spec(args: argparse.Namespace) -> SimulationSpec:
+    return SimulationSpec.build(
+        machines=args.machines,
+        duration_s=args.duration,
+        rate_hz=args.rate,
+        seed=args.seed,
+        chaos=args.chaos,
+        scenario=args.scenario,
+        start_ms=args.start,
+        events_per_s=args.events_per_s,
+        realtime=args.realtime,
     )
 
 
@@ -96,6 +163,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-up", action="store_true", help="leave an embedded stack this run started running"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    p = sub.add_parser(
+        "replay",
+        help="stream a CSV file of real sensor data to the raw topic, its labels as ground truth",
+        description="Replay a CSV file through the producer. Columns are mapped by a mapping "
+        "(shipped: nab, skab, smoke; picked by the file's columns when not given) and/or flags.",
+    )
+    p.add_argument("file", metavar="FILE", help="the CSV file")
+    p.add_argument("--mapping", metavar="NAME_OR_FILE", help="shipped mapping name or TOML file")
+    p.add_argument("--sep", help="field separator, or tab (default: the mapping's, else guessed)")
+    p.add_argument("--time-column", metavar="COLUMN", help="the event-time column")
+    p.add_argument("--time-format", metavar="FMT", help="strptime format, iso, unix_s or unix_ms")
+    p.add_argument(
+        "--machine-id", metavar="ID", help="machine id; may use {stem} {parent} {session}"
+    )
+    p.add_argument("--machine-column", metavar="COLUMN", help="take the machine id from a column")
+    p.add_argument(
+        "--sensor",
+        action="append",
+        metavar="COLUMN=TYPE[*SCALE]",
+        help="map a column to a sensor type (repeatable; replaces the mapping's sensors)",
+    )
+    p.add_argument("--label-column", metavar="COLUMN", help="0/1 anomaly label column")
+    p.add_argument("--labels", metavar="FILE", help="NAB-style JSON file of anomaly windows")
+    p.add_argument(
+        "--timestamps",
+        choices=["original", "now"],
+        default="original",
+        help="keep the file's event times (default), or start now",
+    )
+    p.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="divide time intervals by this (1)"
+    )
+    p.add_argument(
+        "--realtime", action="store_true", help="send rows at their event time (default: max)"
+    )
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="replay the first N rows")
+    p.add_argument("--run-id", help="name the run (default: time + random suffix)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
+    p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
+    p.add_argument(
+        "--duration", type=_duration, default=60.0, help="event time per pass (default 60s)"
+    )
+    p.add_argument("--repeats", type=_positive_int, default=3, help="passes per stage (3)")
+    p.add_argument("--out", help="write the JSON here (default reports/bench/bench-<time>.json)")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
     return parser
 
 
@@ -156,37 +270,22 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _ready_stack(settings: Settings) -> Endpoints:
-    """Attach to or start the stack, and leave it running: the other half of the pipeline
-    (processor or simulator, in another command) still needs it. Topics and tables exist
-    on return."""
-    endpoints, started = Stack(settings).up()
-    if started:
-        log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
-    job.prepare(settings, endpoints)
-    return endpoints
-
-
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    factory = FactoryConfig(machines=args.machines, rate_hz=args.rate, seed=args.seed)
     run_id = args.run_id or new_run_id()
-    endpoints = _ready_stack(settings)
-    registry = RunRegistry(endpoints.database_url)
-    params = {"machines": args.machines, "duration_s": args.duration, "rate_hz": args.rate,
-              "realtime": args.realtime}  # fmt: skip
-    registry.start(run_id, "simulate", args.seed, params)
-    report = job.simulate(settings, endpoints, factory, args.duration, run_id, args.realtime)
-    ok = report.failed == 0
-    registry.finish(run_id, "completed" if ok else "failed", produced=report.delivered)
-    registry.close()
-    data = {"run_id": run_id, "produced": report.delivered, "failed": report.failed,
-            "sha256": report.sha256, "topic": settings.topic_raw}  # fmt: skip
-    _emit(args, data, f"run {run_id}: produced {report.delivered} readings to {settings.topic_raw}")
-    return 0 if ok else 1
+    report = job.simulate_run(settings, _spec(args), run_id, args.realtime)
+    data = dataclasses.asdict(report) | {"topic": settings.topic_raw}
+    faults = ", ".join(f"{n} {kind}" for kind, n in sorted(report.chaos.items())) or "none"
+    _emit(
+        args,
+        data,
+        f"run {run_id}: produced {report.produced} readings, sent {report.delivered} messages "
+        f"to {settings.topic_raw}; faults injected: {faults}",
+    )
+    return 0 if report.acknowledged else 1
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    endpoints = _ready_stack(settings)
+    endpoints = job.ready_stack(settings)
     processor = Processor(
         settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
     )
@@ -214,29 +313,69 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     summary = job.run_experiment(
-        settings,
-        machines=args.machines,
-        duration_s=args.duration,
-        seed=args.seed,
-        rate_hz=args.rate,
-        run_id=args.run_id,
-        realtime=args.realtime,
-        keep_up=args.keep_up,
+        settings, _spec(args), run_id=args.run_id, realtime=args.realtime, keep_up=args.keep_up
     )
     s = summary
+    faults = ", ".join(f"{n} {kind}" for kind, n in sorted(s.chaos.items())) or "none"
     text = "\n".join(
         [
             f"run {s.run_id}: {s.machines} machines, {s.duration_s:g}s of event time "
-            f"at {s.rate_hz:g} Hz, seed {s.seed}",
+            f"at {s.rate_hz:g} Hz, seed {s.seed}"
+            + (f", scenario {s.scenario}" if s.scenario else ""),
             f"  produced       {s.produced}",
             f"  stored         {s.stored}",
             f"  dead-lettered  {s.deadlettered}",
+            f"  dropped        {s.dropped} (lost by chaos on the way)",
+            f"  faults         {faults}",
             f"  elapsed        {s.elapsed_s:.1f}s ({s.events_per_s:,.0f} events/s end to end)",
             f"  books close    {'yes' if s.reconciled else 'NO'}",
         ]
     )
     _emit(args, summary.to_dict(), text)
     return 0 if summary.reconciled else 1
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = Overrides(
+        separator=args.sep,
+        time_column=args.time_column,
+        time_format=args.time_format,
+        machine_id=args.machine_id,
+        machine_column=args.machine_column,
+        sensors=args.sensor,
+        label_column=args.label_column,
+        labels_file=args.labels,
+    )
+    # the file and its mapping are checked before the stack is touched
+    source = CsvSource.open(args.file, args.mapping, overrides)
+    options = ReplayOptions(args.timestamps, args.speed, args.realtime, args.limit)
+    endpoints = job.ready_stack(settings)
+    summary = replay(settings, endpoints, source, options, args.run_id or new_run_id())
+    _emit(args, summary.to_dict(), summary.text())
+    return 0 if summary.ok else 1
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    endpoints = job.ready_stack(settings)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    result = {
+        "machine": bench.machine_info(),
+        "simulator": bench.bench_simulator(
+            endpoints.bootstrap_servers,
+            f"bench.{stamp}",
+            machines=args.machines,
+            duration_s=args.duration,
+            repeats=args.repeats,
+        ),
+    }
+    result["peak_rss_mb"] = bench.peak_rss_mb()
+    out = (
+        Path(args.out) if args.out else project_root() / "reports" / "bench" / f"bench-{stamp}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    _emit(args, result, bench.table(result) + f"\n\nwritten to {out}")
+    return 0
 
 
 COMMANDS = {
@@ -246,6 +385,8 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "process": cmd_process,
     "run": cmd_run,
+    "bench": cmd_bench,
+    "replay": cmd_replay,
 }
 
 if __name__ == "__main__":

@@ -265,14 +265,19 @@ def test_control_is_safe_to_change_from_another_thread_while_running():
     control = ChaosControl()
     sim = Simulation(FactoryConfig(machines=50, seed=2), "live", control)
     stop = threading.Event()
+    changing = threading.Event()
 
+    # Never back to 0: how often the main thread gets the GIL between two writes is up
+    # to the scheduler, and the assertion must not depend on it.
     def twiddle():
         while not stop.is_set():
-            for p in (0.0, 0.2, 0.5):
+            for p in (0.2, 0.5, 0.35):
                 control.set("duplicate", p)
+                changing.set()
 
     thread = threading.Thread(target=twiddle)
     thread.start()
+    assert changing.wait(10)
     try:
         counts = sim.run(lambda k, v: None, 120)
     finally:

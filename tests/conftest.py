@@ -38,10 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
     st.down()
 
 
-@pytest.fixture
-def settings(stack: tuple[Settings, Endpoints]) -> Settings:
-    """Session-stack settings with topics and a consumer group of this test's own."""
-    base, endpoints = stack
+def own_settings(base: Settings, endpoints: Endpoints, **overrides) -> Settings:
+    """``base`` with topics and a consumer group of their own, created on the stack."""
     tag = f"t{uuid.uuid4().hex[:8]}"
     s = dataclasses.replace(
         base,
@@ -52,9 +50,16 @@ def settings(stack: tuple[Settings, Endpoints]) -> Settings:
         topic_chaos=f"{tag}.chaos",
         consumer_group=f"{tag}-processor",
         batch_max_wait_s=0.2,
+        **overrides,
     )
     job.prepare(s, endpoints)
     return s
+
+
+@pytest.fixture
+def settings(stack: tuple[Settings, Endpoints]) -> Settings:
+    """Session-stack settings with topics and a consumer group of this test's own."""
+    return own_settings(*stack)
 
 
 @pytest.fixture
@@ -65,11 +70,7 @@ def endpoints(stack: tuple[Settings, Endpoints]) -> Endpoints:
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment for a `workbench` subprocess that uses exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[PREFIX + f.name.upper()] = str(value)
-    env.update(extra)
+    env.update(settings.to_env(), **extra)
     return env
 
 
@@ -81,14 +82,19 @@ def readings_in(machines: int, seconds: int) -> int:
 
 def read_topic(settings: Settings, endpoints: Endpoints, topic: str, expected: int,
                timeout_s: float = 30) -> list:  # fmt: skip
-    """Every message of ``topic`` (up to ``expected``), read by partition assignment: no
-    consumer group to join, so no rebalance wait."""
+    """Every data message of ``topic`` (up to ``expected``), read by partition assignment:
+    no consumer group to join, so no rebalance wait. Control messages (end-of-run markers)
+    are left out."""
     consumer = kafka.make_consumer(endpoints.bootstrap_servers, "test-reader", 6000)
     consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     got, deadline = [], time.monotonic() + timeout_s
     try:
         while len(got) < expected and time.monotonic() < deadline:
-            got += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            got += [
+                m
+                for m in consumer.consume(1000, 0.2)
+                if m.error() is None and "control" not in dict(m.headers() or ())
+            ]
     finally:
         consumer.close()
     return got

@@ -53,14 +53,14 @@ def _int(minimum: int) -> Callable[[str, str], int]:
     return parse
 
 
-def _float(minimum: float) -> Callable[[str, str], float]:
+def _float(minimum: float, inclusive: bool = False) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
-            value = minimum - 1
-        if not value > minimum:
-            raise ConfigError(name, raw, f"a number > {minimum}")
+            value = float("nan")
+        if not (value >= minimum if inclusive else value > minimum):
+            raise ConfigError(name, raw, f"a number {'>=' if inclusive else '>'} {minimum:g}")
         return value
 
     return parse
@@ -95,6 +95,32 @@ def _database_url(name: str, raw: str) -> str | None:
     if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
         raise ConfigError(name, raw, "a postgresql://user@host:port/dbname URL")
     return url
+
+
+def _widths(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(sorted({int(w) for w in raw.split(",") if w.strip()}))
+    except ValueError:
+        widths = ()
+    if not widths or widths[0] < 1:
+        raise ConfigError(name, raw, "window widths in whole seconds, comma-separated, e.g. 60,300")
+    return widths
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw.strip() not in choices:
+            raise ConfigError(name, raw, " or ".join(choices))
+        return raw.strip()
+
+    return parse
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+        raise ConfigError(name, raw, "true or false")
+    return value in {"1", "true", "yes", "on"}
 
 
 def _env(parse: Callable[[str, str], Any], **kwargs: Any) -> Any:
@@ -141,6 +167,21 @@ class Settings:
     batch_size: int = _env(_int(1), default=5000)
     batch_max_wait_s: float = _env(_float(0), default=0.5)
 
+    #: Event-time tumbling window widths (seconds), comma-separated in the environment.
+    window_widths_s: tuple[int, ...] = _env(_widths, default=(60, 300))
+    #: Watermark = max event time seen on a partition minus this.
+    allowed_lateness_s: float = _env(_float(0, inclusive=True), default=10.0)
+    #: A quiet partition's windows close after this much wall time without events.
+    idle_timeout_s: float = _env(_float(0), default=30.0)
+    #: What a reading later than its final window does: "drop" or "update" (re-emit).
+    late_policy: str = _env(_choice("drop", "update"), default="update")
+    #: Alert rules and validation ranges (TOML); empty means the shipped rules/default.toml.
+    rules_file: str | None = _env(_optional_text, default=None)
+    #: How often a processor checkpoints each partition's state with a batch.
+    checkpoint_interval_s: float = _env(_float(0), default=10.0)
+    #: Publish every processed reading to the clean topic (costs throughput).
+    publish_clean: bool = _env(_bool, default=True)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
@@ -152,6 +193,30 @@ class Settings:
                 values[f.name] = f.metadata["parse"](name, environ[name])
         values.update(overrides)
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``WORKBENCH_*`` variables that make :meth:`from_env` give these settings back
+        (for a subprocess, a papermill run, a scheduler); None values are left out.
+
+        >>> env = Settings(window_widths_s=(60, 300), publish_clean=False).to_env()
+        >>> env["WORKBENCH_WINDOW_WIDTHS_S"], env["WORKBENCH_PUBLISH_CLEAN"]
+        ('60,300', 'false')
+        >>> Settings.from_env(env) == Settings(window_widths_s=(60, 300), publish_clean=False)
+        True
+        """
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                text = ",".join(str(v) for v in value)
+            else:
+                text = str(value)
+            env[PREFIX + f.name.upper()] = text
+        return env
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -23,6 +23,17 @@ class ConfigError(WorkbenchError):
         super().__init__(f"{name}={value!r} is not valid: expected {expected}")
 
 
+class FileConfigError(ConfigError):
+    """A configuration file (scenario, rules) that cannot be used: names the file, the entry
+    in it, and the problem."""
+
+    label = "file"
+
+    def __init__(self, path: object, where: str, problem: str) -> None:
+        self.path, self.where, self.problem = path, where, problem
+        Exception.__init__(self, f"{self.label} {path}: {where}: {problem}")
+
+
 class StackError(WorkbenchError):
     """The embedded stack could not be started, attached to or stopped."""
 

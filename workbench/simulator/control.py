@@ -38,13 +38,13 @@ PER_MACHINE_MINUTE = ("drift", "stuck", "burst", "failure", "power")
 DELAY = ("latency",)
 
 _NUMBER = re.compile(r"^\s*[0-9]*\.?[0-9]+\s*$")
-_PART = r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)"
+_PART = r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)"
 _DURATION = re.compile(rf"^(?:{_PART})+\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration_s(text: object, name: str = "duration") -> float:
-    """Seconds from ``2s``, ``500ms``, ``1.5m``, ``1m30s`` or a plain number of seconds.
+    """Seconds from ``2s``, ``500ms``, ``1.5m``, ``1m30s``, ``7d`` or a plain number of seconds.
 
     >>> parse_duration_s("250ms"), parse_duration_s("3"), parse_duration_s("2m30s")
     (0.25, 3.0, 150.0)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, FileConfigError
 from workbench.simulator.chaos import MEASURED, Magnitudes, ScriptedFault
 from workbench.simulator.control import check_intensity, parse_duration_s
 from workbench.simulator.physics import DEFAULT_START_MS
@@ -44,12 +44,10 @@ _RUN_KEYS = {"machines", "duration", "rate_hz", "seed", "description"}
 _FAULT_KEYS = {"kind", "machine", "at", "duration", "sensor", "magnitude"}
 
 
-class ScenarioError(ConfigError):
+class ScenarioError(FileConfigError):
     """A scenario file that cannot be used; the message names the file and the entry."""
 
-    def __init__(self, path: Path | str, where: str, problem: str) -> None:
-        self.path, self.where, self.problem = path, where, problem
-        Exception.__init__(self, f"scenario {path}: {where}: {problem}")
+    label = "scenario"
 
 
 @dataclass(frozen=True)

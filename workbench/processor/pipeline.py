@@ -1,20 +1,30 @@
-"""The consume loop: raw readings from Kafka into the sinks, offsets committed only after.
+"""The consume loop: raw readings in; windows, statistics, alerts and clean readings out;
+offsets committed only after the sinks have everything.
 
-Messages are gathered into a batch (by size or by time, whichever comes first),
-validated, and written in one database transaction; rejected messages go to the
-dead-letter topic and table in the same step. Only when the database has committed
-the batch and the broker has acknowledged the dead letters does the loop commit the
-consumer offsets. A processor killed at any moment therefore re-reads at most the
-batch in flight, and the idempotent sinks turn that redelivery into no change.
+Per message: decode and validate (bad ones go to the dead-letter topic and table with
+the reason and the original bytes), then, in the state of the message's partition and
+run, event-time windows and rolling means, River statistics and the alert rules. Messages
+are gathered into a batch (by size or by time); a batch is written in one database
+transaction (readings, dead letters, windows, alert lifecycle rows, and every few seconds
+a checkpoint of each partition's state), then published (clean readings, alert
+transitions, dead letters), and only then are the consumer offsets committed. A processor
+killed at any moment re-reads from its last checkpoint, and the idempotent sinks make
+that re-reading change nothing.
 
-Several processors in one consumer group split the partitions between them; before a
-partition is taken away in a rebalance, its buffered messages are flushed and their
-offsets committed, so the next owner starts exactly where this one stopped.
+Several processors in one consumer group split the partitions. Before a partition is
+taken away its batch is flushed and its state checkpointed; the next owner restores the
+checkpoint and seeks to the offset it was taken at, so windows and statistics carry on
+where they were.
+
+A message with the header ``control: end-of-run`` ends its run on its partition: every
+window of the run becomes final at once (the watermark of a finished bounded input is
++infinity), instead of waiting for the idle timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,13 +34,23 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import DeliveryError
 from workbench.kafka import KafkaError, Message, TopicPartition
-from workbench.processor.validate import Reading, Rejected, check
+from workbench.processor.alerts import AlertEvent
+from workbench.processor.rules import RuleSet, load_rules
+from workbench.processor.state import PartitionState
+from workbench.processor.validate import Reading, Rejected, Validator
+from workbench.processor.windows import WindowConfig, WindowResult
+from workbench.schemas import codec_for
 from workbench.sinks.postgres import PostgresSink
 
 log = logging.getLogger(__name__)
 
 #: Run id recorded for readings that arrive without a ``run_id`` header (real devices).
 LIVE_RUN_ID = "live"
+END_OF_RUN = b"end-of-run"
+#: A run's state is forgotten after this long without readings (once its windows are out).
+QUIET_RUN_S = 600.0
+#: Latency samples kept for the percentiles (a uniform reservoir).
+RESERVOIR = 50_000
 
 
 @dataclass
@@ -41,12 +61,37 @@ class ProcessorStats:
     stored: int = 0
     duplicates: int = 0
     deadlettered: int = 0
+    late: int = 0
+    windows: int = 0
+    alert_events: int = 0
     batches: int = 0
+    checkpoints: int = 0
     per_run: dict[str, int] = field(default_factory=dict)
+    #: end-to-end latency samples (ms): producer create time to offsets committed
+    latency_ms: list[float] = field(default_factory=list, repr=False)
+    _seen: int = field(default=0, repr=False)
+
+    def record_latency(self, ms: float) -> None:
+        self._seen += 1
+        if len(self.latency_ms) < RESERVOIR:
+            self.latency_ms.append(ms)
+        else:
+            j = random.randrange(self._seen)
+            if j < RESERVOIR:
+                self.latency_ms[j] = ms
+
+
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    dead: list[tuple] = field(default_factory=list)
+    alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
+    created_ms: list[int] = field(default_factory=list)
 
 
 class Processor:
-    """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into PostgreSQL.
+    """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
 
     >>> # Processor(settings, bootstrap, database_url).run(stop_event)
     """
@@ -57,19 +102,37 @@ class Processor:
         bootstrap: str,
         database_url: str,
         group_id: str | None = None,
+        rules: RuleSet | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = s = settings
         self.bootstrap = bootstrap
-        self.sink = PostgresSink(database_url, settings.connect_timeout_s)
-        self.consumer = kafka.make_consumer(
-            bootstrap, group_id or settings.consumer_group, settings.session_timeout_ms
+        self.group_id = group_id or s.consumer_group
+        self.rules = rules or load_rules(s.rules_file)
+        self.validator = Validator(self.rules.validation)
+        self.windows = WindowConfig(
+            widths_s=tuple(s.window_widths_s),
+            allowed_lateness_s=s.allowed_lateness_s,
+            idle_timeout_s=s.idle_timeout_s,
+            late_policy=s.late_policy,
         )
-        self.deadletter = kafka.make_producer(bootstrap)
+        self.sink = PostgresSink(database_url, s.connect_timeout_s)
+        self.consumer = kafka.make_consumer(bootstrap, self.group_id, s.session_timeout_ms)
+        self.producer = kafka.make_producer(bootstrap)
+        self.clean_codec = codec_for("clean_reading")
+        self.alert_codec = codec_for("alert")
         self.stats = ProcessorStats()
-        self._buffer: list[Message] = []
-        self._buffer_since = 0.0
-        self._assigned: set[int] = set()
+        self.partitions: dict[int, PartitionState] = {}
+        self._batch = _Batch()
+        self._batch_since = 0.0
+        self._last_checkpoint = time.monotonic()
+        self._checkpointed: set[int] = set()  # partitions with a checkpoint of ours
         self._active_at = 0.0
+        #: (run id, partition) pairs whose end-of-run marker has been processed and flushed
+        self.ended: set[tuple[str, int]] = set()
+        #: monotonic time of the first message consumed (for throughput measurements)
+        self.first_message_at = 0.0
+
+    # -- the loop ----------------------------------------------------------------------
 
     def run(
         self,
@@ -79,7 +142,7 @@ class Processor:
         on_batch: Callable[[ProcessorStats], None] | None = None,
     ) -> ProcessorStats:
         """Process until ``stop`` is set, nothing arrived for ``idle_timeout_s``, or
-        ``max_messages`` were consumed; then flush, commit and leave the group."""
+        ``max_messages`` were consumed; then flush, checkpoint, commit and leave the group."""
         stop = stop or threading.Event()
         s = self.settings
         self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -89,24 +152,22 @@ class Processor:
         self._active_at = time.monotonic() + max(30.0, 3 * s.session_timeout_ms / 1000)
         try:
             while not stop.is_set():
-                want = s.batch_size - len(self._buffer)
+                want = s.batch_size - len(self._batch.messages)
                 messages = self.consumer.consume(num_messages=max(1, want), timeout=0.1)
                 now = time.monotonic()
                 for msg in messages:
                     err = msg.error()
                     if err is None:
-                        if not self._buffer:
-                            self._buffer_since = now
-                        self._buffer.append(msg)
+                        self._take(msg, now)
                     elif err.code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error: %s", err.str())
                 if messages:
                     self._active_at = max(self._active_at, now)
-                if self._buffer and (
-                    len(self._buffer) >= s.batch_size
-                    or now - self._buffer_since >= s.batch_max_wait_s
-                ):
-                    self._flush()
+                batch = self._batch.messages
+                full = len(batch) >= s.batch_size
+                aged = bool(batch) and now - self._batch_since >= s.batch_max_wait_s
+                if full or aged or (not batch and self._windows_may_be_due(now)):
+                    self._flush(now)
                     if on_batch is not None:
                         on_batch(self.stats)
                 if max_messages is not None and self.stats.consumed >= max_messages:
@@ -114,103 +175,219 @@ class Processor:
                 if idle_timeout_s is not None and now - self._active_at >= idle_timeout_s:
                     log.info("no messages for %.1fs; stopping", idle_timeout_s)
                     break
-            self._flush()
+            self._flush(time.monotonic(), checkpoint=True)
         finally:
             self.close()
         return self.stats
 
-    def _flush(self) -> None:
-        """Store the buffered batch, then commit its offsets."""
-        if not self._buffer:
+    def _take(self, msg: Message, now: float) -> None:
+        """Validate one message and fold it into its partition's state."""
+        b = self._batch
+        if not b.messages:
+            self._batch_since = now
+            self.first_message_at = self.first_message_at or now
+        b.messages.append(msg)
+        headers = dict(msg.headers() or ())
+        run_id = headers.get("run_id", b"").decode(errors="replace") or LIVE_RUN_ID
+        state = self.partitions.setdefault(msg.partition(), self._new_state())
+        if headers.get("control") == END_OF_RUN:
+            b.alerts.extend((run_id, e) for e in state.run(run_id).end())
             return
-        batch, self._buffer = self._buffer, []
-        readings: list[Reading] = []
-        dead: list[tuple] = []
-        per_run: dict[str, int] = {}
-        for msg in batch:
-            run_id = _header(msg, "run_id") or LIVE_RUN_ID
-            result = check(msg.value(), msg.key(), run_id)
-            if isinstance(result, Rejected):
-                dead.append(
-                    (msg.topic(), msg.partition(), msg.offset(), run_id, result.reason,
-                     msg.key(), msg.value())
-                )  # fmt: skip
-            else:
-                readings.append(result)
-                per_run[run_id] = per_run.get(run_id, 0) + 1
-        written = self.sink.write(readings, dead)
-        self._publish_dead_letters(dead)
-        self._commit(batch)
+        _type, created_ms = msg.timestamp()
+        b.created_ms.append(created_ms)
+        result = self.validator.check(msg.value(), msg.key(), run_id)
+        if isinstance(result, Rejected):
+            b.dead.append((msg.topic(), msg.partition(), msg.offset(), run_id, result.reason,
+                           msg.key(), msg.value()))  # fmt: skip
+            return
+        reading, events = state.run(run_id).process(result, now)
+        b.readings.append(reading)
+        b.alerts.extend((run_id, e) for e in events)
+
+    def _new_state(self) -> PartitionState:
+        return PartitionState(self.windows, self.rules)
+
+    def _windows_may_be_due(self, now: float) -> bool:
+        """Quiet partitions still close their windows: look every second or so."""
+        return now - self._batch_since >= 1.0 and any(st.runs for st in self.partitions.values())
+
+    # -- a batch out -------------------------------------------------------------------
+
+    def _flush(self, now: float, checkpoint: bool = False) -> None:
+        """Write the batch and what is due, publish, then commit the offsets."""
+        b, self._batch = self._batch, _Batch()
+        self._batch_since = now
+        windows: list[tuple] = []
+        ended: list[tuple[str, int]] = []
+        for partition, state in self.partitions.items():
+            for run_id, run in state.runs.items():
+                windows += [_window_row(run_id, w) for w in run.windows_due(now)]
+                if run.ended:
+                    ended.append((run_id, partition))
+        due = checkpoint or now - self._last_checkpoint >= self.settings.checkpoint_interval_s
+        offsets = _next_offsets(b.messages)
+        checkpoints = []
+        for partition, state in self.partitions.items():
+            # A partition's first commit always comes with a checkpoint: whoever owns it
+            # next must find state at least as old as the committed offset.
+            if not due and (partition in self._checkpointed or partition not in offsets):
+                continue
+            committed = offsets.get(partition, self._position(partition))
+            if committed is not None:
+                checkpoints.append((self.group_id, self.settings.topic_raw, partition,
+                                    committed, state.snapshot()))  # fmt: skip
+        if due:
+            self._last_checkpoint = now
+        alert_rows = _alert_rows(b.alerts)
+        if not (b.messages or windows or checkpoints):
+            return
+        written = self.sink.write(b.readings, b.dead, windows, alert_rows, checkpoints)
+        self._checkpointed.update(c[2] for c in checkpoints)
+        self._publish(b)
+        if b.messages:
+            self._commit(offsets)
+        for pair in ended:
+            self.ended.add(pair)
+        done_ms = time.time() * 1000
         st = self.stats
-        st.consumed += len(batch)
+        for created in b.created_ms:
+            if created > 0:
+                st.record_latency(done_ms - created)
+        st.consumed += len(b.messages)
         st.stored += written.readings_inserted
         st.duplicates += written.readings_duplicate
-        st.deadlettered += len(dead)
+        st.deadlettered += len(b.dead)
+        st.late += sum(1 for r in b.readings if r.late)
+        st.windows += len(windows)
+        st.alert_events += len(b.alerts)
         st.batches += 1
-        for run_id, n in per_run.items():
-            st.per_run[run_id] = st.per_run.get(run_id, 0) + n
-        log.debug(
-            "batch of %d: %d stored, %d duplicate, %d dead-lettered",
-            len(batch), written.readings_inserted, written.readings_duplicate, len(dead),
-        )  # fmt: skip
+        st.checkpoints += len(checkpoints)
+        for r in b.readings:
+            st.per_run[r.run_id] = st.per_run.get(r.run_id, 0) + 1
+        for state in self.partitions.values():
+            state.evict_quiet(now, QUIET_RUN_S)
 
-    def _publish_dead_letters(self, dead: list[tuple]) -> None:
-        if not dead:
-            return
-        tracker = kafka.DeliveryTracker()
-        for topic, partition, offset, run_id, reason, key, value in dead:
-            self.deadletter.produce(
-                self.settings.topic_deadletter,
-                key=key,
-                value=value,
-                headers=[
-                    ("reason", reason.encode()),
-                    ("run_id", run_id.encode()),
-                    ("source", f"{topic}/{partition}/{offset}".encode()),
-                ],
-                on_delivery=tracker.callback,
-            )
-        self.deadletter.flush(30)
-        if tracker.delivered != len(dead):
-            # The table has them; the offsets are not committed, so they come back.
-            raise DeliveryError(
-                f"{len(dead) - tracker.delivered} of {len(dead)} dead letters to "
-                f"{self.settings.topic_deadletter} were not acknowledged: {tracker.errors}"
-            )
+    def _publish(self, b: _Batch) -> None:
+        """Clean readings, alert transitions and dead letters onto their topics."""
+        s, tracker, produce = self.settings, kafka.DeliveryTracker(), self.producer.produce
+        sent = 0
 
-    def _commit(self, batch: list[Message]) -> None:
-        next_offsets: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            tp = (msg.topic(), msg.partition())
-            next_offsets[tp] = max(next_offsets.get(tp, 0), msg.offset() + 1)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        def send(topic: str, key: bytes | None, value: bytes, headers: list) -> None:
+            nonlocal sent
+            while True:
+                try:
+                    produce(topic, key=key, value=value, headers=headers,
+                            on_delivery=tracker.callback)  # fmt: skip
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            sent += 1
+
+        if s.publish_clean:
+            encode = self.clean_codec.encode
+            for r in b.readings:
+                record = r._asdict()
+                record["ts"] = record.pop("ts_ms")
+                send(s.topic_clean, r.machine_id.encode(), encode(record),
+                     [("run_id", r.run_id.encode())])  # fmt: skip
+        for run_id, e in b.alerts:
+            value = self.alert_codec.encode(_alert_record(run_id, e))
+            send(s.topic_alerts, e.machine_id.encode(), value, [("run_id", run_id.encode())])
+        for topic, partition, offset, run_id, reason, key, value in b.dead:
+            headers = [
+                ("reason", reason.encode()),
+                ("run_id", run_id.encode()),
+                ("source", f"{topic}/{partition}/{offset}".encode()),
+            ]
+            send(s.topic_deadletter, key, value, headers)
+        if sent:
+            self.producer.flush(30)
+            if tracker.delivered != sent:
+                # The database has the batch; the offsets are not committed, so it comes back.
+                raise DeliveryError(
+                    f"{sent - tracker.delivered} of {sent} processed messages were not "
+                    f"acknowledged: {tracker.errors}"
+                )
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=tps, asynchronous=False)
         except kafka.KafkaException as exc:
             # The rows are stored; a redelivery after this failure is absorbed by the
             # idempotent sinks, so this costs time, never correctness.
             log.warning("offset commit failed (%s); the batch may be redelivered", exc)
 
-    def _on_assign(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {p.partition for p in partitions}
+    def _position(self, partition: int) -> int | None:
+        try:
+            (tp,) = self.consumer.position([TopicPartition(self.settings.topic_raw, partition)])
+        except kafka.KafkaException:
+            return None
+        return tp.offset if tp.offset >= 0 else None
+
+    # -- rebalance ---------------------------------------------------------------------
+
+    def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        """Restore each partition's checkpoint and resume at the offset it was taken at."""
+        for tp in partitions:
+            saved = self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
+            if saved is None:
+                self.partitions[tp.partition] = self._new_state()
+                continue
+            offset, data = saved
+            self.partitions[tp.partition] = PartitionState.restore(self.windows, self.rules, data)
+            self._checkpointed.add(tp.partition)
+            tp.offset = offset
+            log.info("partition %d: state restored, resuming at offset %d", tp.partition, offset)
+        consumer.assign(partitions)
         self._active_at = time.monotonic()
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions %s revoked; flushing first", sorted(p.partition for p in partitions))
-        self._flush()
-        self._assigned -= {p.partition for p in partitions}
+        revoked = {p.partition for p in partitions}
+        log.info("partitions %s revoked; flushing and checkpointing first", sorted(revoked))
+        self._flush(time.monotonic(), checkpoint=True)
+        for p in revoked:
+            self.partitions.pop(p, None)
+            self._checkpointed.discard(p)
 
     def close(self) -> None:
         try:
             self.consumer.close()
         finally:
-            self.deadletter.flush(10)
+            self.producer.flush(10)
             self.sink.close()
 
 
-def _header(msg: Message, name: str) -> str | None:
-    for key, value in msg.headers() or ():
-        if key == name and value is not None:
-            return value.decode(errors="replace")
-    return None
+def _next_offsets(messages: list[Message]) -> dict[int, int]:
+    offsets: dict[int, int] = {}
+    for msg in messages:
+        p = msg.partition()
+        offsets[p] = max(offsets.get(p, 0), msg.offset() + 1)
+    return offsets
+
+
+def _window_row(run_id: str, w: WindowResult) -> tuple:
+    return (run_id, w.machine_id, w.sensor_type, w.width_s, w.window_start_ms, w.window_end_ms,
+            w.count, w.nulls, w.late, w.mean, w.min, w.max, w.stddev, w.quantile, w.final,
+            w.revision)  # fmt: skip
+
+
+def _alert_rows(events: list[tuple[str, AlertEvent]]) -> list[tuple]:
+    """One row per alert: its latest transition in the batch wins."""
+    latest: dict[tuple[str, str], tuple] = {}
+    for run_id, e in events:
+        closed = e.event_ts if e.state == "closed" else None
+        latest[(run_id, e.alert_id)] = (
+            run_id, e.alert_id, e.rule, e.kind, e.severity,
+            "closed" if e.state == "closed" else "open", e.machine_id, e.sensor_type,
+            e.start_ts, e.opened_ts, e.event_ts, closed, e.peak, e.breaches, list(e.detects),
+        )  # fmt: skip
+    return list(latest.values())
+
+
+def _alert_record(run_id: str, e: AlertEvent) -> dict:
+    return {"run_id": run_id, "alert_id": e.alert_id, "rule": e.rule, "kind": e.kind,
+            "severity": e.severity, "state": e.state, "machine_id": e.machine_id,
+            "sensor_type": e.sensor_type, "start_ts": e.start_ts, "event_ts": e.event_ts,
+            "peak": e.peak, "value": e.value, "breaches": e.breaches}  # fmt: skip

@@ -199,6 +199,8 @@ class _Replay:
             finally:
                 dead_failed = dead.close()
             self.truth.flush(chaos, self.sink)
+            producer.flush()
+            producer.end_of_run(m.encode() for m in self.seqs)
         assert producer.report is not None and chaos.report is not None
         failed = producer.report.failed + chaos.report.failed + dead_failed
         return self._summary(producer.report, failed, dead, time.monotonic() - started)

@@ -22,13 +22,101 @@ from workbench.sinks import schema
 
 log = logging.getLogger(__name__)
 
-#: Column order of a reading row as handed to :meth:`PostgresSink.write`.
-READING_COLUMNS = ("run_id", "machine_id", "sensor_type", "seq", "ts_ms", "value", "status_code")
+
+@dataclass(frozen=True)
+class Staged:
+    """A fact table written by binary COPY into a session-local staging table plus one
+    INSERT ... SELECT that merges by natural key (in the caller's transaction)."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, COPY binary type) in row order
+    merge: str  # the INSERT ... SELECT ... FROM stage_<name> ... statement
+
+    @property
+    def stage(self) -> str:
+        return f"stage_{self.name}"
+
+    def create_stage(self) -> str:
+        cols = ", ".join(f"{n} {_SQL_TYPES[t]}" for n, t in self.columns)
+        return f"CREATE TEMP TABLE {self.stage} ({cols}) ON COMMIT DELETE ROWS"
+
+    def write(self, cur: psycopg.Cursor, rows: Sequence[tuple[Any, ...]]) -> int:
+        names = ", ".join(n for n, _ in self.columns)
+        with cur.copy(f"COPY {self.stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([t for _, t in self.columns])
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(self.merge)
+        return cur.rowcount
+
+
+_SQL_TYPES = {"text": "text", "int8": "bigint", "int4": "integer", "float8": "double precision",
+              "bool": "boolean", "jsonb": "jsonb"}  # fmt: skip
+
+
+def _ts(column: str) -> str:
+    return f"timestamptz 'epoch' + {column} * interval '1 millisecond'"
+
+
+#: readings: a reading's key never changes, so a second write of it does nothing.
+READINGS = Staged(
+    "readings",
+    (("run_id", "text"), ("machine_id", "text"), ("sensor_type", "text"), ("seq", "int8"),
+     ("ts_ms", "int8"), ("value", "float8"), ("status_code", "int4"), ("late", "bool"),
+     ("score", "float8"), ("rolling_1", "float8"), ("rolling_2", "float8")),
+    "INSERT INTO readings (run_id, machine_id, sensor_type, seq, ts, value, status_code, late, "
+    f"score, rolling_1, rolling_2) SELECT run_id, machine_id, sensor_type, seq, {_ts('ts_ms')}, "
+    "value, status_code, late, score, rolling_1, rolling_2 FROM stage_readings "
+    "ON CONFLICT DO NOTHING",
+)  # fmt: skip
+READING_COLUMNS = tuple(n for n, _ in READINGS.columns)
+
+#: window_stats: a later revision replaces an earlier one; a provisional result (revision
+#: -1) never replaces a final one, so out-of-order writes cannot undo a final window.
+WINDOWS = Staged(
+    "window_stats",
+    (("run_id", "text"), ("machine_id", "text"), ("sensor_type", "text"), ("width_s", "int4"),
+     ("start_ms", "int8"), ("end_ms", "int8"), ("count", "int4"), ("nulls", "int4"),
+     ("late", "int4"), ("mean", "float8"), ("min", "float8"), ("max", "float8"),
+     ("stddev", "float8"), ("quantile", "float8"), ("final", "bool"), ("revision", "int4")),
+    "INSERT INTO window_stats AS w (run_id, machine_id, sensor_type, width_s, window_start, "
+    "window_end, count, nulls, late, mean, min, max, stddev, quantile, final, revision) "
+    f"SELECT DISTINCT ON (run_id, machine_id, sensor_type, width_s, start_ms) run_id, "
+    f"machine_id, sensor_type, width_s, {_ts('start_ms')}, {_ts('end_ms')}, count, nulls, late, "
+    "mean, min, max, stddev, quantile, final, revision FROM stage_window_stats "
+    "ORDER BY run_id, machine_id, sensor_type, width_s, start_ms, revision DESC "
+    "ON CONFLICT (run_id, machine_id, sensor_type, width_s, window_start) DO UPDATE SET "
+    "count = EXCLUDED.count, nulls = EXCLUDED.nulls, late = EXCLUDED.late, "
+    "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max, stddev = EXCLUDED.stddev, "
+    "quantile = EXCLUDED.quantile, final = EXCLUDED.final, revision = EXCLUDED.revision, "
+    "emitted_at = now() WHERE EXCLUDED.revision >= w.revision",
+)  # fmt: skip
+WINDOW_COLUMNS = tuple(n for n, _ in WINDOWS.columns)
+
+#: alerts: one row per alert, moved through its lifecycle; the opening time stays.
+ALERTS = Staged(
+    "alerts",
+    (("run_id", "text"), ("alert_id", "text"), ("rule", "text"), ("kind", "text"),
+     ("severity", "text"), ("state", "text"), ("machine_id", "text"), ("sensor_type", "text"),
+     ("start_ms", "int8"), ("opened_ms", "int8"), ("updated_ms", "int8"), ("closed_ms", "int8"),
+     ("peak", "float8"), ("breaches", "int4"), ("detects", "jsonb")),
+    "INSERT INTO alerts AS a (run_id, alert_id, rule, kind, severity, state, machine_id, "
+    "sensor_type, start_ts, opened_ts, updated_ts, closed_ts, peak, breaches, detects) "
+    f"SELECT run_id, alert_id, rule, kind, severity, state, machine_id, sensor_type, "
+    f"{_ts('start_ms')}, {_ts('opened_ms')}, {_ts('updated_ms')}, {_ts('closed_ms')}, peak, "
+    "breaches, detects FROM stage_alerts "
+    "ON CONFLICT (run_id, alert_id) DO UPDATE SET state = EXCLUDED.state, "
+    "updated_ts = EXCLUDED.updated_ts, closed_ts = EXCLUDED.closed_ts, peak = EXCLUDED.peak, "
+    "breaches = EXCLUDED.breaches WHERE EXCLUDED.updated_ts >= a.updated_ts",
+)  # fmt: skip
+ALERT_COLUMNS = tuple(n for n, _ in ALERTS.columns)
+
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "run_id", "reason", "key", "payload")
 CHAOS_EVENT_COLUMNS = (
     "run_id", "event_id", "kind", "machine_id", "sensor_type", "start_ts", "end_ts",
     "magnitude", "source", "detail",
 )  # fmt: skip
+CHECKPOINT_COLUMNS = ("consumer_group", "topic", "partition", "next_offset", "state")
 
 
 def _insert_ignore(
@@ -93,12 +181,41 @@ def engine(url: str) -> sa.Engine:
 
 
 def create_schema(url: str) -> None:
-    """Create every table and index that does not exist yet (a second call changes nothing)."""
+    """Create every table and index that does not exist yet, and add the columns a newer
+    version of the schema has to tables an older version made. A second call changes nothing.
+    """
     eng = engine(url)
     try:
-        schema.metadata.create_all(eng, checkfirst=True)
+        with eng.begin() as conn:
+            # one creator at a time: processors starting together must not race on DDL
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7316801)"))
+            schema.metadata.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
     finally:
         eng.dispose()
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    inspector = sa.inspect(conn)
+    for table in schema.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = f'ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS "{column.name}" '
+            ddl += column.type.compile(dialect=conn.dialect)
+            if column.server_default is not None:
+                default = column.server_default.arg
+                text = (
+                    default.text
+                    if hasattr(default, "text")
+                    else str(default.compile(dialect=conn.dialect))
+                )
+                ddl += f" DEFAULT {text}"
+            if not column.nullable and column.server_default is not None:
+                ddl += " NOT NULL"
+            log.info("schema change: %s", ddl)
+            conn.execute(sa.text(ddl))
 
 
 @dataclass(frozen=True)
@@ -108,53 +225,71 @@ class WriteResult:
     readings_inserted: int
     readings_duplicate: int
     dead_letters_inserted: int
+    windows_written: int = 0
+    alerts_written: int = 0
 
 
 class PostgresSink:
-    """Writes batches of readings and dead letters; one instance holds one connection.
+    """Writes batches of facts in one transaction each; one instance holds one connection.
 
-    >>> # sink = PostgresSink(url); sink.write(rows, dead_letters); sink.close()
+    >>> # with PostgresSink(url) as sink: sink.write(readings=rows, windows=windows)
     """
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self.url = url
         self._conn = connect(url, timeout_s)
         with self._conn.transaction():
-            self._conn.execute(
-                "CREATE TEMP TABLE stage_readings "
-                "(run_id text, machine_id text, sensor_type text, seq bigint, ts_ms bigint, "
-                "value double precision, status_code integer) ON COMMIT DELETE ROWS"
-            )
+            for staged in (READINGS, WINDOWS, ALERTS):
+                self._conn.execute(staged.create_stage())
 
     def write(
-        self, readings: Sequence[tuple[Any, ...]], dead_letters: Sequence[tuple[Any, ...]] = ()
+        self,
+        readings: Sequence[tuple[Any, ...]] = (),
+        dead_letters: Sequence[tuple[Any, ...]] = (),
+        windows: Sequence[tuple[Any, ...]] = (),
+        alerts: Sequence[tuple[Any, ...]] = (),
+        checkpoints: Sequence[tuple[Any, ...]] = (),
     ) -> WriteResult:
-        """Store one batch in one transaction; return how many rows were new.
+        """Store one batch in one transaction: all of it or, on any error, none of it.
 
-        ``readings`` rows follow :data:`READING_COLUMNS` (event time in epoch ms);
-        ``dead_letters`` rows follow :data:`DEAD_LETTER_COLUMNS`.
+        Rows follow :data:`READING_COLUMNS`, :data:`DEAD_LETTER_COLUMNS`,
+        :data:`WINDOW_COLUMNS`, :data:`ALERT_COLUMNS` and :data:`CHECKPOINT_COLUMNS`
+        (times in epoch ms). A checkpoint written with the batch it follows is why a
+        restored partition state always matches the data already stored.
         """
-        inserted = dead_inserted = 0
+        inserted = dead_inserted = windows_written = alerts_written = 0
         with self._conn.transaction(), self._conn.cursor() as cur:
             if readings:
-                with cur.copy(
-                    f"COPY stage_readings ({', '.join(READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["text", "text", "text", "int8", "int8", "float8", "int4"])
-                    for row in readings:
-                        copy.write_row(row)
-                cur.execute(
-                    "INSERT INTO readings (run_id, machine_id, sensor_type, seq, ts, value, "
-                    "status_code) SELECT run_id, machine_id, sensor_type, seq, "
-                    "timestamptz 'epoch' + ts_ms * interval '1 millisecond', value, status_code "
-                    "FROM stage_readings ON CONFLICT DO NOTHING"
-                )
-                inserted = cur.rowcount
+                inserted = READINGS.write(cur, readings)
             if dead_letters:
                 dead_inserted = _insert_ignore(
                     cur, "dead_letters", DEAD_LETTER_COLUMNS, dead_letters
                 )
-        return WriteResult(inserted, len(readings) - inserted, dead_inserted)
+            if windows:
+                windows_written = WINDOWS.write(cur, windows)
+            if alerts:
+                alerts_written = ALERTS.write(cur, alerts)
+            if checkpoints:
+                cur.executemany(
+                    "INSERT INTO processor_state (consumer_group, topic, partition, "
+                    "next_offset, state) VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+                    "(consumer_group, topic, partition) DO UPDATE SET next_offset = "
+                    "EXCLUDED.next_offset, state = EXCLUDED.state, saved_at = now()",
+                    checkpoints,
+                )
+        return WriteResult(
+            inserted, len(readings) - inserted, dead_inserted, windows_written, alerts_written
+        )
+
+    def checkpoint(self, group: str, topic: str, partition: int) -> tuple[int, bytes] | None:
+        """The last checkpoint of a partition: (next offset, state), or None."""
+        row = self._conn.execute(
+            "SELECT next_offset, state FROM processor_state WHERE consumer_group = %s "
+            "AND topic = %s AND partition = %s",
+            (group, topic, partition),
+        ).fetchone()
+        self._conn.commit()
+        return (row[0], bytes(row[1])) if row else None
 
     def write_chaos_events(self, events: Sequence[tuple[Any, ...]]) -> int:
         """Store ground-truth events (rows follow :data:`CHAOS_EVENT_COLUMNS`, times in epoch

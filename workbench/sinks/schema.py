@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -55,6 +57,16 @@ readings = Table(
     Column("ts", DateTime(timezone=True), nullable=False, comment="event time"),
     Column("value", Float, comment="NULL when the sensor sent no value"),
     Column("status_code", Integer, nullable=False),
+    Column(
+        "late",
+        Boolean,
+        nullable=False,
+        server_default=false(),
+        comment="event time was behind the partition's watermark on arrival",
+    ),
+    Column("score", Float, comment="anomaly score against the running baseline"),
+    Column("rolling_1", Float, comment="rolling mean over the first window width (1 min)"),
+    Column("rolling_2", Float, comment="rolling mean over the second window width (5 min)"),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # ts is part of the key so that a TimescaleDB hypertable on ts can enforce it.
     PrimaryKeyConstraint("run_id", "machine_id", "sensor_type", "seq", "ts", name="readings_pkey"),
@@ -93,4 +105,68 @@ chaos_events = Table(
     PrimaryKeyConstraint("run_id", "event_id", name="chaos_events_pkey"),
     Index("chaos_events_machine_start", "machine_id", "start_ts"),
     comment="Ground truth: every injected fault and every labelled anomaly of a replayed file.",
+)
+
+window_stats = Table(
+    "window_stats",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("sensor_type", Text, nullable=False),
+    Column("width_s", Integer, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("nulls", Integer, nullable=False),
+    Column("late", Integer, nullable=False),
+    Column("mean", Float),
+    Column("min", Float),
+    Column("max", Float),
+    Column("stddev", Float),
+    Column("quantile", Float, comment="the configured quantile (p95 by default)"),
+    Column("final", Boolean, nullable=False, comment="false while the window is still open"),
+    Column("revision", Integer, nullable=False, comment="-1 provisional, 0 final, >0 corrected"),
+    Column("emitted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint(
+        "run_id", "machine_id", "sensor_type", "width_s", "window_start", name="window_stats_pkey"
+    ),
+    Index("window_stats_machine_start", "machine_id", "window_start"),
+    comment="Event-time tumbling windows: provisional while open, final once the watermark passes.",
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("alert_id", Text, nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("state", Text, nullable=False, comment="open | closed"),
+    Column("machine_id", Text, nullable=False),
+    Column("sensor_type", Text),
+    Column("start_ts", DateTime(timezone=True), nullable=False, comment="first breach"),
+    Column("opened_ts", DateTime(timezone=True), nullable=False),
+    Column("updated_ts", DateTime(timezone=True), nullable=False),
+    Column("closed_ts", DateTime(timezone=True)),
+    Column("peak", Float),
+    Column("breaches", Integer, nullable=False),
+    Column("detects", _Json, nullable=False, comment="fault kinds the rule aims at"),
+    PrimaryKeyConstraint("run_id", "alert_id", name="alerts_pkey"),
+    Index("alerts_machine_start", "machine_id", "start_ts"),
+    comment="One row per alert, updated through its lifecycle (opened, updated, closed).",
+)
+
+processor_state = Table(
+    "processor_state",
+    metadata,
+    Column("consumer_group", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("saved_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer_group", "topic", "partition", name="processor_state_pkey"),
+    comment="Checkpoints of a partition's windows, statistics and alerts, with the offset they "
+    "were taken at: the next owner of the partition restores them and resumes there.",
 )

@@ -111,3 +111,40 @@ def test_bad_setting_is_one_line(tmp_path):
     assert proc.stderr.strip() == (
         "workbench: error: WORKBENCH_PARTITIONS='lots' is not valid: expected a whole number >= 1"
     )
+
+
+def test_bench_json_has_the_processor_figures(settings, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = workbench(
+        settings, "bench", "--machines", "20", "--duration", "20", "--repeats", "1",
+        "--latency-rate", "200", "--latency-seconds", "3", "--json", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result == json.loads(out.read_text())
+    assert result["raw_eps"] > 0 and result["processor_eps"] > 0
+    assert result["ratio"] == pytest.approx(result["processor_eps"] / result["raw_eps"], rel=0.01)
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert result["peak_rss_mb"] > 0
+    assert {"cpu", "cores", "memory_gib", "python"} <= set(result["machine"])
+
+
+def test_run_standard_scenario_json_scores_the_alerts(settings):
+    proc = workbench(settings, "run", "--scenario", "standard", "--seed", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["deadlettered"] > 0 and summary["late"] > 0 and summary["alerts"] > 0
+    for kind in ("spike", "failure", "drift"):
+        score = summary["score"][kind]
+        assert set(score) >= {"precision", "recall", "mean_delay_s"}
+        assert score["recall"] >= 0.9 and score["precision"] >= 0.8, (kind, score)
+
+
+def test_a_bad_rules_file_stops_run_with_one_line_before_anything_starts(settings, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nname = "hot"\nkind = "threshold"\nsensor = "temperature"\n')
+    proc = workbench(settings, "run", "--rules", str(bad), "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"workbench: error: rules {bad}: rule 'hot': a threshold rule needs above and/or below"
+    ]

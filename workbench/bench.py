@@ -12,20 +12,27 @@ Avro encoding, no Kafka), and simulator + Avro + produce, without and with chaos
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import os
 import platform
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from workbench import kafka
+from workbench.config import Settings
+from workbench.processor.pipeline import Processor
 from workbench.producer import RecordProducer
+from workbench.schemas import READING
 from workbench.simulator.control import ChaosControl, parse_chaos
 from workbench.simulator.physics import FactoryConfig
 from workbench.simulator.source import Simulation
+from workbench.sinks.postgres import connect
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +143,128 @@ def bench_simulator(
     }
 
 
+def bench_processor(
+    settings: Settings,
+    bootstrap: str,
+    database_url: str,
+    topic_prefix: str,
+    machines: int = 500,
+    duration_s: float = 120.0,
+    repeats: int = 3,
+    latency_rate: int = 2000,
+    latency_s: float = 20.0,
+) -> dict[str, Any]:
+    """Full processor against raw consume + decode, on the same pre-produced readings, and
+    end-to-end latency at a steady rate."""
+    topic = f"{topic_prefix}.raw"
+    run_id = f"bench-{topic_prefix}"
+    kafka.ensure_topics(bootstrap, [topic, f"{topic_prefix}.clean", f"{topic_prefix}.alerts",
+                                    f"{topic_prefix}.deadletter"], settings.partitions)  # fmt: skip
+    config = FactoryConfig(machines=machines, seed=2)
+    with RecordProducer(bootstrap, topic, run_id) as producer:
+        Simulation(config, run_id).run(producer.send_raw, duration_s)
+    assert producer.report is not None
+    total = producer.report.delivered
+    proc_settings = dataclasses.replace(
+        settings,
+        topic_raw=topic,
+        topic_clean=f"{topic_prefix}.clean",
+        topic_alerts=f"{topic_prefix}.alerts",
+        topic_deadletter=f"{topic_prefix}.deadletter",
+    )
+
+    def raw_consume_decode() -> tuple[int, float]:
+        consumer = kafka.make_consumer(bootstrap, f"{topic_prefix}.raw-reader", 6000)
+        consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+        decode, n, t0 = READING.decode, 0, None
+        try:
+            while n < total:
+                for msg in consumer.consume(5000, 1.0):
+                    if msg.error() is None:
+                        t0 = t0 or time.perf_counter()
+                        decode(msg.value())
+                        n += 1
+        finally:
+            consumer.close()
+        return n, time.perf_counter() - (t0 or time.perf_counter())
+
+    counter = itertools.count()
+
+    def full_processor() -> tuple[int, float]:
+        with connect(database_url, autocommit=True) as conn:
+            for table in ("readings", "window_stats", "alerts"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+        group = f"{topic_prefix}.processor-{next(counter)}"
+        processor = Processor(proc_settings, bootstrap, database_url, group_id=group)
+        stats = processor.run(max_messages=total)
+        return stats.consumed, time.monotonic() - processor.first_message_at
+
+    cases = {"baseline: raw consume + decode": raw_consume_decode,
+             "full processor (windows, stats, alerts, sinks)": full_processor}  # fmt: skip
+    samples: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}
+    for round_ in range(repeats):
+        for name, case in cases.items():
+            samples[name].append(case())
+            log.info("round %d/%d: %s done", round_ + 1, repeats, name)
+    rows = []
+    _, _, baseline = _median_rate(samples["baseline: raw consume + decode"])
+    for name in cases:
+        events, seconds, eps = _median_rate(samples[name])
+        rows.append({"name": name, "events": events, "seconds": round(seconds, 3),
+                     "events_per_s": round(eps), "ratio": round(eps / baseline, 3)})  # fmt: skip
+    latency = _latency(
+        proc_settings, bootstrap, database_url, topic_prefix, latency_rate, latency_s
+    )
+    return {
+        "machines": machines,
+        "duration_s": duration_s,
+        "repeats": repeats,
+        "raw_eps": rows[0]["events_per_s"],
+        "processor_eps": rows[1]["events_per_s"],
+        "ratio": rows[1]["ratio"],
+        "latency_ms": latency,
+        "rows": rows,
+    }
+
+
+def _latency(
+    settings: Settings, bootstrap: str, database_url: str, prefix: str, rate: int, seconds: float
+) -> dict[str, Any]:
+    """Event creation (producer timestamp) to offsets committed after the rows are in the
+    database, at a steady ``rate`` readings/s paced in real time."""
+    group = f"{prefix}.latency"
+    processor = Processor(settings, bootstrap, database_url, group_id=group)
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not processor.partitions and time.monotonic() < deadline:
+        time.sleep(0.05)  # joined the group: measure steady state, not the first join
+    machines = max(1, round(rate / FactoryConfig(machines=1).events_per_second()))
+    config = FactoryConfig(machines=machines, seed=3, start_ms=int(time.time()) * 1000)
+    with RecordProducer(
+        bootstrap, settings.topic_raw, f"bench-latency-{prefix}", **{"linger.ms": 5}
+    ) as p:
+        Simulation(config, f"bench-latency-{prefix}").run(p.send_raw, seconds, realtime=True)
+    time.sleep(2 * settings.batch_max_wait_s + 1)
+    stop.set()
+    worker.join(60)
+    samples = sorted(processor.stats.latency_ms)
+    if not samples:
+        return {"p50": None, "p99": None, "samples": 0}
+    pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 1)  # noqa: E731
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(samples[-1], 1),
+            "samples": len(samples), "rate_per_s": rate,
+            "batch_max_wait_s": settings.batch_max_wait_s}  # fmt: skip
+
+
 def table(result: dict[str, Any]) -> str:
     """The result as a plain-text table for the terminal."""
     lines = []
     m = result["machine"]
     lines.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
                  f"Python {m['python']}")  # fmt: skip
-    for section in ("simulator",):
+    for section in ("simulator", "processor"):
         s = result.get(section)
         if not s:
             continue
@@ -152,5 +274,12 @@ def table(result: dict[str, Any]) -> str:
         for row in s["rows"]:
             lines.append(f"  {row['name']:<38}{row['events']:>10}{row['seconds']:>10.3f}"
                          f"{row['events_per_s']:>12,}{row['ratio']:>8.2f}")  # fmt: skip
+    lat = (result.get("processor") or {}).get("latency_ms")
+    if lat and lat.get("p50") is not None:
+        lines.append(
+            f"\nend-to-end latency at {lat['rate_per_s']} readings/s (event created -> row "
+            f"stored, offsets committed): p50 {lat['p50']} ms, p90 {lat['p90']} ms, "
+            f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['samples']} readings"
+        )
     lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
     return "\n".join(lines)

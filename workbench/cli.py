@@ -23,6 +23,7 @@ from workbench import bench, job
 from workbench.config import Settings, project_root
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor
+from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id
 from workbench.simulator.control import parse_chaos, parse_duration_s
 from workbench.simulator.csvsource import CsvSource
@@ -155,10 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=_positive_float, help="stop after this many idle seconds")
     p.add_argument("--max-messages", type=_positive_int, help="stop after this many messages")
     p.add_argument("--group", help="consumer group (default WORKBENCH_CONSUMER_GROUP)")
+    p.add_argument(
+        "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     p = sub.add_parser("run", help="simulate + process + store end to end, and check the books")
     _add_factory_args(p)
+    p.add_argument(
+        "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
+    )
     p.add_argument(
         "--keep-up", action="store_true", help="leave an embedded stack this run started running"
     )
@@ -209,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=_positive_int, default=3, help="passes per stage (3)")
     p.add_argument("--out", help="write the JSON here (default reports/bench/bench-<time>.json)")
+    p.add_argument("--skip-processor", action="store_true", help="the simulator section only")
+    p.add_argument(
+        "--latency-rate", type=_positive_int, default=2000, help="readings/s for latency (2000)"
+    )
+    p.add_argument(
+        "--latency-seconds", type=_duration, default=20.0, help="latency run length (20s)"
+    )
     p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
     return parser
 
@@ -221,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         settings = Settings.from_env()
+        if getattr(args, "rules", None):
+            settings = dataclasses.replace(settings, rules_file=args.rules)
+        if args.command in ("process", "run"):
+            load_rules(settings.rules_file)  # a bad rules file stops us before any server starts
         return COMMANDS[args.command](settings, args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
@@ -368,7 +386,22 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             repeats=args.repeats,
         ),
     }
+    if not args.skip_processor:
+        result["processor"] = bench.bench_processor(
+            settings,
+            endpoints.bootstrap_servers,
+            endpoints.database_url,
+            f"bench.{stamp}",
+            machines=args.machines,
+            duration_s=args.duration,
+            repeats=args.repeats,
+            latency_rate=args.latency_rate,
+            latency_s=args.latency_seconds,
+        )
     result["peak_rss_mb"] = bench.peak_rss_mb()
+    processor = result.get("processor", {})
+    result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")
+               if k in processor}  # fmt: skip
     out = (
         Path(args.out) if args.out else project_root() / "reports" / "bench" / f"bench-{stamp}.json"
     )

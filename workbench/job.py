@@ -18,6 +18,7 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor, ProcessorStats
+from workbench.processor.scoring import score_run
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry, new_run_id
 from workbench.simulator.control import ChaosControl
@@ -68,6 +69,8 @@ class SimulationReport:
     sha256: str
     first_ts: int | None
     last_ts: int | None
+    #: partitions that got the end-of-run marker
+    partitions: list[int]
 
     @property
     def acknowledged(self) -> bool:
@@ -111,6 +114,8 @@ def simulate(
 
         counts = sim.run(raw.send_raw, spec.duration_s, realtime, stop, progress, 5.0)
         sim.truth.flush(truth_producer, sink)
+        raw.flush()
+        partitions = raw.end_of_run(m.encode() for m in sim.factory.machine_ids)
     truth_producer.flush()
     report = raw.report
     assert report is not None
@@ -127,6 +132,7 @@ def simulate(
         sha256=report.sha256,
         first_ts=counts.first_ts,
         last_ts=counts.last_ts,
+        partitions=sorted(partitions),
     )
 
 
@@ -165,8 +171,15 @@ class RunSummary:
     stored: int
     deadlettered: int
     duplicates_absorbed: int
+    #: readings whose event time was behind their partition's watermark on arrival
+    late: int
+    #: alerts raised (each a lifecycle: opened, updated, closed), and final windows written
+    alerts: int
+    windows: int
     #: ground-truth events by fault kind
     chaos: dict[str, int]
+    #: per fault kind: precision, recall, mean detection delay (s) of the alerts
+    score: dict[str, dict[str, Any]]
     sha256: str
     elapsed_s: float
     events_per_s: float
@@ -228,15 +241,18 @@ def run_experiment(
                 counts = _wait_for_sinks(
                     registry, run_id, report.expected_in_database, worker, stall_timeout_s
                 )
+                _wait_for_end_of_run(worker, run_id, report.partitions, stall_timeout_s)
             finally:
                 worker.stop.set()
                 worker.join(30)
             if worker.error is not None:
                 raise worker.error
+            counts = registry.counts(run_id, full=True)
             reconciled = (
                 report.acknowledged
                 and counts.stored + counts.deadlettered + report.dropped == report.produced
             )
+            score = score_run(endpoints.database_url, run_id)
             registry.finish(
                 run_id,
                 "completed" if reconciled else "failed",
@@ -261,7 +277,11 @@ def run_experiment(
         stored=counts.stored,
         deadlettered=counts.deadlettered,
         duplicates_absorbed=stats.duplicates,
+        late=counts.late,
+        alerts=counts.alerts,
+        windows=counts.windows_final,
         chaos=report.chaos,
+        score=score,
         sha256=report.sha256,
         elapsed_s=round(elapsed, 3),
         events_per_s=round(report.produced / elapsed, 1) if elapsed else 0.0,
@@ -269,6 +289,19 @@ def run_experiment(
         bootstrap_servers=endpoints.bootstrap_servers,
         database_url=redact(endpoints.database_url),
     )
+
+
+def _wait_for_end_of_run(
+    worker: _ProcessorThread, run_id: str, partitions: list[int], timeout_s: float
+) -> None:
+    """Wait until the processor has made the run's windows final on every partition."""
+    deadline = time.monotonic() + timeout_s
+    want = {(run_id, p) for p in partitions}
+    while not want <= worker.processor.ended:
+        if worker.error is not None or not worker.is_alive() or time.monotonic() > deadline:
+            log.warning("run %s: windows not all final when the run ended", run_id)
+            return
+        time.sleep(0.05)
 
 
 def _wait_for_sinks(

@@ -36,6 +36,10 @@ class RunCounts:
 
     stored: int
     deadlettered: int
+    late: int = 0
+    alerts: int = 0
+    windows_final: int = 0
+    windows_open: int = 0
 
 
 class RunRegistry:
@@ -79,16 +83,35 @@ class RunRegistry:
                 .values(status=status, finished_at=sa.func.now(), **outcome)
             )
 
-    def counts(self, run_id: str) -> RunCounts:
-        r, d = schema.readings, schema.dead_letters
+    def counts(self, run_id: str, full: bool = False) -> RunCounts:
+        """Rows of the run: stored readings and dead letters; with ``full``, also late
+        readings, alerts and final/open windows."""
+        r, d, a, w = schema.readings, schema.dead_letters, schema.alerts, schema.window_stats
+        count = sa.func.count()
         with self.engine.connect() as conn:
-            stored = conn.execute(
-                sa.select(sa.func.count()).select_from(r).where(r.c.run_id == run_id)
-            ).scalar_one()
+            if not full:
+                stored = conn.execute(
+                    sa.select(count).select_from(r).where(r.c.run_id == run_id)
+                ).scalar_one()
+                late = 0
+            else:
+                stored, late = conn.execute(
+                    sa.select(count, count.filter(r.c.late)).where(r.c.run_id == run_id)
+                ).one()
             dead = conn.execute(
-                sa.select(sa.func.count()).select_from(d).where(d.c.run_id == run_id)
+                sa.select(count).select_from(d).where(d.c.run_id == run_id)
             ).scalar_one()
-        return RunCounts(stored, dead)
+            if not full:
+                return RunCounts(stored, dead)
+            alerts = conn.execute(
+                sa.select(count).select_from(a).where(a.c.run_id == run_id)
+            ).scalar_one()
+            final, open_ = conn.execute(
+                sa.select(count.filter(w.c.final), count.filter(~w.c.final)).where(
+                    w.c.run_id == run_id
+                )
+            ).one()
+        return RunCounts(stored, dead, late, alerts, final, open_)
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -39,7 +39,7 @@ from workbench.processor.rules import RuleSet, load_rules
 from workbench.processor.state import PartitionState
 from workbench.processor.validate import Reading, Rejected, Validator
 from workbench.processor.windows import WindowConfig, WindowResult
-from workbench.schemas import codec_for
+from workbench.schemas import CleanReadingEncoder, codec_for
 from workbench.sinks.postgres import PostgresSink
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Processor:
         self.sink = PostgresSink(database_url, s.connect_timeout_s)
         self.consumer = kafka.make_consumer(bootstrap, self.group_id, s.session_timeout_ms)
         self.producer = kafka.make_producer(bootstrap)
-        self.clean_codec = codec_for("clean_reading")
+        self.clean_encoder = CleanReadingEncoder()
         self.alert_codec = codec_for("alert")
         self.stats = ProcessorStats()
         self.partitions: dict[int, PartitionState] = {}
@@ -126,11 +126,13 @@ class Processor:
         self._batch_since = 0.0
         self._last_checkpoint = time.monotonic()
         self._checkpointed: set[int] = set()  # partitions with a checkpoint of ours
+        self._last_provisional = 0.0
         self._active_at = 0.0
         #: (run id, partition) pairs whose end-of-run marker has been processed and flushed
         self.ended: set[tuple[str, int]] = set()
         #: monotonic time of the first message consumed (for throughput measurements)
-        self.first_message_at = 0.0
+        self.first_message_at = 0.0  # monotonic time of the first message consumed
+        self.last_commit_at = 0.0  # ... and of the last offsets committed
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -219,9 +221,12 @@ class Processor:
         self._batch_since = now
         windows: list[tuple] = []
         ended: list[tuple[str, int]] = []
+        provisional = now - self._last_provisional >= self.settings.provisional_interval_s
+        if provisional:
+            self._last_provisional = now
         for partition, state in self.partitions.items():
             for run_id, run in state.runs.items():
-                windows += [_window_row(run_id, w) for w in run.windows_due(now)]
+                windows += [_window_row(run_id, w) for w in run.windows_due(now, provisional)]
                 if run.ended:
                     ended.append((run_id, partition))
         due = checkpoint or now - self._last_checkpoint >= self.settings.checkpoint_interval_s
@@ -246,6 +251,7 @@ class Processor:
         self._publish(b)
         if b.messages:
             self._commit(offsets)
+            self.last_commit_at = time.monotonic()
         for pair in ended:
             self.ended.add(pair)
         done_ms = time.time() * 1000
@@ -284,12 +290,11 @@ class Processor:
             sent += 1
 
         if s.publish_clean:
-            encode = self.clean_codec.encode
-            for r in b.readings:
-                record = r._asdict()
-                record["ts"] = record.pop("ts_ms")
-                send(s.topic_clean, r.machine_id.encode(), encode(record),
-                     [("run_id", r.run_id.encode())])  # fmt: skip
+            encode = self.clean_encoder.encode
+            for run_id, machine, sensor, seq, ts, value, status, late, score, r1, r2 in b.readings:
+                send(s.topic_clean, machine.encode(),
+                     encode(run_id, machine, ts, sensor, value, status, seq, late, score, r1, r2),
+                     [("run_id", run_id.encode())])  # fmt: skip
         for run_id, e in b.alerts:
             value = self.alert_codec.encode(_alert_record(run_id, e))
             send(s.topic_alerts, e.machine_id.encode(), value, [("run_id", run_id.encode())])

@@ -75,11 +75,12 @@ class RunState:
             r.machine_id, r.sensor_type, r.ts_ms, r.value, r.status_code, features
         )
         widths = self.windows.cfg.widths_s
-        enriched = r._replace(
-            late=outcome.late,
-            score=features.score,
-            rolling_1=means.get(widths[0]),
-            rolling_2=means.get(widths[1]) if len(widths) > 1 else None,
+        enriched = Reading(
+            *r[:7],
+            outcome.late,
+            features.score,
+            means.get(widths[0]),
+            means.get(widths[1]) if len(widths) > 1 else None,
         )
         return enriched, events
 
@@ -89,10 +90,11 @@ class RunState:
         self.ended = True
         return self.alerts.flush()
 
-    def windows_due(self, wall_s: float) -> list[WindowResult]:
-        """Final windows now due (all of them once the run has ended), then provisional ones."""
+    def windows_due(self, wall_s: float, provisional: bool = True) -> list[WindowResult]:
+        """Final windows now due (all of them once the run has ended), then, if asked,
+        provisional results of the open windows that changed."""
         due = self.windows.close_all() if self.ended else self.windows.advance(wall_s)
-        return due + self.windows.provisional()
+        return due + self.windows.provisional() if provisional else due
 
 
 class PartitionState:

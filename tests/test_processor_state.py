@@ -88,6 +88,27 @@ def test_final_windows_agree_with_the_stored_readings_under_chaos(settings, endp
     windows = assert_windows_agree_with_readings(endpoints.database_url, "win-ref")
     assert windows >= 24 * 3 * 2  # at least one window per sensor and width
 
+    # the River statistics of every sensor are in the database, and agree with SQL
+    eng = sa.create_engine(endpoints.database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as conn:
+            rows = conn.execute(sa.text("""
+                SELECT s.n, s.nulls, s.mean, s.std, s.quantile, s.drifts, count(*) AS r_n,
+                       count(*) FILTER (WHERE r.value IS NULL) AS r_nulls,
+                       avg(r.value) AS r_mean, stddev_samp(r.value) AS r_std
+                FROM sensor_stats s JOIN readings r USING (run_id, machine_id, sensor_type)
+                WHERE s.run_id = 'win-ref'
+                GROUP BY s.run_id, s.machine_id, s.sensor_type""")).all()  # fmt: skip
+    finally:
+        eng.dispose()
+    assert len(rows) == 24 * 4
+    for r in rows:
+        assert (r.n, r.nulls) == (r.r_n, r.r_nulls)
+        if r.r_mean is not None:
+            assert abs(r.mean - r.r_mean) < 1e-6 * max(1.0, abs(r.r_mean))
+            assert abs(r.std - r.r_std) < 1e-6 * max(1.0, r.r_std)
+    assert all(r.quantile is not None for r in rows if r.r_mean is not None)
+
 
 def test_out_of_range_and_implausible_times_are_dead_lettered_with_reasons(settings, endpoints):
     now_ms = int(time.time() * 1000)

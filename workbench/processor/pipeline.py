@@ -224,9 +224,12 @@ class Processor:
         provisional = now - self._last_provisional >= self.settings.provisional_interval_s
         if provisional:
             self._last_provisional = now
+        sensor_stats: list[tuple] = []
         for partition, state in self.partitions.items():
             for run_id, run in state.runs.items():
                 windows += [_window_row(run_id, w) for w in run.windows_due(now, provisional)]
+                if provisional or run.ended:
+                    sensor_stats += run.stats_due(run_id)
                 if run.ended:
                     ended.append((run_id, partition))
         due = checkpoint or now - self._last_checkpoint >= self.settings.checkpoint_interval_s
@@ -246,7 +249,9 @@ class Processor:
         alert_rows = _alert_rows(b.alerts)
         if not (b.messages or windows or checkpoints):
             return
-        written = self.sink.write(b.readings, b.dead, windows, alert_rows, checkpoints)
+        written = self.sink.write(
+            b.readings, b.dead, windows, alert_rows, checkpoints, sensor_stats
+        )
         self._checkpointed.update(c[2] for c in checkpoints)
         self._publish(b)
         if b.messages:

@@ -39,6 +39,8 @@ class RunState:
     redelivered: int = 0
     #: per (machine, sensor): the sequence numbers of its last readings, newest last
     recent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: sensors whose statistics changed since :meth:`stats_due`
+    changed: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def new(cls, windows: WindowConfig, rules: RuleSet) -> RunState:
@@ -71,6 +73,7 @@ class RunState:
         if stats is None:
             stats = self.stats[key] = SensorStats()
         features = stats.update(r.ts_ms, r.value)
+        self.changed.add(key)
         events = self.alerts.observe(
             r.machine_id, r.sensor_type, r.ts_ms, r.value, r.status_code, features
         )
@@ -90,11 +93,27 @@ class RunState:
         self.ended = True
         return self.alerts.flush()
 
+    def stats_due(self, run_id: str) -> list[tuple]:
+        """Rows (``SENSOR_STATS_COLUMNS``) of the sensors whose statistics changed."""
+        rows = []
+        for key in self.changed:
+            st = self.stats[key]
+            f = st.features
+            rows.append((run_id, *key, st.n, st.nulls, st.late, _num(f.mean), _num(f.std),
+                         _num(f.ewma), _num(f.ewstd), _num(f.quantile), _num(f.baseline),
+                         f.score, st.drifts, st.last_ts))  # fmt: skip
+        self.changed.clear()
+        return rows
+
     def windows_due(self, wall_s: float, provisional: bool = True) -> list[WindowResult]:
         """Final windows now due (all of them once the run has ended), then, if asked,
         provisional results of the open windows that changed."""
         due = self.windows.close_all() if self.ended else self.windows.advance(wall_s)
         return due + self.windows.provisional() if provisional else due
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else x  # NaN (not enough values yet) is stored as NULL
 
 
 class PartitionState:

@@ -157,6 +157,16 @@ class SensorStats:
         self._warm = warmup
         self._features = _EMPTY
 
+    @property
+    def features(self) -> Features:
+        """What the newest reading was judged with."""
+        return self._features
+
+    @property
+    def last_ts(self) -> int | None:
+        """Event time of the newest reading with a value (epoch ms)."""
+        return self._last_ts
+
     def update(self, ts_ms: int, value: float | None) -> Features:
         """Take one reading (event time in epoch ms; None for a null) and describe it."""
         self.n += 1
@@ -176,13 +186,15 @@ class SensorStats:
             self._var.update(value)
             self._quantile.update(value)
             f = self._features
-            return f._replace(
+            # kept as the current features, so the order-free statistics include it
+            self._features = f = f._replace(
                 mean=self._var.mean.get(),
                 std=math.sqrt(self._var.get()),
                 quantile=self._quantile.get(),
                 score=None,
                 drift=False,
             )
+            return f
         self._var.update(value)
         self._ewm.update(value)
         self._ewv.update(value)

@@ -93,6 +93,26 @@ WINDOWS = Staged(
 )  # fmt: skip
 WINDOW_COLUMNS = tuple(n for n, _ in WINDOWS.columns)
 
+#: sensor_stats: the newest statistics of a sensor win (more readings seen).
+SENSOR_STATS = Staged(
+    "sensor_stats",
+    (("run_id", "text"), ("machine_id", "text"), ("sensor_type", "text"), ("n", "int8"),
+     ("nulls", "int8"), ("late", "int8"), ("mean", "float8"), ("std", "float8"),
+     ("ewma", "float8"), ("ewstd", "float8"), ("quantile", "float8"), ("baseline", "float8"),
+     ("score", "float8"), ("drifts", "int4"), ("last_ms", "int8")),
+    "INSERT INTO sensor_stats AS s (run_id, machine_id, sensor_type, n, nulls, late, mean, std, "
+    "ewma, ewstd, quantile, baseline, score, drifts, last_ts) "
+    "SELECT DISTINCT ON (run_id, machine_id, sensor_type) run_id, machine_id, sensor_type, n, "
+    f"nulls, late, mean, std, ewma, ewstd, quantile, baseline, score, drifts, {_ts('last_ms')} "
+    "FROM stage_sensor_stats ORDER BY run_id, machine_id, sensor_type, n DESC "
+    "ON CONFLICT (run_id, machine_id, sensor_type) DO UPDATE SET n = EXCLUDED.n, "
+    "nulls = EXCLUDED.nulls, late = EXCLUDED.late, mean = EXCLUDED.mean, std = EXCLUDED.std, "
+    "ewma = EXCLUDED.ewma, ewstd = EXCLUDED.ewstd, quantile = EXCLUDED.quantile, "
+    "baseline = EXCLUDED.baseline, score = EXCLUDED.score, drifts = EXCLUDED.drifts, "
+    "last_ts = EXCLUDED.last_ts, updated_at = now() WHERE EXCLUDED.n >= s.n",
+)  # fmt: skip
+SENSOR_STATS_COLUMNS = tuple(n for n, _ in SENSOR_STATS.columns)
+
 #: alerts: one row per alert, moved through its lifecycle; the opening time stays.
 ALERTS = Staged(
     "alerts",
@@ -239,7 +259,7 @@ class PostgresSink:
         self.url = url
         self._conn = connect(url, timeout_s)
         with self._conn.transaction():
-            for staged in (READINGS, WINDOWS, ALERTS):
+            for staged in (READINGS, WINDOWS, ALERTS, SENSOR_STATS):
                 self._conn.execute(staged.create_stage())
 
     def write(
@@ -249,11 +269,13 @@ class PostgresSink:
         windows: Sequence[tuple[Any, ...]] = (),
         alerts: Sequence[tuple[Any, ...]] = (),
         checkpoints: Sequence[tuple[Any, ...]] = (),
+        sensor_stats: Sequence[tuple[Any, ...]] = (),
     ) -> WriteResult:
         """Store one batch in one transaction: all of it or, on any error, none of it.
 
         Rows follow :data:`READING_COLUMNS`, :data:`DEAD_LETTER_COLUMNS`,
-        :data:`WINDOW_COLUMNS`, :data:`ALERT_COLUMNS` and :data:`CHECKPOINT_COLUMNS`
+        :data:`WINDOW_COLUMNS`, :data:`ALERT_COLUMNS`, :data:`CHECKPOINT_COLUMNS` and
+        :data:`SENSOR_STATS_COLUMNS`
         (times in epoch ms). A checkpoint written with the batch it follows is why a
         restored partition state always matches the data already stored.
         """
@@ -269,6 +291,8 @@ class PostgresSink:
                 windows_written = WINDOWS.write(cur, windows)
             if alerts:
                 alerts_written = ALERTS.write(cur, alerts)
+            if sensor_stats:
+                SENSOR_STATS.write(cur, sensor_stats)
             if checkpoints:
                 cur.executemany(
                     "INSERT INTO processor_state (consumer_group, topic, partition, "

@@ -157,6 +157,29 @@ alerts = Table(
     comment="One row per alert, updated through its lifecycle (opened, updated, closed).",
 )
 
+sensor_stats = Table(
+    "sensor_stats",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("sensor_type", Text, nullable=False),
+    Column("n", BigInteger, nullable=False, comment="readings seen, nulls and late ones included"),
+    Column("nulls", BigInteger, nullable=False),
+    Column("late", BigInteger, nullable=False),
+    Column("mean", Float, comment="running mean of every value (river.stats.Var)"),
+    Column("std", Float, comment="running sample standard deviation"),
+    Column("ewma", Float, comment="exponentially weighted mean (river.stats.EWMean)"),
+    Column("ewstd", Float, comment="exponentially weighted standard deviation"),
+    Column("quantile", Float, comment="running p95 (river.stats.Quantile, P-square)"),
+    Column("baseline", Float, comment="the robust level the last reading was judged against"),
+    Column("score", Float, comment="the last reading's anomaly score"),
+    Column("drifts", Integer, nullable=False, comment="level changes Page-Hinkley detected"),
+    Column("last_ts", DateTime(timezone=True), comment="event time of the newest reading"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "machine_id", "sensor_type", name="sensor_stats_pkey"),
+    comment="The processor's online statistics per machine and sensor, as of its last flush.",
+)
+
 processor_state = Table(
     "processor_state",
     metadata,

@@ -344,13 +344,35 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"  stored         {s.stored}",
             f"  dead-lettered  {s.deadlettered}",
             f"  dropped        {s.dropped} (lost by chaos on the way)",
+            f"  late           {s.late} (behind the watermark on arrival)",
+            f"  windows        {s.windows} final",
+            f"  alerts         {s.alerts}",
             f"  faults         {faults}",
             f"  elapsed        {s.elapsed_s:.1f}s ({s.events_per_s:,.0f} events/s end to end)",
             f"  books close    {'yes' if s.reconciled else 'NO'}",
+            *_score_lines(s.score),
         ]
     )
     _emit(args, summary.to_dict(), text)
     return 0 if summary.reconciled else 1
+
+
+def _score_lines(score: dict[str, dict[str, Any]]) -> list[str]:
+    """The alerts against ground truth, one line per fault kind."""
+    if not score:
+        return []
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    lines = ["", f"  {'fault':<10}{'faults':>7}{'caught':>8}{'recall':>8}{'precision':>11}"
+             f"{'delay':>9}"]  # fmt: skip
+    for kind, k in sorted(score.items()):
+        lines.append(
+            f"  {kind:<10}{k['faults']:>7}{k['detected']:>8}{fmt(k['recall'], '.2f'):>8}"
+            f"{fmt(k['precision'], '.2f'):>11}{fmt(k['mean_delay_s'], '.0f') + ' s':>9}"
+        )
+    return lines
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

@@ -23,16 +23,20 @@ window of the run becomes final at once (the watermark of a finished bounded inp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import psycopg
 
 from workbench import kafka
 from workbench.config import Settings
-from workbench.errors import DeliveryError
+from workbench.errors import DatabaseUnavailable, DeliveryError
 from workbench.kafka import KafkaError, Message, TopicPartition
 from workbench.processor.alerts import AlertEvent
 from workbench.processor.rules import RuleSet, load_rules
@@ -40,9 +44,10 @@ from workbench.processor.state import PartitionState
 from workbench.processor.validate import Reading, Rejected, Validator
 from workbench.processor.windows import WindowConfig, WindowResult
 from workbench.schemas import CleanReadingEncoder, codec_for
-from workbench.sinks.postgres import PostgresSink
+from workbench.sinks.postgres import PostgresSink, WriteResult, redact
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Run id recorded for readings that arrive without a ``run_id`` header (real devices).
 LIVE_RUN_ID = "live"
@@ -115,6 +120,7 @@ class Processor:
             idle_timeout_s=s.idle_timeout_s,
             late_policy=s.late_policy,
         )
+        self.database_url = database_url
         self.sink = PostgresSink(database_url, s.connect_timeout_s)
         self.consumer = kafka.make_consumer(bootstrap, self.group_id, s.session_timeout_ms)
         self.producer = kafka.make_producer(bootstrap)
@@ -249,9 +255,7 @@ class Processor:
         alert_rows = _alert_rows(b.alerts)
         if not (b.messages or windows or checkpoints):
             return
-        written = self.sink.write(
-            b.readings, b.dead, windows, alert_rows, checkpoints, sensor_stats
-        )
+        written = self._write(b.readings, b.dead, windows, alert_rows, checkpoints, sensor_stats)
         self._checkpointed.update(c[2] for c in checkpoints)
         self._publish(b)
         if b.messages:
@@ -319,6 +323,41 @@ class Processor:
                     f"acknowledged: {tracker.errors}"
                 )
 
+    def _write(self, *rows: list) -> WriteResult:
+        """Write one batch, retrying while the database is down (see :meth:`_retrying`)."""
+        return self._retrying(lambda: self.sink.write(*rows))
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """Run a database action; while the database is down, wait and retry with backoff.
+
+        A batch is one transaction, so a failed attempt left nothing behind, and nothing is
+        committed to Kafka until an attempt succeeds: no loss, no duplicates. Waiting here
+        is the back-pressure: nothing more is consumed meanwhile. After
+        ``WORKBENCH_DB_RETRY_TIMEOUT_S`` the processor gives up with a clear error, and the
+        uncommitted batch comes back to whoever consumes the partition next.
+        """
+        delay, deadline = 0.5, time.monotonic() + self.settings.db_retry_timeout_s
+        while True:
+            try:
+                return action()
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(redact(self.database_url), reason) from None
+                log.warning("database unavailable (%s); retrying in %.1fs", reason, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.sink.close()
+        try:
+            self.sink = PostgresSink(self.database_url, self.settings.connect_timeout_s)
+            log.info("database connection re-established")
+        except DatabaseUnavailable as exc:
+            log.warning("database still unavailable: %s", exc.reason)
+
     def _commit(self, offsets: dict[int, int]) -> None:
         tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
         try:
@@ -340,7 +379,9 @@ class Processor:
     def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
         """Restore each partition's checkpoint and resume at the offset it was taken at."""
         for tp in partitions:
-            saved = self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
+            saved = self._retrying(
+                lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
+            )
             if saved is None:
                 self.partitions[tp.partition] = self._new_state()
                 continue

@@ -478,6 +478,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             latency_rate=args.latency_rate,
             latency_s=args.latency_seconds,
         )
+        if not args.skip_archive:
+            result["archive"] = bench.bench_archive(
+                endpoints.database_url, result["processor"]["run_id"], repeats=args.repeats
+            )
     result["peak_rss_mb"] = bench.peak_rss_mb()
     processor = result.get("processor", {})
     result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")

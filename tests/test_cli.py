@@ -127,6 +127,9 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert result["peak_rss_mb"] > 0
     assert {"cpu", "cores", "memory_gib", "python"} <= set(result["machine"])
+    archived = result["archive"]  # the processor's readings, written as the archive does
+    assert archived["readings"] == result["processor"]["rows"][1]["events"]
+    assert archived["parquet_mb_per_s"] > 0 and archived["compression_ratio"] > 1
 
 
 def test_run_standard_scenario_json_scores_the_alerts(settings):

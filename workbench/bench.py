@@ -8,6 +8,11 @@ median is reported.
 Simulator section: the baseline is producing already-encoded messages (the cost of the
 Kafka client and broker alone); against it stand the simulator alone (physics, chaos,
 Avro encoding, no Kafka), and simulator + Avro + produce, without and with chaos.
+
+Archive section: the processor section's readings, written to Parquet as the archive
+writes them (zstd) against a baseline of the same Arrow table written as uncompressed
+Arrow IPC (Feather v2: the cost of the disk and the page cache alone); also uncompressed
+Parquet (the encoding without compression) and the whole archival from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ import os
 import platform
 import resource
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from workbench import kafka
+import pyarrow as pa
+
+from workbench import archive, kafka
+from workbench.archive import parquet
+from workbench.archive.writer import BEGINNING, END, to_arrow
 from workbench.config import Settings
 from workbench.processor.pipeline import Processor
 from workbench.producer import RecordProducer
@@ -221,6 +232,7 @@ def bench_processor(
         "machines": machines,
         "duration_s": duration_s,
         "repeats": repeats,
+        "run_id": run_id,
         "raw_eps": rows[0]["events_per_s"],
         "processor_eps": rows[1]["events_per_s"],
         "ratio": rows[1]["ratio"],
@@ -263,6 +275,87 @@ def _latency(
             "batch_max_wait_s": settings.batch_max_wait_s}  # fmt: skip
 
 
+def bench_archive(database_url: str, run_id: str, repeats: int = 3) -> dict[str, Any]:
+    """Parquet write throughput (MB/s of Arrow data in, MB/s of file out) and compression
+    ratio (Arrow bytes / file bytes) of a run's readings, against writing the same table
+    as uncompressed Arrow IPC. Files go to a temporary folder (page cache, no fsync)."""
+    spec = archive.READINGS
+    with connect(database_url) as conn:
+        rows = conn.execute(spec.select_sql(), (run_id, *_EVER)).fetchall()
+    if not rows:
+        raise ValueError(f"run {run_id!r} has no readings to archive")
+    data = to_arrow(rows, spec.schema)
+    del rows
+    arrow_bytes = data.nbytes
+    with tempfile.TemporaryDirectory(prefix="workbench-bench-archive-") as tmp:
+        folder = Path(tmp)
+
+        def timed(write: Callable[[Path], None], name: str) -> tuple[int, float, int]:
+            path = folder / name
+            t0 = time.perf_counter()
+            write(path)
+            seconds = time.perf_counter() - t0
+            size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")))
+            return data.num_rows, seconds, size
+
+        def ipc(path: Path) -> None:
+            with pa.OSFile(str(path), "wb") as out, pa.ipc.new_file(out, data.schema) as w:
+                w.write_table(data, max_chunksize=parquet.ROW_GROUP_ROWS)
+
+        def parquet_file(compression: str | None) -> Callable[[Path], None]:
+            def write(path: Path) -> None:
+                with pa.OSFile(str(path), "wb") as out:
+                    parquet.write_groups(out, spec.schema, [data], compression)
+
+            return write
+
+        def end_to_end(path: Path) -> None:
+            location = archive.open_location(str(path))
+            archive.archive(location, database_url, run_id)
+
+        cases: dict[str, Callable[[Path], None]] = {
+            "baseline: Arrow IPC, uncompressed": ipc,
+            "Parquet, uncompressed": parquet_file(None),
+            "Parquet, zstd (the archive's format)": parquet_file(parquet.COMPRESSION),
+            "archive: PostgreSQL -> Parquet zstd": end_to_end,
+        }
+        samples: dict[str, list[tuple[int, float, int]]] = {name: [] for name in cases}
+        for round_ in range(repeats):
+            for i, (name, write) in enumerate(cases.items()):
+                samples[name].append(timed(write, f"{round_}-{i}"))
+            log.info("round %d/%d: archive writes done", round_ + 1, repeats)
+    table_rows = []
+    for name in cases:
+        seconds = statistics.median(s for _, s, _ in samples[name])
+        size = samples[name][-1][2]
+        table_rows.append({"name": name, "events": data.num_rows, "seconds": round(seconds, 3),
+                           "events_per_s": round(data.num_rows / seconds),
+                           "arrow_mb_per_s": round(arrow_bytes / seconds / 1e6, 1),
+                           "file_mb_per_s": round(size / seconds / 1e6, 1),
+                           "file_mb": round(size / 1e6, 2),
+                           "compression_ratio": round(arrow_bytes / size, 2)})  # fmt: skip
+    baseline = table_rows[0]["arrow_mb_per_s"]
+    for row in table_rows:
+        row["ratio"] = round(row["arrow_mb_per_s"] / baseline, 3)
+    zstd = table_rows[2]
+    return {
+        "run_id": run_id,
+        "readings": data.num_rows,
+        "arrow_mb": round(arrow_bytes / 1e6, 2),
+        "row_group_rows": parquet.ROW_GROUP_ROWS,
+        "compression": f"{parquet.COMPRESSION}-{parquet.COMPRESSION_LEVEL}",
+        "repeats": repeats,
+        "parquet_mb_per_s": zstd["arrow_mb_per_s"],
+        "parquet_file_mb_per_s": zstd["file_mb_per_s"],
+        "compression_ratio": zstd["compression_ratio"],
+        "ratio": zstd["ratio"],
+        "rows": table_rows,
+    }
+
+
+_EVER = (BEGINNING, END)
+
+
 def table(result: dict[str, Any]) -> str:
     """The result as a plain-text table for the terminal."""
     lines = []
@@ -286,5 +379,16 @@ def table(result: dict[str, Any]) -> str:
             f"stored, offsets committed): p50 {lat['p50']} ms, p90 {lat['p90']} ms, "
             f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['samples']} readings"
         )
+    a = result.get("archive")
+    if a:
+        lines.append(f"\narchive: {a['readings']:,} readings ({a['arrow_mb']} MB in Arrow), "
+                     f"{a['compression']}, row groups of {a['row_group_rows']:,}, "
+                     f"median of {a['repeats']}")  # fmt: skip
+        lines.append(f"  {'write':<38}{'seconds':>9}{'Arrow MB/s':>12}{'file MB/s':>11}"
+                     f"{'file MB':>9}{'Arrow/file':>12}{'ratio':>7}")  # fmt: skip
+        for row in a["rows"]:
+            lines.append(f"  {row['name']:<38}{row['seconds']:>9.3f}{row['arrow_mb_per_s']:>12,.1f}"
+                         f"{row['file_mb_per_s']:>11,.1f}{row['file_mb']:>9.2f}"
+                         f"{row['compression_ratio']:>12.2f}{row['ratio']:>7.2f}")  # fmt: skip
     lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
     return "\n".join(lines)

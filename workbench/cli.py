@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench import bench, job
+from workbench import archive, bench, job
 from workbench.config import Settings, project_root
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor
@@ -73,6 +73,21 @@ def _start(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
+
+
+def _moment(text: str) -> dt.datetime:
+    """A period bound: ISO 8601 time, a date (its midnight) or a month ``YYYY-MM`` (its
+    first midnight); UTC unless it says otherwise."""
+    try:
+        if len(text) == 7 and text[4] == "-":
+            when = dt.datetime.strptime(text, "%Y-%m")
+        else:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, a date or a YYYY-MM month"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def _add_factory_args(p: argparse.ArgumentParser) -> None:
@@ -209,6 +224,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="replay the first N rows")
     p.add_argument("--run-id", help="name the run (default: time + random suffix)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p = sub.add_parser(
+        "archive",
+        help="archive a run's or a period's readings to Parquet (safe to run twice)",
+        description="Copy readings (and with --windows, window results) from the database to "
+        "the Parquet archive at WORKBENCH_ARCHIVE_URI (default <state dir>/archive), "
+        "partitioned by date and run. Periods are half-open [since, until) in event time.",
+    )
+    p.add_argument("--run-id", help="the run to archive (default: every run in the period)")
+    p.add_argument("--since", type=_moment, help="from this event time: ISO 8601, date, YYYY-MM")
+    p.add_argument("--until", type=_moment, help="up to (not including) this event time")
+    p.add_argument("--windows", action="store_true", help="archive window results too")
+    compaction = p.add_mutually_exclusive_group()
+    compaction.add_argument(
+        "--compact", action="store_true", help="then merge each day's small files into one"
+    )
+    compaction.add_argument(
+        "--only-compact", action="store_true", help="merge small files; read no database"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
@@ -216,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=_positive_int, default=3, help="passes per stage (3)")
     p.add_argument("--out", help="write the JSON here (default reports/bench/bench-<time>.json)")
-    p.add_argument("--skip-processor", action="store_true", help="the simulator section only")
+    p.add_argument(
+        "--skip-processor",
+        action="store_true",
+        help="no processor section (nor archive: it archives the processor's rows)",
+    )
+    p.add_argument("--skip-archive", action="store_true", help="no Parquet archive section")
     p.add_argument(
         "--latency-rate", type=_positive_int, default=2000, help="readings/s for latency (2000)"
     )
@@ -395,6 +435,24 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    if args.run_id is None and args.since is None and args.until is None:
+        raise archive.ArchiveError("give --run-id, --since/--until, or both: what to archive")
+    archive.check_period(args.since, args.until)
+    tables = (archive.READINGS, archive.WINDOWS) if args.windows else (archive.READINGS,)
+    # the archive is reached first: an unreachable bucket stops us before any server starts
+    location = archive.open_location(archive.default_uri(settings), settings.connect_timeout_s)
+    report = archive.ArchiveReport(location.uri, args.run_id, args.since, args.until)
+    if not args.only_compact:
+        endpoints = job.ready_stack(settings)
+        report = archive.archive(location, endpoints.database_url, args.run_id, args.since,
+                                 args.until, tables, settings.connect_timeout_s)  # fmt: skip
+    if args.compact or args.only_compact:
+        report.compacted = archive.compact(location, args.run_id, args.since, args.until, tables)
+    _emit(args, report.to_dict(), report.text())
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -420,6 +478,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             latency_rate=args.latency_rate,
             latency_s=args.latency_seconds,
         )
+        if not args.skip_archive:
+            result["archive"] = bench.bench_archive(
+                endpoints.database_url, result["processor"]["run_id"], repeats=args.repeats
+            )
     result["peak_rss_mb"] = bench.peak_rss_mb()
     processor = result.get("processor", {})
     result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")
@@ -441,6 +503,7 @@ COMMANDS = {
     "process": cmd_process,
     "run": cmd_run,
     "bench": cmd_bench,
+    "archive": cmd_archive,
     "replay": cmd_replay,
 }
 

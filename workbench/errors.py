@@ -64,3 +64,16 @@ class DeliveryError(WorkbenchError):
 
 class ReconcileError(WorkbenchError):
     """A run's accounting does not close: produced != stored + dead-lettered."""
+
+
+class ArchiveError(WorkbenchError):
+    """The Parquet archive cannot do what was asked: a bad period, an unknown run, or a write
+    that would lose rows the archive already holds."""
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The archive location (a local folder or an S3 bucket) cannot be reached or written."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri, self.reason = uri, reason
+        super().__init__(f"cannot use the archive at {uri}: {reason}")

@@ -2,6 +2,7 @@
 
 import uuid
 
+import psycopg
 import pytest
 
 from workbench.processor.validate import Reading
@@ -87,3 +88,34 @@ def test_run_registry_records_parameters_and_outcome(endpoints, run_id):
     )
     assert row["finished_at"] >= row["started_at"]
     reg.close()
+
+
+def test_time_columns_have_brin_indexes(endpoints):
+    create_schema(endpoints.database_url)
+    with connect(endpoints.database_url) as conn:
+        found = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE '%brin'"
+        ).fetchall())  # fmt: skip
+    assert "USING brin (ts)" in found["readings_ts_brin"]
+    assert "USING brin (window_start)" in found["window_stats_start_brin"]
+
+
+def test_the_reader_role_may_select_and_nothing_else(endpoints, run_id):
+    url = endpoints.database_url
+    create_schema(url, reader_password="s3cret-reader")
+    create_schema(url, reader_password="s3cret-reader")  # idempotent, role included
+    with PostgresSink(url) as sink:
+        sink.write(rows(run_id, 3))
+    host = url.split("@", 1)[1]
+    reader_url = f"postgresql://workbench_reader:s3cret-reader@{host}"
+    with connect(reader_url) as conn:
+        count = conn.execute("SELECT count(*) FROM readings WHERE run_id = %s", (run_id,))
+        assert count.fetchone()[0] == 3
+        for statement in (
+            "DELETE FROM readings",
+            "INSERT INTO runs (run_id, kind, params) VALUES ('x', 'run', '{}')",
+            "CREATE TABLE sneaky (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()

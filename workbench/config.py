@@ -181,6 +181,9 @@ class Settings:
     rules_file: str | None = _env(_optional_text, default=None)
     #: How often a processor checkpoints each partition's state with a batch.
     checkpoint_interval_s: float = _env(_float(0), default=10.0)
+    #: Password of the read-only database role workbench_reader (dashboards); unset: the
+    #: role exists but cannot log in.
+    reader_password: str | None = _env(_optional_text, default=None, repr=False)
     #: How long the processor waits and retries while the database is down before it fails.
     db_retry_timeout_s: float = _env(_float(0), default=120.0)
     #: Publish every processed reading to the clean topic (costs throughput).

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 import sqlalchemy as sa
 
 from workbench.errors import DatabaseUnavailable
@@ -200,9 +201,17 @@ def engine(url: str) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
 
 
-def create_schema(url: str) -> None:
+#: The database role dashboards and notebooks read as: SELECT on the workbench's tables only.
+READER_ROLE = "workbench_reader"
+
+
+def create_schema(url: str, reader_password: str | None = None) -> None:
     """Create every table and index that does not exist yet, and add the columns a newer
     version of the schema has to tables an older version made. A second call changes nothing.
+
+    Also creates the read-only role :data:`READER_ROLE` (SELECT only, on every table now and
+    later), able to log in when ``reader_password`` is given, when the connecting user may
+    create roles; otherwise says so in the log and goes on.
     """
     eng = engine(url)
     try:
@@ -211,8 +220,34 @@ def create_schema(url: str) -> None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7316801)"))
             schema.metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
+            _reader_role(conn, reader_password)
     finally:
         eng.dispose()
+
+
+def _reader_role(conn: sa.Connection, password: str | None) -> None:
+    may = conn.execute(
+        sa.text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+    ).scalar()
+    if not may:
+        log.info("not creating the read-only role %s: this user may not create roles", READER_ROLE)
+        return
+    exists = conn.execute(
+        sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": READER_ROLE}
+    ).scalar()
+    if not exists:
+        conn.execute(sa.text(f"CREATE ROLE {READER_ROLE} NOLOGIN"))
+        log.info("created the read-only role %s", READER_ROLE)
+    if password is not None:
+        literal = psycopg.sql.Literal(password).as_string(None)
+        conn.execute(sa.text(f"ALTER ROLE {READER_ROLE} WITH LOGIN PASSWORD {literal}"))
+    conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {READER_ROLE}"))
+    conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE}"))
+    conn.execute(
+        sa.text(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READER_ROLE}"
+        )
+    )
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:

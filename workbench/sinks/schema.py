@@ -71,6 +71,8 @@ readings = Table(
     # ts is part of the key so that a TimescaleDB hypertable on ts can enforce it.
     PrimaryKeyConstraint("run_id", "machine_id", "sensor_type", "seq", "ts", name="readings_pkey"),
     Index("readings_machine_ts", "machine_id", "ts"),
+    # time-range scans over append-mostly data: a BRIN index is a few pages, not gigabytes
+    Index("readings_ts_brin", "ts", postgresql_using="brin"),
     comment="Every valid reading the processor consumed, keyed by its per-sensor sequence.",
 )
 
@@ -131,6 +133,7 @@ window_stats = Table(
         "run_id", "machine_id", "sensor_type", "width_s", "window_start", name="window_stats_pkey"
     ),
     Index("window_stats_machine_start", "machine_id", "window_start"),
+    Index("window_stats_start_brin", "window_start", postgresql_using="brin"),
     comment="Event-time tumbling windows: provisional while open, final once the watermark passes.",
 )
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from workbench import archive, bench, job
 from workbench.config import Settings, project_root
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.processor.pipeline import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id
@@ -30,6 +30,8 @@ from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions, replay
 from workbench.simulator.spec import SimulationSpec
+from workbench.sinks.postgres import engine
+from workbench.sinks.timeseries import prune
 from workbench.stack import Stack
 
 log = logging.getLogger("workbench.cli")
@@ -243,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--only-compact", action="store_true", help="merge small files; read no database"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    p = sub.add_parser(
+        "prune",
+        help="delete what is older than the retention, by when each run was recorded",
+        description="Readings and dead letters of runs older than --readings go; everything "
+        "else of runs older than --windows goes too. By run age, not event time: seeded runs "
+        "are stamped at a fixed event-time origin.",
+    )
+    p.add_argument("--readings", type=_duration, help="default WORKBENCH_RETENTION_READINGS_S (7d)")
+    p.add_argument("--windows", type=_duration, help="default WORKBENCH_RETENTION_WINDOWS_S (90d)")
+    p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
@@ -495,6 +509,29 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    readings_s = args.readings or settings.retention_readings_s
+    windows_s = args.windows or settings.retention_windows_s
+    if windows_s < readings_s:
+        raise ConfigError("--windows", windows_s, f"at least --readings ({readings_s:g} s)")
+    endpoints = job.ready_stack(settings)
+    eng = engine(endpoints.database_url)
+    try:
+        with eng.begin() as conn:
+            result = prune(
+                conn,
+                dt.timedelta(seconds=readings_s),
+                dt.timedelta(seconds=windows_s),
+                dry_run=args.dry_run,
+            )
+    finally:
+        eng.dispose()
+    verb = "would delete" if result.dry_run else "deleted"
+    text = f"{verb}: " + (", ".join(f"{n} {t}" for t, n in result.rows.items() if n) or "nothing")
+    _emit(args, {"dry_run": result.dry_run, "rows": result.rows, "runs": result.runs}, text)
+    return 0
+
+
 COMMANDS = {
     "up": cmd_up,
     "down": cmd_down,
@@ -503,6 +540,7 @@ COMMANDS = {
     "process": cmd_process,
     "run": cmd_run,
     "bench": cmd_bench,
+    "prune": cmd_prune,
     "archive": cmd_archive,
     "replay": cmd_replay,
 }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError
+from workbench.simulator.control import parse_duration_s
 
 PREFIX = "WORKBENCH_"
 
@@ -116,6 +117,13 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _duration_s(name: str, raw: str) -> float:
+    value = parse_duration_s(raw, name)
+    if value <= 0:
+        raise ConfigError(name, raw, "a duration > 0 such as 7d or 12h")
+    return value
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
@@ -181,6 +189,14 @@ class Settings:
     rules_file: str | None = _env(_optional_text, default=None)
     #: How often a processor checkpoints each partition's state with a batch.
     checkpoint_interval_s: float = _env(_float(0), default=10.0)
+    #: TimescaleDB: "auto" (hypertables when the server has the extension), "on", "off".
+    timescale: str = _env(_choice("auto", "on", "off"), default="auto")
+    #: The data rate the hypertables' chunk interval is sized for (readings per second).
+    expected_rows_per_s: float = _env(_float(0), default=1000.0)
+    #: Retention by run age: readings (and dead letters) of older runs are pruned ...
+    retention_readings_s: float = _env(_duration_s, default=7 * 86_400.0)
+    #: ... and everything else of runs older than this (`workbench prune`).
+    retention_windows_s: float = _env(_duration_s, default=90 * 86_400.0)
     #: Password of the read-only database role workbench_reader (dashboards); unset: the
     #: role exists but cannot log in.
     reader_password: str | None = _env(_optional_text, default=None, repr=False)

@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 def prepare(settings: Settings, endpoints: Endpoints) -> None:
     """Create the topics and tables the pipeline needs (idempotent)."""
     kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
-    create_schema(endpoints.database_url, settings.reader_password)
+    create_schema(
+        endpoints.database_url,
+        settings.reader_password,
+        settings.timescale,
+        settings.expected_rows_per_s,
+    )
 
 
 def ready_stack(settings: Settings) -> Endpoints:

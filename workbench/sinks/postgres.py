@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from workbench.errors import DatabaseUnavailable
 from workbench.sinks import schema
+from workbench.sinks.timeseries import apply_timescale
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +206,19 @@ def engine(url: str) -> sa.Engine:
 READER_ROLE = "workbench_reader"
 
 
-def create_schema(url: str, reader_password: str | None = None) -> None:
+def create_schema(
+    url: str,
+    reader_password: str | None = None,
+    timescale: str = "auto",
+    rows_per_s: float = 1000.0,
+) -> None:
     """Create every table and index that does not exist yet, and add the columns a newer
     version of the schema has to tables an older version made. A second call changes nothing.
 
     Also creates the read-only role :data:`READER_ROLE` (SELECT only, on every table now and
     later), able to log in when ``reader_password`` is given, when the connecting user may
-    create roles; otherwise says so in the log and goes on.
+    create roles; otherwise says so in the log and goes on. With TimescaleDB (``timescale``
+    auto or on) the big tables become hypertables, see :mod:`workbench.sinks.timeseries`.
     """
     eng = engine(url)
     try:
@@ -220,6 +227,7 @@ def create_schema(url: str, reader_password: str | None = None) -> None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7316801)"))
             schema.metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
+            apply_timescale(conn, rows_per_s, timescale)
             _reader_role(conn, reader_password)
     finally:
         eng.dispose()

@@ -117,7 +117,8 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     out = tmp_path / "bench.json"
     proc = workbench(
         settings, "bench", "--machines", "20", "--duration", "20", "--repeats", "1",
-        "--latency-rate", "200", "--latency-seconds", "3", "--json", "--out", str(out),
+        "--latency-rate", "200", "--latency-seconds", "3", "--sink-rows", "2000", "--json",
+        "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -130,6 +131,9 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     archived = result["archive"]  # the processor's readings, written as the archive does
     assert archived["readings"] == result["processor"]["rows"][1]["events"]
     assert archived["parquet_mb_per_s"] > 0 and archived["compression_ratio"] > 1
+    baseline, bulk = result["sink"]["rows"]  # executemany, then COPY + merge
+    assert baseline["rows"] == bulk["rows"] == 2000 and bulk["rows_per_s"] > 0
+    assert bulk["ratio"] == pytest.approx(bulk["rows_per_s"] / baseline["rows_per_s"], abs=0.01)
 
 
 def test_run_standard_scenario_json_scores_the_alerts(settings):

@@ -18,6 +18,7 @@ Parquet (the encoding without compression) and the whole archival from PostgreSQ
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import logging
 import os
@@ -38,12 +39,13 @@ from workbench.archive import parquet
 from workbench.archive.writer import BEGINNING, END, to_arrow
 from workbench.config import Settings
 from workbench.processor.pipeline import Processor
+from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
 from workbench.schemas import READING
 from workbench.simulator.control import ChaosControl, parse_chaos
 from workbench.simulator.physics import FactoryConfig
 from workbench.simulator.source import Simulation
-from workbench.sinks.postgres import connect
+from workbench.sinks.postgres import READING_COLUMNS, PostgresSink, connect
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,64 @@ def bench_archive(database_url: str, run_id: str, repeats: int = 3) -> dict[str,
 _EVER = (BEGINNING, END)
 
 
+def bench_sink(database_url: str, rows: int = 100_000, repeats: int = 3) -> dict[str, Any]:
+    """Rows/s into PostgreSQL: the sink's bulk path (COPY into a staging table + one merge,
+    in one transaction) against a plain ``executemany`` of INSERT ... ON CONFLICT DO
+    NOTHING, on the same readings. Each pass writes new rows (its own run id) and removes
+    them afterwards."""
+    t0 = 1_767_225_600_000
+
+    def batch(run_id: str) -> list[Reading]:
+        return [Reading(run_id, f"m-{i % 500:04d}", "temperature", i // 500, t0 + 1000 * (i // 500),
+                        20.0 + (i % 97) / 10, 0, False, 0.5, 20.0, 20.0)
+                for i in range(rows)]  # fmt: skip
+
+    names = ", ".join(READING_COLUMNS).replace("ts_ms", "ts")
+    insert = (f"INSERT INTO readings ({names}) VALUES ({', '.join(['%s'] * len(READING_COLUMNS))})"
+              " ON CONFLICT DO NOTHING")  # fmt: skip
+    counter = itertools.count()
+
+    def executemany() -> tuple[int, float]:
+        data = [(*r[:4], _at(r[4]), *r[5:]) for r in batch(f"bench-sink-{next(counter)}")]
+        with connect(database_url) as conn:
+            started = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(insert, data)
+            seconds = time.perf_counter() - started
+            conn.execute("DELETE FROM readings WHERE run_id = %s", (data[0][0],))
+            conn.commit()
+        return rows, seconds
+
+    def bulk() -> tuple[int, float]:
+        data = batch(f"bench-sink-{next(counter)}")
+        with PostgresSink(database_url) as sink:
+            started = time.perf_counter()
+            sink.write(data)
+            seconds = time.perf_counter() - started
+        with connect(database_url) as conn:
+            conn.execute("DELETE FROM readings WHERE run_id = %s", (data[0].run_id,))
+            conn.commit()
+        return rows, seconds
+
+    cases = {"baseline: executemany INSERT": executemany,
+             "bulk: COPY to stage + merge": bulk}  # fmt: skip
+    samples: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, case in cases.items():
+            samples[name].append(case())
+    _, _, baseline = _median_rate(samples["baseline: executemany INSERT"])
+    out = []
+    for name in cases:
+        n, seconds, rate = _median_rate(samples[name])
+        out.append({"name": name, "rows": n, "seconds": round(seconds, 3),
+                    "rows_per_s": round(rate), "ratio": round(rate / baseline, 2)})  # fmt: skip
+    return {"rows": out, "repeats": repeats, "batch_rows": rows}
+
+
+def _at(epoch_ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
+
+
 def table(result: dict[str, Any]) -> str:
     """The result as a plain-text table for the terminal."""
     lines = []
@@ -390,5 +450,13 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"  {row['name']:<38}{row['seconds']:>9.3f}{row['arrow_mb_per_s']:>12,.1f}"
                          f"{row['file_mb_per_s']:>11,.1f}{row['file_mb']:>9.2f}"
                          f"{row['compression_ratio']:>12.2f}{row['ratio']:>7.2f}")  # fmt: skip
+    k = result.get("sink")
+    if k:
+        lines.append(f"\ninto PostgreSQL: {k['batch_rows']:,} readings per batch, "
+                     f"median of {k['repeats']}")  # fmt: skip
+        lines.append(f"  {'path':<38}{'seconds':>10}{'rows/s':>12}{'ratio':>8}")
+        for row in k["rows"]:
+            lines.append(f"  {row['name']:<38}{row['seconds']:>10.3f}{row['rows_per_s']:>12,}"
+                         f"{row['ratio']:>8.2f}")  # fmt: skip
     lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
     return "\n".join(lines)

@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="no processor section (nor archive: it archives the processor's rows)",
     )
     p.add_argument("--skip-archive", action="store_true", help="no Parquet archive section")
+    p.add_argument("--skip-sink", action="store_true", help="no PostgreSQL write section")
+    p.add_argument(
+        "--sink-rows", type=_positive_int, default=100_000, help="rows per sink batch (100000)"
+    )
     p.add_argument(
         "--latency-rate", type=_positive_int, default=2000, help="readings/s for latency (2000)"
     )
@@ -496,6 +500,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             result["archive"] = bench.bench_archive(
                 endpoints.database_url, result["processor"]["run_id"], repeats=args.repeats
             )
+    if not args.skip_sink:
+        result["sink"] = bench.bench_sink(
+            endpoints.database_url, rows=args.sink_rows, repeats=args.repeats
+        )
     result["peak_rss_mb"] = bench.peak_rss_mb()
     processor = result.get("processor", {})
     result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -95,6 +96,64 @@ class _Batch:
     created_ms: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Job:
+    """One batch on its way out: rows for every table, what to publish, what to commit."""
+
+    batch: _Batch
+    windows: list[tuple]
+    alert_rows: list[tuple]
+    checkpoints: list[tuple]
+    sensor_stats: list[tuple]
+    offsets: dict[int, int]
+    ended: list[tuple[str, int]]
+
+
+class _Writer:
+    """A thread that completes batches in order, at most ``depth`` of them waiting.
+
+    The consume thread hands a batch over and goes on folding the next one into the
+    state while this thread waits for PostgreSQL and the broker. A full queue blocks the
+    hand-over: that is the back-pressure when the database is slow. A failure is kept
+    and raised in the consume thread at its next hand-over or :meth:`drain`.
+    """
+
+    def __init__(self, complete: Callable[[_Job], None], depth: int = 2) -> None:
+        self._complete = complete
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="workbench-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if self._error is None:  # after a failure, nothing more is written
+                    self._complete(job)
+            except BaseException as exc:  # raised again in the consume thread
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: _Job) -> None:
+        self.check()
+        self._jobs.put(job)
+
+    def drain(self) -> None:
+        """Wait until every batch handed over is complete (or failed)."""
+        self._jobs.join()
+        self.check()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class Processor:
     """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
 
@@ -127,6 +186,9 @@ class Processor:
         self.clean_encoder = CleanReadingEncoder()
         self.alert_codec = codec_for("alert")
         self.stats = ProcessorStats()
+        self._writer = _Writer(self._complete)
+        self._done: dict[int, int] = {}  # offsets stored and published, not yet committed
+        self._done_lock = threading.Lock()
         self.partitions: dict[int, PartitionState] = {}
         self._batch = _Batch()
         self._batch_since = 0.0
@@ -174,6 +236,8 @@ class Processor:
                 batch = self._batch.messages
                 full = len(batch) >= s.batch_size
                 aged = bool(batch) and now - self._batch_since >= s.batch_max_wait_s
+                self._writer.check()
+                self._commit_done()
                 if full or aged or (not batch and self._windows_may_be_due(now)):
                     self._flush(now)
                     if on_batch is not None:
@@ -184,6 +248,8 @@ class Processor:
                     log.info("no messages for %.1fs; stopping", idle_timeout_s)
                     break
             self._flush(time.monotonic(), checkpoint=True)
+            self._writer.drain()
+            self._commit_done()
         finally:
             self.close()
         return self.stats
@@ -222,7 +288,15 @@ class Processor:
     # -- a batch out -------------------------------------------------------------------
 
     def _flush(self, now: float, checkpoint: bool = False) -> None:
-        """Write the batch and what is due, publish, then commit the offsets."""
+        """Hand the batch and what is due to the writer thread, which writes it, publishes
+        it and then commits its offsets, while this thread goes on consuming."""
+        job = self._prepare(now, checkpoint)
+        if job is not None:
+            self._writer.submit(job)
+
+    def _prepare(self, now: float, checkpoint: bool) -> _Job | None:
+        """Everything a batch's write needs, taken from the state now (so a checkpoint is
+        consistent with the offsets it records)."""
         b, self._batch = self._batch, _Batch()
         self._batch_since = now
         windows: list[tuple] = []
@@ -250,37 +324,42 @@ class Processor:
             if committed is not None:
                 checkpoints.append((self.group_id, self.settings.topic_raw, partition,
                                     committed, state.snapshot()))  # fmt: skip
+                self._checkpointed.add(partition)
         if due:
             self._last_checkpoint = now
-        alert_rows = _alert_rows(b.alerts)
+        for state in self.partitions.values():
+            state.evict_quiet(now, QUIET_RUN_S)
         if not (b.messages or windows or checkpoints):
-            return
-        written = self._write(b.readings, b.dead, windows, alert_rows, checkpoints, sensor_stats)
-        self._checkpointed.update(c[2] for c in checkpoints)
+            return None
+        self.stats.consumed += len(b.messages)
+        return _Job(b, windows, _alert_rows(b.alerts), checkpoints, sensor_stats, offsets, ended)
+
+    def _complete(self, job: _Job) -> None:
+        """In the writer thread: store, publish, commit, in that order."""
+        b = job.batch
+        written = self._write(
+            b.readings, b.dead, job.windows, job.alert_rows, job.checkpoints, job.sensor_stats
+        )
         self._publish(b)
-        if b.messages:
-            self._commit(offsets)
-            self.last_commit_at = time.monotonic()
-        for pair in ended:
-            self.ended.add(pair)
+        with self._done_lock:  # committed by the consume thread, the consumer's only user
+            for partition, offset in job.offsets.items():
+                self._done[partition] = max(self._done.get(partition, 0), offset)
+        self.ended.update(job.ended)
         done_ms = time.time() * 1000
         st = self.stats
         for created in b.created_ms:
             if created > 0:
                 st.record_latency(done_ms - created)
-        st.consumed += len(b.messages)
         st.stored += written.readings_inserted
         st.duplicates += written.readings_duplicate
         st.deadlettered += len(b.dead)
         st.late += sum(1 for r in b.readings if r.late)
-        st.windows += len(windows)
+        st.windows += len(job.windows)
         st.alert_events += len(b.alerts)
         st.batches += 1
-        st.checkpoints += len(checkpoints)
+        st.checkpoints += len(job.checkpoints)
         for r in b.readings:
             st.per_run[r.run_id] = st.per_run.get(r.run_id, 0) + 1
-        for state in self.partitions.values():
-            state.evict_quiet(now, QUIET_RUN_S)
 
     def _publish(self, b: _Batch) -> None:
         """Clean readings, alert transitions and dead letters onto their topics."""
@@ -358,6 +437,14 @@ class Processor:
         except DatabaseUnavailable as exc:
             log.warning("database still unavailable: %s", exc.reason)
 
+    def _commit_done(self) -> None:
+        """Commit the offsets of the batches the writer has completed."""
+        with self._done_lock:
+            offsets, self._done = self._done, {}
+        if offsets:
+            self._commit(offsets)
+            self.last_commit_at = time.monotonic()
+
     def _commit(self, offsets: dict[int, int]) -> None:
         tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
         try:
@@ -378,6 +465,7 @@ class Processor:
 
     def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
         """Restore each partition's checkpoint and resume at the offset it was taken at."""
+        self._writer.drain()  # the sink's connection is ours alone from here
         for tp in partitions:
             saved = self._retrying(
                 lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
@@ -398,6 +486,8 @@ class Processor:
         revoked = {p.partition for p in partitions}
         log.info("partitions %s revoked; flushing and checkpointing first", sorted(revoked))
         self._flush(time.monotonic(), checkpoint=True)
+        self._writer.drain()  # stored and committed before another member takes over
+        self._commit_done()
         for p in revoked:
             self.partitions.pop(p, None)
             self._checkpointed.discard(p)
@@ -406,6 +496,7 @@ class Processor:
         try:
             self.consumer.close()
         finally:
+            self._writer.stop()
             self.producer.flush(10)
             self.sink.close()
 

@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
+import signal
 import sqlite3
+import subprocess
+import time
 
 import pytest
 import sqlalchemy as sa
+from conftest import WORKBENCH, cli_env, readings_in
 
 from workbench.errors import ConfigError, DatabaseUnavailable
+from workbench.job import simulate
+from workbench.simulator.spec import SimulationSpec
 from workbench.sinks import open_sink, schema
 from workbench.sinks.sqlite import SqliteSink, engine
 
@@ -155,3 +164,101 @@ def test_a_sqlite_file_that_cannot_be_written_is_named(tmp_path, url, complaint)
 def test_an_unknown_scheme_is_a_config_error():
     with pytest.raises(ConfigError, match="expected postgresql://"):
         open_sink("mongodb://localhost/edge")
+
+
+# -- end to end: `workbench process --sink sqlite:///...` -------------------------------
+
+
+def process(settings, db, *args, **popen):
+    return subprocess.Popen(
+        [WORKBENCH, "-q", "process", "--sink", f"sqlite:///{db}", *args],
+        env=cli_env(settings, **popen.pop("env", {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def count(db, sql: str, *params) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def test_process_into_sqlite_stores_every_reading_and_final_windows(settings, endpoints, tmp_path):
+    db = tmp_path / "edge.db"
+    spec = SimulationSpec.build(machines=3, duration_s=130, seed=4)
+    report = simulate(settings, endpoints, spec, "edge-a")  # ends with end-of-run markers
+    # a state directory of its own, the session's broker as an external one: nothing but
+    # the SQLite file may be needed, so no embedded PostgreSQL may start
+    edge = dataclasses.replace(
+        settings, state_dir=tmp_path / "state", bootstrap_servers=endpoints.bootstrap_servers
+    )
+    proc = process(edge, db, "--idle-timeout", "3", "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert not (tmp_path / "state" / "postgres").exists()
+    assert report.produced == readings_in(3, 130)
+    n = readings_in(3, 130)
+    assert json.loads(out)["stored"] == n
+    assert count(db, "SELECT count(*) FROM readings WHERE run_id = ?", "edge-a") == n
+    assert count(db, "SELECT count(DISTINCT seq) FROM readings WHERE machine_id = 'm-0001' "
+                     "AND sensor_type = 'temperature'") == 130  # fmt: skip
+    # 3 minutes of 1-minute windows and one 5-minute window per machine and sensor, all final
+    # (the idle timeout closed them): 4 sensors x 3 machines x (3 + 1)
+    assert count(db, "SELECT count(*) FROM window_stats WHERE final") == 4 * 3 * 4
+    assert count(db, "SELECT count(*) FROM window_stats WHERE NOT final") == 0
+    assert count(db, "SELECT sum(count) + sum(nulls) FROM window_stats WHERE width_s = 60") == n
+    assert count(db, "SELECT count(*) FROM sensor_stats") == 4 * 3
+    assert count(db, "SELECT count(*) FROM processor_state") == len(report.partitions)
+
+
+def test_a_bad_sink_is_one_line_before_anything_starts(settings, tmp_path):
+    for url, complaint in [
+        ("ftp://edge", "--sink='ftp://edge' is not valid: expected postgresql://"),
+        (f"sqlite:///{tmp_path}/nowhere/edge.db", f"folder {tmp_path}/nowhere does not exist"),
+    ]:
+        proc = subprocess.run(
+            [WORKBENCH, "process", "--sink", url, "--idle-timeout", "1"],
+            env=cli_env(settings), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 1 and proc.stdout == ""
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("workbench: error: ") and complaint in line, line
+
+
+def test_sqlite_process_killed_mid_run_then_restarted_loses_and_duplicates_nothing(
+    settings, endpoints, tmp_path
+):
+    db = tmp_path / "edge.db"
+    spec = SimulationSpec.build(machines=100, duration_s=100, seed=4)
+    total = simulate(settings, endpoints, spec, "edge-kill").produced
+    proc = process(settings, db, env={"WORKBENCH_BATCH_SIZE": "500"})
+    try:
+        deadline = time.monotonic() + 90
+        stored = 0
+        while stored < total // 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with contextlib.suppress(sqlite3.OperationalError):  # no file or table yet
+                stored = count(db, "SELECT count(*) FROM readings")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stored_at_kill = count(db, "SELECT count(*) FROM readings")
+    assert 0 < stored_at_kill < total, "the kill must land mid-run for this test to mean anything"
+
+    again = process(settings, db, "--idle-timeout", "3", "--json")
+    out, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
+    stats = json.loads(out)
+    assert count(db, "SELECT count(*) FROM readings") == total
+    assert stats["stored"] == total - stored_at_kill  # only what was missing
+    assert stats["duplicates"] < stored_at_kill  # resumed at its checkpoint, not from the start
+    # the end-of-run markers made every window final; each counts each reading once
+    assert count(db, "SELECT sum(count) + sum(nulls) FROM window_stats WHERE width_s = 60") == (
+        total
+    )
+    assert count(db, "SELECT count(*) FROM window_stats WHERE NOT final") == 0

@@ -30,6 +30,7 @@ from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions, replay
 from workbench.simulator.spec import SimulationSpec
+from workbench.sinks import sink_kind
 from workbench.stack import Stack
 
 log = logging.getLogger("workbench.cli")
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
     )
+    p.add_argument(
+        "--sink",
+        metavar="URL",
+        help="store into this database instead of the configured one: sqlite:///PATH (the "
+        "edge path, no database server) or postgresql://...; the broker is unchanged",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     p = sub.add_parser("run", help="simulate + process + store end to end, and check the books")
@@ -239,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = dataclasses.replace(settings, rules_file=args.rules)
         if args.command in ("process", "run"):
             load_rules(settings.rules_file)  # a bad rules file stops us before any server starts
+        if getattr(args, "sink", None):
+            sink_kind(args.sink, "--sink")  # so does a sink URL of an unknown kind
         return COMMANDS[args.command](settings, args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
@@ -303,7 +312,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    endpoints = job.ready_stack(settings)
+    endpoints = job.ready_stack(settings, sink=args.sink)
     processor = Processor(
         settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
     )

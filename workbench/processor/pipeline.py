@@ -40,7 +40,7 @@ from workbench.processor.state import PartitionState
 from workbench.processor.validate import Reading, Rejected, Validator
 from workbench.processor.windows import WindowConfig, WindowResult
 from workbench.schemas import CleanReadingEncoder, codec_for
-from workbench.sinks.postgres import PostgresSink
+from workbench.sinks import open_sink
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ class _Batch:
 class Processor:
     """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
 
+    ``database_url`` is any URL :func:`workbench.sinks.open_sink` takes: PostgreSQL, or a
+    SQLite file for the edge path.
+
     >>> # Processor(settings, bootstrap, database_url).run(stop_event)
     """
 
@@ -115,7 +118,7 @@ class Processor:
             idle_timeout_s=s.idle_timeout_s,
             late_policy=s.late_policy,
         )
-        self.sink = PostgresSink(database_url, s.connect_timeout_s)
+        self.sink = open_sink(database_url, s.connect_timeout_s)  # PostgreSQL or SQLite
         self.consumer = kafka.make_consumer(bootstrap, self.group_id, s.session_timeout_ms)
         self.producer = kafka.make_producer(bootstrap)
         self.clean_encoder = CleanReadingEncoder()

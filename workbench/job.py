@@ -8,10 +8,12 @@ the books close: produced = stored + dead-lettered + dropped by chaos.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,6 +63,21 @@ def ready_stack(settings: Settings, sink: str | None = None) -> Endpoints:
     if started:
         log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
     return endpoints
+
+
+@contextlib.contextmanager
+def database(settings: Settings, url: str | None = None) -> Iterator[str]:
+    """The URL of the database to read for a block: ``url`` (``sqlite:///PATH`` or
+    ``postgresql://...``) if given, else the configured database, else the embedded
+    PostgreSQL, started for the block if it is not running and stopped again after it
+    (no broker is started). Nothing is created here."""
+    if url is not None and sinks.is_sqlite(url):
+        yield url
+        return
+    if url is not None:
+        settings = dataclasses.replace(settings, database_url=url)
+    with Stack(settings).session(parts=("database",)) as endpoints:
+        yield endpoints.database_url
 
 
 @dataclass(frozen=True)

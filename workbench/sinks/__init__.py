@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from workbench.errors import ConfigError
 
-__all__ = ["Sink", "create_schema", "is_sqlite", "open_sink", "sink_kind"]
+__all__ = ["Sink", "create_schema", "engine", "is_sqlite", "open_sink", "redact", "sink_kind"]
 
 _SCHEMES = {
     "postgresql": "postgresql",
@@ -74,6 +76,27 @@ def create_schema(url: str) -> None:
         from workbench.sinks import postgres
 
         postgres.create_schema(url)
+
+
+def engine(url: str) -> sa.Engine:
+    """A SQLAlchemy engine for reading the database ``url`` names. A SQLite file must
+    exist already: reading a mistyped path must not create an empty database."""
+    if is_sqlite(url):
+        from workbench.sinks import sqlite
+
+        return sqlite.engine(url, writer=False)
+    from workbench.sinks import postgres
+
+    return postgres.engine(url)
+
+
+def redact(url: str) -> str:
+    """The URL fit for logs and messages: a PostgreSQL password replaced, a SQLite path as is."""
+    if is_sqlite(url):
+        return url
+    from workbench.sinks import postgres
+
+    return postgres.redact(url)
 
 
 def open_sink(url: str, timeout_s: float = 5.0) -> Sink:

@@ -1,4 +1,5 @@
-"""`workbench db counts`: rows of one run per table, against PostgreSQL and SQLite."""
+"""`workbench db counts`: rows of one run per table, against PostgreSQL and SQLite; and the
+interface later checks rely on: the same run (id and seed) twice leaves the same counts."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def counts(settings, *args: str) -> dict:
     proc = workbench(settings, "-q", "db", "counts", *args, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def test_the_same_run_twice_with_the_same_id_and_seed_leaves_the_same_counts(settings):
+    # the standard scenario has every kind of fault: malformed messages (dead letters),
+    # duplicates, late readings, alerts, ground truth
+    run = ["run", "--scenario", "standard", "--duration", "60", "--seed", "7",
+           "--run-id", "db-twice", "--json"]  # fmt: skip
+    first = workbench(settings, *run)
+    assert first.returncode == 0, first.stderr
+    once = counts(settings, "--run-id", "db-twice")
+    assert once["run_id"] == "db-twice" and once["found"] is True
+    assert list(once["tables"]) == list(COUNTED_TABLES)
+    summary = json.loads(first.stdout)
+    t = once["tables"]
+    assert t["runs"] == 1 and t["readings"] == summary["stored"]
+    assert t["dead_letters"] == summary["deadlettered"] > 0
+    assert t["chaos_events"] > 0 and t["alerts"] == summary["alerts"] > 0
+    assert t["window_stats"] >= summary["windows"] > 0 and t["sensor_stats"] > 0
+
+    second = workbench(settings, *run)
+    assert second.returncode == 0, second.stderr  # the books close again
+    assert counts(settings, "--run-id", "db-twice") == once
+    again = json.loads(second.stdout)
+    for key in ("produced", "stored", "deadlettered", "late", "alerts", "windows", "sha256"):
+        assert again[key] == summary[key], key
 
 
 def test_an_unknown_run_counts_zero_with_a_warning(settings):

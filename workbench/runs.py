@@ -98,15 +98,25 @@ class RunRegistry:
         self.engine = engine(database_url)
 
     def start(self, run_id: str, kind: str, seed: int | None, params: dict[str, Any]) -> None:
-        """Record a run as running; starting an existing run id again resets its outcome."""
+        """Record a run as running; starting an existing run id again resets its outcome.
+
+        It also forgets the run's dead letters. Every other fact of a run is keyed by its
+        content (a reading by machine, sensor, sequence number and time), so producing the
+        run again stores nothing new; a dead letter is keyed by where the message sat in
+        Kafka (topic, partition, offset), and a run produced again puts its malformed
+        messages at new offsets. Without this, each repetition of a run would add its dead
+        letters once more and its books would no longer close.
+        """
         row = {"run_id": run_id, "kind": kind, "seed": seed, "params": params, "status": "running"}
         stmt = insert(schema.runs).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id"],
             set_={**row, "started_at": sa.func.now(), "finished_at": None},
         )
+        dead = schema.dead_letters
         with self.engine.begin() as conn:
             conn.execute(stmt)
+            conn.execute(dead.delete().where(dead.c.run_id == run_id))
 
     @contextlib.contextmanager
     def track(

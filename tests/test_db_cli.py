@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from conftest import readings_in
+from conftest import isolated_settings, readings_in
 from test_cli import workbench
 
 from workbench.runs import COUNTED_TABLES, table_counts
@@ -105,3 +105,23 @@ def test_counts_after_an_edge_run_match_the_file(settings, endpoints, tmp_path):
         windows = conn.execute("SELECT count(*) FROM window_stats WHERE final").fetchone()[0]
     assert data["tables"]["window_stats"] == windows > 0
     assert counts(settings, "--run-id", run_id)["tables"]["runs"] == 1
+
+
+def test_runs_that_each_start_their_own_stack_store_everything_and_count_the_same(tmp_path):
+    """Every `workbench run` on a machine with no stack running starts a new embedded broker
+    (topics in memory) against the same PostgreSQL (data on disk), whose checkpoints point
+    into the previous broker's logs: they must not make the processor skip the new run."""
+    settings = isolated_settings(tmp_path / "state")
+    run = ["run", "--machines", "3", "--duration", "20", "--seed", "2", "--json"]
+    first = workbench(settings, *run, "--run-id", "fresh-a")
+    assert first.returncode == 0, first.stderr
+    once = counts(settings, "--run-id", "fresh-a")
+    other = workbench(settings, *run, "--run-id", "fresh-b")
+    assert other.returncode == 0, other.stderr  # before: 0 readings stored, books open
+    assert json.loads(other.stdout)["stored"] == readings_in(3, 20)
+    again = workbench(settings, *run, "--run-id", "fresh-a")
+    assert again.returncode == 0, again.stderr
+    assert "not all final" not in again.stderr
+    assert counts(settings, "--run-id", "fresh-a") == once
+    status = json.loads(workbench(settings, "status", "--json").stdout)
+    assert not status["broker"]["running"] and not status["database"]["running"]

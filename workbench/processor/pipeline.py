@@ -341,9 +341,26 @@ class Processor:
     # -- rebalance ---------------------------------------------------------------------
 
     def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
-        """Restore each partition's checkpoint and resume at the offset it was taken at."""
+        """Restore each partition's checkpoint and resume at the offset it was taken at.
+
+        A checkpoint counts only while the broker still has an offset committed by this group
+        for the partition. The checkpoints live in the database, the partition's log and the
+        group's offsets on the broker; when the broker lost them (the embedded broker keeps
+        its topics in memory, so every `workbench run` that starts its own stack has a new
+        one), a checkpoint's offset points into a log that no longer exists, and seeking
+        there would skip the new log's first messages. Such a partition starts afresh from
+        the beginning; re-reading is what the idempotent sinks absorb.
+        """
+        on_broker = self._committed(partitions)
         for tp in partitions:
             saved = self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
+            if saved is not None and on_broker is not None and tp.partition not in on_broker:
+                log.warning(
+                    "partition %d: ignoring the checkpoint at offset %d: the broker has no "
+                    "offset committed by group %s (a new broker, or the topic made again)",
+                    tp.partition, saved[0], self.group_id,
+                )  # fmt: skip
+                saved = None
             if saved is None:
                 self.partitions[tp.partition] = self._new_state()
                 continue
@@ -355,6 +372,17 @@ class Processor:
         consumer.assign(partitions)
         self._active_at = time.monotonic()
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
+
+    def _committed(self, partitions: list[TopicPartition]) -> set[int] | None:
+        """The partitions for which the broker holds an offset committed by our group, or
+        None when it cannot tell (then checkpoints are trusted, as before)."""
+        query = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            found = self.consumer.committed(query, timeout=self.settings.connect_timeout_s)
+        except kafka.KafkaException as exc:
+            log.warning("could not read the group's committed offsets (%s)", exc)
+            return None
+        return {tp.partition for tp in found if tp.offset >= 0}
 
     def _on_revoke(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {p.partition for p in partitions}

@@ -24,12 +24,13 @@ from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.processor.pipeline import Processor
 from workbench.processor.rules import load_rules
-from workbench.runs import new_run_id
+from workbench.runs import new_run_id, table_counts
 from workbench.simulator.control import parse_chaos, parse_duration_s
 from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions, replay
 from workbench.simulator.spec import SimulationSpec
+from workbench.sinks import redact, sink_kind
 from workbench.sinks.postgres import engine
 from workbench.sinks.timeseries import prune
 from workbench.stack import Stack
@@ -176,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
     )
+    p.add_argument(
+        "--sink",
+        metavar="URL",
+        help="store into this database instead of the configured one: sqlite:///PATH (the "
+        "edge path, no database server) or postgresql://...; the broker is unchanged",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     p = sub.add_parser("run", help="simulate + process + store end to end, and check the books")
@@ -257,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=_duration, help="default WORKBENCH_RETENTION_WINDOWS_S (90d)")
     p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("db", help="look into the database", description="look into the database")
+    db = p.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    p = db.add_parser(
+        "counts",
+        help="rows of one run in each table",
+        description="Print the rows of one run in each table (runs, readings, window_stats, "
+        "sensor_stats, alerts, chaos_events, dead_letters). An unknown run id gives zeros, "
+        "a warning, and found=false in the JSON.",
+    )
+    p.add_argument("--run-id", required=True, help="the run to count")
+    p.add_argument(
+        "--database",
+        "--sink",
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://... (default: WORKBENCH_DATABASE_URL, else the "
+        "embedded PostgreSQL, started for the query if it is not running)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"run_id": ..., "found": ..., "tables": {"readings": N, ...}}',
+    )
 
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
@@ -297,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = dataclasses.replace(settings, rules_file=args.rules)
         if args.command in ("process", "run"):
             load_rules(settings.rules_file)  # a bad rules file stops us before any server starts
+        if getattr(args, "sink", None):
+            sink_kind(args.sink, "--sink")  # so does a sink URL of an unknown kind
+        if getattr(args, "database", None):
+            sink_kind(args.database, "--database")
         return COMMANDS[args.command](settings, args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
@@ -361,7 +394,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    endpoints = job.ready_stack(settings)
+    endpoints = job.ready_stack(settings, sink=args.sink)
     processor = Processor(
         settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
     )
@@ -471,6 +504,19 @@ def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    """``workbench db counts``: the rows of one run in each table."""
+    with job.database(settings, args.database) as url:
+        counts = table_counts(url, args.run_id)
+    if not counts.found:
+        log.warning("run %s: no rows in any table of %s", args.run_id, redact(url))
+    width = max(len(t) for t in counts.tables)
+    lines = [f"run {args.run_id} in {redact(url)}"]
+    lines += [f"  {table:<{width}}  {n:>10,}" for table, n in counts.tables.items()]
+    _emit(args, counts.to_dict(), "\n".join(lines))
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -551,6 +597,7 @@ COMMANDS = {
     "prune": cmd_prune,
     "archive": cmd_archive,
     "replay": cmd_replay,
+    "db": cmd_db,
 }
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ the books close: produced = stored + dead-lettered + dropped by chaos.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workbench import kafka
+from workbench import kafka, sinks
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor, ProcessorStats
@@ -42,15 +45,44 @@ def prepare(settings: Settings, endpoints: Endpoints) -> None:
     )
 
 
-def ready_stack(settings: Settings) -> Endpoints:
+def ready_stack(settings: Settings, sink: str | None = None) -> Endpoints:
     """Attach to or start the stack, and leave it running: the other half of the pipeline
     (processor or source, in another command) still needs it. Topics and tables exist
-    on return."""
-    endpoints, started = Stack(settings).up()
+    on return.
+
+    ``sink`` (``workbench process --sink URL``) replaces the configured database for this
+    command only: a ``postgresql://`` URL is checked like a configured one; a
+    ``sqlite:///PATH`` file gets the tables and no database server is started at all.
+    The broker still comes from ``settings``; the returned ``database_url`` is the sink's.
+    """
+    if sink is not None and sinks.is_sqlite(sink):
+        sinks.create_schema(sink)  # a file that cannot be written stops us before the broker
+        endpoints, started = Stack(settings).up(parts=("broker",))
+        endpoints = dataclasses.replace(endpoints, database_url=sink)
+        kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    else:
+        if sink is not None:
+            settings = dataclasses.replace(settings, database_url=sink)
+        endpoints, started = Stack(settings).up()
+        prepare(settings, endpoints)
     if started:
         log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
-    prepare(settings, endpoints)
     return endpoints
+
+
+@contextlib.contextmanager
+def database(settings: Settings, url: str | None = None) -> Iterator[str]:
+    """The URL of the database to read for a block: ``url`` (``sqlite:///PATH`` or
+    ``postgresql://...``) if given, else the configured database, else the embedded
+    PostgreSQL, started for the block if it is not running and stopped again after it
+    (no broker is started). Nothing is created here."""
+    if url is not None and sinks.is_sqlite(url):
+        yield url
+        return
+    if url is not None:
+        settings = dataclasses.replace(settings, database_url=url)
+    with Stack(settings).session(parts=("database",)) as endpoints:
+        yield endpoints.database_url
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from workbench import sinks
+from workbench.errors import DatabaseUnavailable
 from workbench.sinks import schema
 from workbench.sinks.postgres import engine
 
@@ -42,6 +44,53 @@ class RunCounts:
     windows_open: int = 0
 
 
+#: The tables :func:`table_counts` counts, each by its ``run_id`` column.
+COUNTED_TABLES = (
+    "runs", "readings", "window_stats", "sensor_stats", "alerts", "chaos_events", "dead_letters",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Rows of one run in each table (``workbench db counts``); a table the database does
+    not have counts 0."""
+
+    run_id: str
+    tables: dict[str, int]
+
+    @property
+    def found(self) -> bool:
+        """Whether any table holds a row of the run (a run processed on the edge path has
+        rows but no ``runs`` entry: the processor does not register runs)."""
+        return any(self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "found": self.found, "tables": dict(self.tables)}
+
+
+def table_counts(database_url: str, run_id: str) -> TableCounts:
+    """Count the rows of ``run_id`` in every table of :data:`COUNTED_TABLES`, in the
+    PostgreSQL or SQLite database ``database_url`` names (a notebook can call this too).
+
+    Counts are of rows, so they are what idempotency promises: the same run stored twice
+    gives the same counts. An unknown run id gives zeros (see :attr:`TableCounts.found`).
+    """
+    eng = sinks.engine(database_url)
+    try:
+        with eng.connect() as conn:
+            present = set(sa.inspect(conn).get_table_names())
+            tables = {}
+            for name in COUNTED_TABLES:
+                table = schema.metadata.tables[name]
+                query = sa.select(sa.func.count()).where(table.c.run_id == run_id)
+                tables[name] = conn.execute(query).scalar_one() if name in present else 0
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(sinks.redact(database_url), str(exc.orig).strip()) from None
+    finally:
+        eng.dispose()
+    return TableCounts(run_id, tables)
+
+
 class RunRegistry:
     """Reads and writes the ``runs`` table and counts a run's rows."""
 
@@ -49,15 +98,25 @@ class RunRegistry:
         self.engine = engine(database_url)
 
     def start(self, run_id: str, kind: str, seed: int | None, params: dict[str, Any]) -> None:
-        """Record a run as running; starting an existing run id again resets its outcome."""
+        """Record a run as running; starting an existing run id again resets its outcome.
+
+        It also forgets the run's dead letters. Every other fact of a run is keyed by its
+        content (a reading by machine, sensor, sequence number and time), so producing the
+        run again stores nothing new; a dead letter is keyed by where the message sat in
+        Kafka (topic, partition, offset), and a run produced again puts its malformed
+        messages at new offsets. Without this, each repetition of a run would add its dead
+        letters once more and its books would no longer close.
+        """
         row = {"run_id": run_id, "kind": kind, "seed": seed, "params": params, "status": "running"}
         stmt = insert(schema.runs).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id"],
             set_={**row, "started_at": sa.func.now(), "finished_at": None},
         )
+        dead = schema.dead_letters
         with self.engine.begin() as conn:
             conn.execute(stmt)
+            conn.execute(dead.delete().where(dead.c.run_id == run_id))
 
     @contextlib.contextmanager
     def track(

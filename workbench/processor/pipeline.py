@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
+import sqlalchemy.exc
 
 from workbench import kafka
 from workbench.config import Settings
@@ -45,10 +46,18 @@ from workbench.processor.state import PartitionState
 from workbench.processor.validate import Reading, Rejected, Validator
 from workbench.processor.windows import WindowConfig, WindowResult
 from workbench.schemas import CleanReadingEncoder, codec_for
-from workbench.sinks.postgres import PostgresSink, WriteResult, redact
+from workbench.sinks import open_sink
+from workbench.sinks.postgres import WriteResult, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: What a database that went away (or a SQLite file that stays locked) raises.
+_UNAVAILABLE = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    DatabaseUnavailable,
+)
 
 #: Run id recorded for readings that arrive without a ``run_id`` header (real devices).
 LIVE_RUN_ID = "live"
@@ -157,6 +166,9 @@ class _Writer:
 class Processor:
     """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
 
+    ``database_url`` is any URL :func:`workbench.sinks.open_sink` takes: PostgreSQL, or a
+    SQLite file for the edge path.
+
     >>> # Processor(settings, bootstrap, database_url).run(stop_event)
     """
 
@@ -180,7 +192,7 @@ class Processor:
             late_policy=s.late_policy,
         )
         self.database_url = database_url
-        self.sink = PostgresSink(database_url, s.connect_timeout_s)
+        self.sink = open_sink(database_url, s.connect_timeout_s)  # PostgreSQL or SQLite
         self.consumer = kafka.make_consumer(bootstrap, self.group_id, s.session_timeout_ms)
         self.producer = kafka.make_producer(bootstrap)
         self.clean_encoder = CleanReadingEncoder()
@@ -419,7 +431,7 @@ class Processor:
         while True:
             try:
                 return action()
-            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
+            except _UNAVAILABLE as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 if time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(redact(self.database_url), reason) from None
@@ -429,10 +441,10 @@ class Processor:
                 self._reconnect()
 
     def _reconnect(self) -> None:
-        with contextlib.suppress(psycopg.Error):
+        with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
             self.sink.close()
         try:
-            self.sink = PostgresSink(self.database_url, self.settings.connect_timeout_s)
+            self.sink = open_sink(self.database_url, self.settings.connect_timeout_s)
             log.info("database connection re-established")
         except DatabaseUnavailable as exc:
             log.warning("database still unavailable: %s", exc.reason)
@@ -464,12 +476,29 @@ class Processor:
     # -- rebalance ---------------------------------------------------------------------
 
     def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
-        """Restore each partition's checkpoint and resume at the offset it was taken at."""
+        """Restore each partition's checkpoint and resume at the offset it was taken at.
+
+        A checkpoint counts only while the broker still has an offset committed by this group
+        for the partition. The checkpoints live in the database, the partition's log and the
+        group's offsets on the broker; when the broker lost them (the embedded broker keeps
+        its topics in memory, so every `workbench run` that starts its own stack has a new
+        one), a checkpoint's offset points into a log that no longer exists, and seeking
+        there would skip the new log's first messages. Such a partition starts afresh from
+        the beginning; re-reading is what the idempotent sinks absorb.
+        """
         self._writer.drain()  # the sink's connection is ours alone from here
+        on_broker = self._committed(partitions)
         for tp in partitions:
             saved = self._retrying(
                 lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
             )
+            if saved is not None and on_broker is not None and tp.partition not in on_broker:
+                log.warning(
+                    "partition %d: ignoring the checkpoint at offset %d: the broker has no "
+                    "offset committed by group %s (a new broker, or the topic made again)",
+                    tp.partition, saved[0], self.group_id,
+                )  # fmt: skip
+                saved = None
             if saved is None:
                 self.partitions[tp.partition] = self._new_state()
                 continue
@@ -481,6 +510,17 @@ class Processor:
         consumer.assign(partitions)
         self._active_at = time.monotonic()
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
+
+    def _committed(self, partitions: list[TopicPartition]) -> set[int] | None:
+        """The partitions for which the broker holds an offset committed by our group, or
+        None when it cannot tell (then checkpoints are trusted, as before)."""
+        query = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            found = self.consumer.committed(query, timeout=self.settings.connect_timeout_s)
+        except kafka.KafkaException as exc:
+            log.warning("could not read the group's committed offsets (%s)", exc)
+            return None
+        return {tp.partition for tp in found if tp.offset >= 0}
 
     def _on_revoke(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {p.partition for p in partitions}

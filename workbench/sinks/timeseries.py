@@ -97,14 +97,15 @@ def apply_timescale(conn: sa.Connection, rows_per_s: float, mode: str = "auto") 
     """Make hypertables if TimescaleDB is there (``mode`` auto), must be (on), or never
     (off). Returns whether it did; the choice is logged either way."""
     if mode == "off":
-        log.info("TimescaleDB: off by setting; plain PostgreSQL tables")
+        log.debug("TimescaleDB: off by setting; plain PostgreSQL tables")
         return False
     if not timescale_available(conn):
         if mode == "on":
             raise ConfigError("WORKBENCH_TIMESCALE", mode, "auto or off: this server has no "
                               "timescaledb extension")  # fmt: skip
-        log.info("TimescaleDB: not available on this server; plain PostgreSQL tables with "
-                 "btree (machine, time) and BRIN (time) indexes")  # fmt: skip
+        # debug, not info: every command prepares the schema, and this is the common case
+        log.debug("TimescaleDB: not available on this server; plain PostgreSQL tables with "
+                  "btree (machine, time) and BRIN (time) indexes")  # fmt: skip
         return False
     for statement in timescale_statements(rows_per_s):
         conn.execute(sa.text(statement))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,9 @@ from workbench.stack.postgres import EmbeddedPostgres
 __all__ = ["Endpoints", "Stack"]
 
 log = logging.getLogger(__name__)
+
+#: The parts of the stack, by the names :meth:`Stack.up` reports as started.
+PARTS = ("broker", "database")
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,19 @@ class Stack:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def up(self) -> tuple[Endpoints, list[str]]:
-        """Make both parts available; return the endpoints and the names of parts started now."""
+    def up(self, parts: Collection[str] = PARTS) -> tuple[Endpoints, list[str]]:
+        """Make the ``parts`` (both by default) available; return the endpoints and the names
+        of parts started now. A part not asked for is not started or checked, and its
+        address in the endpoints is empty (a SQLite sink needs no database server, a
+        database query no broker)."""
         s = self.settings
         started: list[str] = []
+        bootstrap = database_url = ""
         with self._locked():
             try:
-                if s.bootstrap_servers is None:
+                if "broker" not in parts:
+                    pass
+                elif s.bootstrap_servers is None:
                     rec = self.broker.running()
                     if rec is None:
                         rec = self.broker.start(s.startup_timeout_s)
@@ -72,7 +81,9 @@ class Stack:
                 else:
                     bootstrap = s.bootstrap_servers
                     kafka.check_broker(bootstrap, s.connect_timeout_s)
-                if s.database_url is None:
+                if "database" not in parts:
+                    pass
+                elif s.database_url is None:
                     rec = self.postgres.running()
                     if rec is None:
                         rec = self.postgres.start(s.startup_timeout_s)
@@ -100,9 +111,10 @@ class Stack:
                 part.stop()
 
     @contextmanager
-    def session(self, keep_up: bool = False) -> Iterator[Endpoints]:
-        """Use the stack for a block; stop on exit what this block started, unless ``keep_up``."""
-        endpoints, started = self.up()
+    def session(self, keep_up: bool = False, parts: Collection[str] = PARTS) -> Iterator[Endpoints]:
+        """Use the stack (its ``parts``) for a block; stop on exit what this block started,
+        unless ``keep_up``."""
+        endpoints, started = self.up(parts)
         if started:
             log.info("started embedded %s", " and ".join(started))
         try:

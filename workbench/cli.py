@@ -22,6 +22,7 @@ from typing import Any
 from workbench import archive, bench, job
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.lab import report
 from workbench.processor.pipeline import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
@@ -252,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--only-compact", action="store_true", help="merge small files; read no database"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    p = sub.add_parser(
+        "report",
+        help="run a notebook headless into reports/ (executed notebook + HTML)",
+        description="Execute a notebook with papermill into reports/<date>/<notebook>-<run "
+        "id>.ipynb and .html, and update reports/index.html. NAME: 01_quickstart, quickstart, "
+        "01, or a path to an .ipynb file.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="the notebook")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="set a parameter (repeatable)")  # fmt: skip
+    p.add_argument("--list", action="store_true", help="the notebooks and their parameters")
+    p.add_argument("--all", action="store_true", help="run every notebook with its defaults")
+    p.add_argument("--keep-code", action="store_true", help="show the code in the HTML")
+    p.add_argument("--out", help="reports folder (default reports/)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
         "prune",
@@ -563,6 +580,28 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    if args.list:
+        notebooks = [nb.to_dict() for nb in report.list_notebooks()]
+        lines = [f"{nb['name']}: " + ", ".join(f"{k}={v['default']!r}"
+                 for k, v in nb["parameters"].items()) for nb in notebooks]  # fmt: skip
+        _emit(args, {"notebooks": notebooks}, "\n".join(lines))
+        return 0
+    if args.all == bool(args.name):
+        raise ConfigError("report", args.name or "", "a notebook NAME, --all or --list")
+    names = [nb.name for nb in report.list_notebooks()] if args.all else [args.name]
+    out = Path(args.out) if args.out else None
+    done = []
+    for name in names:
+        r = report.run(
+            name, dict(args.parameter), out, args.keep_code, progress=sys.stderr.isatty()
+        )
+        done.append(r.to_dict())
+    text = "\n".join(f"{r['executed']}\n{r['html']}" for r in done)
+    _emit(args, done[0] if len(done) == 1 else {"reports": done}, text)
+    return 0
+
+
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     readings_s = args.readings or settings.retention_readings_s
     windows_s = args.windows or settings.retention_windows_s
@@ -595,6 +634,7 @@ COMMANDS = {
     "run": cmd_run,
     "bench": cmd_bench,
     "prune": cmd_prune,
+    "report": cmd_report,
     "archive": cmd_archive,
     "replay": cmd_replay,
     "db": cmd_db,

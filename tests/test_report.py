@@ -1,0 +1,91 @@
+"""`workbench report`: notebooks run headless into reports, with HTML, an index, clear
+failures, and a machine-readable list of notebooks and parameters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import nbformat
+from conftest import WORKBENCH, cli_env
+
+from workbench.lab.report import coerce, list_notebooks
+
+
+def report(settings, *args, timeout=300):
+    return subprocess.run([WORKBENCH, "report", *args], env=cli_env(settings),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_list_json_names_every_notebook_with_its_parameters_and_defaults(settings):
+    proc = report(settings, "--list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    notebooks = {nb["name"]: nb for nb in json.loads(proc.stdout)["notebooks"]}
+    quick = notebooks["01_quickstart"]["parameters"]
+    assert quick["machines"]["default"] == 5 and quick["seed"]["default"] == 0
+    assert quick["machines"]["help"]
+
+
+def test_a_report_writes_the_notebook_its_html_and_the_index(settings, tmp_path):
+    proc = report(settings, "quickstart", "-p", "machines", "2", "-p", "duration_s", "5",
+                  "--out", str(tmp_path), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    executed, page = tmp_path.joinpath(done["executed"]), tmp_path.joinpath(done["html"])
+    assert executed.is_file() and page.is_file()
+    assert executed.name.startswith("01_quickstart-") and executed.parent.parent == tmp_path
+    assert done["parameters"] == {"machines": 2, "duration_s": 5}
+    nb = nbformat.read(executed, as_version=4)
+    assert any("RESULT " in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    text = page.read_text()
+    assert "run_experiment(" not in text  # code hidden by default
+    assert "plotly" in text.lower()  # the figure is in the page, not left to a live front end
+    index = (tmp_path / "index.html").read_text()
+    assert page.name in index
+
+
+def test_a_failing_notebook_exits_non_zero_naming_the_cell(settings, tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell("size = 3")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = size * 2"),
+                nbformat.v4.new_code_cell("raise ValueError(f'boom {x}')")]  # fmt: skip
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    proc = report(settings, str(path), "-p", "size", "4", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    error = [line for line in proc.stderr.splitlines() if line.startswith("workbench: error:")]
+    assert len(error) == 1 and "failed in cell 3" in error[0] and "ValueError: boom 8" in error[0]
+    assert list((tmp_path / "out").glob("*/broken-*.ipynb"))  # kept for its traceback
+
+
+def test_bad_names_and_values_are_one_line_each(settings):
+    for args, complaint in (
+        (("nope",), "notebook='nope'"),
+        (("quickstart", "-p", "machinez", "2"), "parameters of 01_quickstart"),
+        (("quickstart", "-p", "machines", "many"), "a whole number"),
+        ((), "a notebook NAME, --all or --list"),
+    ):
+        proc = report(settings, *args)
+        assert proc.returncode == 1 and complaint in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_values_take_the_type_of_the_default():
+    assert coerce("n", "12", 5) == 12 and coerce("r", "2", 1.0) == 2.0
+    assert coerce("b", "off", True) is False and coerce("s", "x", "y") == "x"
+
+
+def test_all_runs_every_notebook_with_its_defaults(settings, tmp_path):
+    proc = report(settings, "--all", "--out", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    reports = done.get("reports", [done])
+    names = {nb.name for nb in list_notebooks()}
+    assert {r["notebook"] for r in reports} == names
+    assert all(r["parameters"] == {} for r in reports)

@@ -1,0 +1,217 @@
+"""Headless notebook runs: execute a notebook with papermill, render it to HTML, index it.
+
+``workbench report NAME [-p name value ...]`` runs ``notebooks/NAME`` into
+``reports/<date>/<notebook>-<run id>.ipynb`` and ``.html`` (code hidden unless asked), and
+keeps ``reports/index.html`` listing every report. A cell that fails stops the run with
+one line naming the cell and the error; the executed notebook is still written, so the
+traceback can be read in it.
+
+>>> coerce("machines", "12", "5"), coerce("rate_hz", "2", "1.0"), coerce("stop", "no", "True")
+(12, 2.0, False)
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import html
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from workbench.config import project_root
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.runs import new_run_id
+
+log = logging.getLogger(__name__)
+
+
+class ReportFailed(WorkbenchError):
+    """A notebook cell raised; the message names the cell and the error."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Notebook:
+    name: str  # the file's stem, e.g. 01_quickstart
+    path: Path
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path),
+                "parameters": {p.name: {"default": p.default, "help": p.help}
+                               for p in self.parameters.values()}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Report:
+    notebook: str
+    run_id: str
+    executed: Path
+    html: Path
+    parameters: dict[str, Any]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"notebook": self.notebook, "run_id": self.run_id, "executed": str(self.executed),
+                "html": str(self.html), "parameters": self.parameters,
+                "seconds": round(self.seconds, 1)}  # fmt: skip
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def inspect(path: Path) -> Notebook:
+    """A notebook and the parameters of its ``parameters`` cell, with their defaults."""
+    try:
+        found = papermill.inspect_notebook(str(path))
+    except ValueError as exc:  # no kernelspec, unreadable parameters cell
+        raise ConfigError("notebook", str(path), f"a runnable notebook ({exc})") from None
+    params = {
+        name: Parameter(name, _literal(p["default"]), p.get("help") or "")
+        for name, p in found.items()
+    }
+    return Notebook(path.stem, path, params)
+
+
+def list_notebooks() -> list[Notebook]:
+    return [inspect(p) for p in sorted(notebooks_dir().glob("*.ipynb"))]
+
+
+def find(name: str) -> Path:
+    """``01_quickstart``, ``quickstart``, ``01`` or a path to an .ipynb file."""
+    path = Path(name)
+    if path.suffix == ".ipynb":
+        if not path.is_file():
+            raise ConfigError("notebook", name, "an existing .ipynb file")
+        return path.resolve()
+    candidates = sorted(notebooks_dir().glob("*.ipynb"))
+    for p in candidates:
+        if name in (p.stem, p.stem.split("_", 1)[-1], p.stem.split("_", 1)[0]):
+            return p
+    known = ", ".join(p.stem for p in candidates)
+    raise ConfigError("notebook", name, f"one of: {known}, or a path to an .ipynb file")
+
+
+def coerce(name: str, value: str, default: Any) -> Any:
+    """A command-line value as the type of the parameter's default."""
+    if isinstance(default, bool) or (isinstance(default, str) and default in ("True", "False")):
+        text = value.strip().lower()
+        if text not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            raise ConfigError(name, value, "true or false")
+        return text in {"1", "true", "yes", "on"}
+    if isinstance(default, str):
+        default = _literal(default)
+    try:
+        if isinstance(default, int) and not isinstance(default, bool):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        raise ConfigError(name, value, kind) from None
+    if isinstance(default, list | dict | tuple) or default is None:
+        return _literal(value)
+    return value
+
+
+def run(
+    name: str,
+    values: dict[str, str] | None = None,
+    out_dir: Path | None = None,
+    keep_code: bool = False,
+    run_id: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Execute one notebook headless; write the executed notebook, its HTML, the index."""
+    nb = inspect(find(name))
+    values = values or {}
+    unknown = sorted(set(values) - set(nb.parameters))
+    if unknown:
+        raise ConfigError(
+            "parameter", ", ".join(unknown),
+            f"parameters of {nb.name}: {', '.join(nb.parameters) or 'none'}",
+        )  # fmt: skip
+    params = {k: coerce(k, v, nb.parameters[k].default) for k, v in values.items()}
+    run_id = run_id or new_run_id()
+    root = out_dir or project_root() / "reports"
+    folder = root / dt.date.today().isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    executed = folder / f"{nb.name}-{run_id}.ipynb"
+    started = dt.datetime.now(dt.UTC)
+    failure: PapermillExecutionError | None = None
+    # Static figures for the HTML: plotly.js embedded once per notebook (a report must open
+    # offline), plus plotly's own mimetype for a live front end opening the .ipynb.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
+    try:
+        papermill.execute_notebook(
+            str(nb.path), str(executed), parameters=params, cwd=str(nb.path.parent),
+            progress_bar=progress, log_output=False, kernel_name=_kernel(nb.path),
+        )  # fmt: skip
+    except PapermillExecutionError as exc:
+        failure = exc
+    seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    page = executed.with_suffix(".html")
+    _render(executed, page, keep_code)
+    write_index(root)
+    if failure is not None:
+        where = f"cell {failure.cell_index}" + (
+            f" (execution count {failure.exec_count})" if failure.exec_count else ""
+        )
+        raise ReportFailed(
+            f"notebook {nb.name} failed in {where}: {failure.ename}: {failure.evalue}; "
+            f"the executed notebook is {executed}"
+        )
+    log.info("report %s written in %.1fs", page, seconds)
+    return Report(nb.name, run_id, executed, page, params, seconds)
+
+
+def _kernel(path: Path) -> str:
+    """The notebook's kernel, or this Python's (a notebook written by a tool may name none)."""
+    spec = nbformat.read(path, as_version=4).metadata.get("kernelspec") or {}
+    return spec.get("name") or "python3"
+
+
+def _render(executed: Path, page: Path, keep_code: bool) -> None:
+    exporter = HTMLExporter(exclude_input=not keep_code, exclude_input_prompt=not keep_code)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    page.write_text(body)
+
+
+def write_index(root: Path) -> Path:
+    """``index.html``: every report under ``root``, newest first."""
+    pages = sorted(root.glob("*/*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+    items = "\n".join(
+        f'<li><a href="{html.escape(str(p.relative_to(root)))}">'
+        f"{html.escape(p.parent.name)} {html.escape(p.stem)}</a></li>"
+        for p in pages
+    )
+    index = root / "index.html"
+    index.write_text(
+        "<!doctype html><meta charset=utf-8><title>workbench reports</title>"
+        f"<h1>workbench reports</h1><ul>\n{items}\n</ul>\n"
+    )
+    return index
+
+
+def _literal(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text

@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench import archive, bench, job
+from workbench import job
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.lab import report
 from workbench.processor.pipeline import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
@@ -504,6 +503,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench import archive  # pyarrow: only the commands that need it import it
+
     if args.run_id is None and args.since is None and args.until is None:
         raise archive.ArchiveError("give --run-id, --since/--until, or both: what to archive")
     archive.check_period(args.since, args.until)
@@ -535,6 +536,8 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench import bench
+
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     result = {
@@ -581,19 +584,21 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.lab import report as reports  # nbformat/jsonschema: seconds to import
+
     if args.list:
-        notebooks = [nb.to_dict() for nb in report.list_notebooks()]
+        notebooks = [nb.to_dict() for nb in reports.list_notebooks()]
         lines = [f"{nb['name']}: " + ", ".join(f"{k}={v['default']!r}"
                  for k, v in nb["parameters"].items()) for nb in notebooks]  # fmt: skip
         _emit(args, {"notebooks": notebooks}, "\n".join(lines))
         return 0
     if args.all == bool(args.name):
         raise ConfigError("report", args.name or "", "a notebook NAME, --all or --list")
-    names = [nb.name for nb in report.list_notebooks()] if args.all else [args.name]
+    names = [nb.name for nb in reports.list_notebooks()] if args.all else [args.name]
     out = Path(args.out) if args.out else None
     done = []
     for name in names:
-        r = report.run(
+        r = reports.run(
             name, dict(args.parameter), out, args.keep_code, progress=sys.stderr.isatty()
         )
         done.append(r.to_dict())

@@ -98,3 +98,30 @@ def read_topic(settings: Settings, endpoints: Endpoints, topic: str, expected: i
     finally:
         consumer.close()
     return got
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture
+def kernel_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The kernel papermill starts inherits this process's environment: point it at the
+    test's stack and topics (and say the run is headless, as `workbench report` does)."""
+    for key, value in cli_env(settings, WORKBENCH_HEADLESS="1").items():
+        monkeypatch.setenv(key, value)
+    return settings
+
+
+def run_notebook(name: str, out_dir: Path, **parameters) -> dict:
+    """Execute ``notebooks/<name>.ipynb`` headless with ``parameters`` (use the
+    ``kernel_env`` fixture first); return the results it recorded (``workbench.lab.record``)."""
+    import papermill
+
+    from workbench.lab import recorded
+
+    out = out_dir / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
+        progress_bar=False, cwd=str(NOTEBOOKS),
+    )  # fmt: skip
+    return recorded(out)

@@ -27,7 +27,7 @@ COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "workbench.yaml"
 
-SERVICES = {"kafka", "timescaledb", "grafana", "workbench"}
+SERVICES = {"kafka", "timescaledb", "grafana", "workbench", "reports"}
 GIB = 1024**3
 
 # One interpolation token of the Compose spec: "$$" (a literal "$"), "${NAME...}" or "$NAME".
@@ -127,7 +127,7 @@ def env_example() -> dict[str, str]:
     return values
 
 
-def test_compose_file_has_the_four_services_and_no_version_key(compose: dict[str, Any]) -> None:
+def test_compose_file_has_its_services_and_no_version_key(compose: dict[str, Any]) -> None:
     assert "version" not in compose, "the Compose spec has no top-level version: key"
     assert set(compose["services"]) == SERVICES
 
@@ -140,7 +140,7 @@ def test_every_service_has_an_image_a_memory_limit_and_a_health_check(
         assert ":" in service["image"], f"{name}: pin the image tag"
         assert not service["image"].endswith(":latest"), f"{name}: pin the image tag"
         assert mem_bytes(service["mem_limit"]) > 0, name
-        if name != "workbench":
+        if name not in {"workbench", "reports"}:  # jobs: nothing waits on them
             test = service["healthcheck"]["test"]
             assert test and test[0] in {"CMD", "CMD-SHELL"}, name
 
@@ -260,6 +260,25 @@ def test_workbench_job_runs_a_real_command_after_healthy_infrastructure(
     assert (args.command, args.machines, args.duration) == ("run", 20, 60.0)
     assert "pip install -e /workbench" in command[2]
     assert any(v.split(":")[1] == "/workbench" for v in workbench["volumes"])
+
+
+def test_reports_service_runs_every_notebook_on_a_schedule_into_the_host_folder(
+    services: dict[str, Any],
+) -> None:
+    from workbench.cli import build_parser
+
+    reports = services["reports"]
+    assert reports["profiles"] == ["reports"]
+    assert environment(reports) | {"REPORT_EVERY_S": ""} == environment(services["workbench"]) | {
+        "REPORT_EVERY_S": ""
+    }, "the same settings as the workbench job"
+    script = reports["command"][2]
+    call = re.search(r"workbench report [^|;&]*", script)
+    assert call, script
+    args = build_parser().parse_args(shlex.split(call[0])[1:])
+    assert (args.command, args.all, args.out) == ("report", True, "/reports")
+    assert re.search(r"while :; do .* sleep .*REPORT_EVERY_S.*; done", script)
+    assert "./reports:/reports" in reports["volumes"]
 
 
 def test_grafana_waits_for_the_database_and_mounts_provisioning(

@@ -9,7 +9,7 @@ import subprocess
 import nbformat
 from conftest import WORKBENCH, cli_env
 
-from workbench.lab.report import coerce, list_notebooks
+from workbench.lab.report import coerce
 
 
 def report(settings, *args, timeout=300):
@@ -35,8 +35,8 @@ def test_a_report_writes_the_notebook_its_html_and_the_index(settings, tmp_path)
     assert executed.is_file() and page.is_file()
     assert executed.name.startswith("01_quickstart-") and executed.parent.parent == tmp_path
     assert done["parameters"] == {"machines": 2, "duration_s": 5}
-    nb = nbformat.read(executed, as_version=4)
-    assert any("RESULT " in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert done["recorded"]["produced"] == done["recorded"]["stored"] > 0
+    assert json.loads(tmp_path.joinpath(done["results"]).read_text())["results"] == done["recorded"]
     text = page.read_text()
     assert "run_experiment(" not in text  # code hidden by default
     assert "plotly" in text.lower()  # the figure is in the page, not left to a live front end
@@ -44,24 +44,28 @@ def test_a_report_writes_the_notebook_its_html_and_the_index(settings, tmp_path)
     assert page.name in index
 
 
-def test_a_failing_notebook_exits_non_zero_naming_the_cell(settings, tmp_path):
+def tiny_notebook(path, parameters: str, *cells: str):
+    """A notebook at ``path``: a ``parameters`` cell, then ``cells``."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell("size = 3")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = size * 2"),
-                nbformat.v4.new_code_cell("raise ValueError(f'boom {x}')")]  # fmt: skip
-    path = tmp_path / "broken.ipynb"
+    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
     nbformat.write(nb, path)
+    return path
+
+
+def test_a_failing_notebook_exits_non_zero_naming_the_cell(settings, tmp_path):
+    path = tiny_notebook(tmp_path / "broken.ipynb", "size = 3", "x = size * 2",
+                         "raise ValueError(f'boom {x}')")  # fmt: skip
     proc = report(settings, str(path), "-p", "size", "4", "--out", str(tmp_path / "out"))
     assert proc.returncode == 1
     error = [line for line in proc.stderr.splitlines() if line.startswith("workbench: error:")]
     assert len(error) == 1 and "failed in cell 3" in error[0] and "ValueError: boom 8" in error[0]
     assert list((tmp_path / "out").glob("*/broken-*.ipynb"))  # kept for its traceback
+    (results,) = (tmp_path / "out").glob("*/broken-*.json")
+    assert json.loads(results.read_text())["status"] == "failed"
 
 
 def test_bad_names_and_values_are_one_line_each(settings):
@@ -81,11 +85,23 @@ def test_values_take_the_type_of_the_default():
     assert coerce("b", "off", True) is False and coerce("s", "x", "y") == "x"
 
 
-def test_all_runs_every_notebook_with_its_defaults(settings, tmp_path):
-    proc = report(settings, "--all", "--out", str(tmp_path), "--json")
+def test_all_runs_every_notebook_with_its_defaults_and_keeps_what_each_recorded(settings, tmp_path):
+    own = tmp_path / "notebooks"
+    own.mkdir()
+    record = "from workbench.lab import record\n"
+    tiny_notebook(own / "a_square.ipynb", "n = 3", record + "record('square', n * n)")
+    tiny_notebook(own / "b_hello.ipynb", "who = 'lab'  # whom to greet",
+                  record + "record('greeting', f'hello {who}')")  # fmt: skip
+    listed = report(settings, "--list", "--json", "--notebooks", str(own))
+    assert [nb["name"] for nb in json.loads(listed.stdout)["notebooks"]] == ["a_square", "b_hello"]
+    proc = report(settings, "--all", "--notebooks", str(own), "--out", str(tmp_path / "r"),
+                  "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    done = json.loads(proc.stdout)
-    reports = done.get("reports", [done])
-    names = {nb.name for nb in list_notebooks()}
-    assert {r["notebook"] for r in reports} == names
-    assert all(r["parameters"] == {} for r in reports)
+    reports = json.loads(proc.stdout)["reports"]
+    assert [(r["notebook"], r["parameters"], r["recorded"]) for r in reports] == [
+        ("a_square", {}, {"square": 9}),
+        ("b_hello", {}, {"greeting": "hello lab"}),
+    ]
+    for r in reports:  # the recorded results beside each report, for schedulers and diffs
+        saved = json.loads((tmp_path / "r" / r["results"]).read_text())
+        assert saved["status"] == "completed" and saved["results"] == r["recorded"]

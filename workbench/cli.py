@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="run every notebook with its defaults")
     p.add_argument("--keep-code", action="store_true", help="show the code in the HTML")
     p.add_argument("--out", help="reports folder (default reports/)")
+    p.add_argument("--notebooks", metavar="DIR", help="where NAME is found (default notebooks/)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
@@ -586,23 +587,25 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from workbench.lab import report as reports  # nbformat/jsonschema: seconds to import
 
+    folder = Path(args.notebooks) if args.notebooks else None
     if args.list:
-        notebooks = [nb.to_dict() for nb in reports.list_notebooks()]
+        notebooks = [nb.to_dict() for nb in reports.list_notebooks(folder)]
         lines = [f"{nb['name']}: " + ", ".join(f"{k}={v['default']!r}"
                  for k, v in nb["parameters"].items()) for nb in notebooks]  # fmt: skip
         _emit(args, {"notebooks": notebooks}, "\n".join(lines))
         return 0
     if args.all == bool(args.name):
         raise ConfigError("report", args.name or "", "a notebook NAME, --all or --list")
-    names = [nb.name for nb in reports.list_notebooks()] if args.all else [args.name]
+    names = [nb.name for nb in reports.list_notebooks(folder)] if args.all else [args.name]
     out = Path(args.out) if args.out else None
     done = []
-    for name in names:
-        r = reports.run(
-            name, dict(args.parameter), out, args.keep_code, progress=sys.stderr.isatty()
-        )
+    for i, name in enumerate(names, 1):
+        if len(names) > 1:
+            log.info("report %d of %d: %s", i, len(names), name)
+        r = reports.run(name, dict(args.parameter), out, args.keep_code,
+                        progress=sys.stderr.isatty(), folder=folder)  # fmt: skip
         done.append(r.to_dict())
-    text = "\n".join(f"{r['executed']}\n{r['html']}" for r in done)
+    text = "\n".join(f"{r['executed']}\n{r['html']}\n{r['results']}" for r in done)
     _emit(args, done[0] if len(done) == 1 else {"reports": done}, text)
     return 0
 

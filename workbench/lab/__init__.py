@@ -1,4 +1,4 @@
-"""What notebooks use: queries over stored runs (and, later, reports, widgets and plots)."""
+"""What notebooks use: queries over stored runs, and recording a notebook's key results."""
 
 from workbench.lab.queries import (
     TooManyRows,
@@ -9,5 +9,16 @@ from workbench.lab.queries import (
     sensor_stats,
     windows,
 )
+from workbench.lab.results import record, recorded
 
-__all__ = ["TooManyRows", "alerts", "ground_truth", "readings", "runs", "sensor_stats", "windows"]
+__all__ = [
+    "TooManyRows",
+    "alerts",
+    "ground_truth",
+    "readings",
+    "record",
+    "recorded",
+    "runs",
+    "sensor_stats",
+    "windows",
+]

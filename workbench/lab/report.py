@@ -1,10 +1,15 @@
 """Headless notebook runs: execute a notebook with papermill, render it to HTML, index it.
 
 ``workbench report NAME [-p name value ...]`` runs ``notebooks/NAME`` into
-``reports/<date>/<notebook>-<run id>.ipynb`` and ``.html`` (code hidden unless asked), and
-keeps ``reports/index.html`` listing every report. A cell that fails stops the run with
+``reports/<date>/<notebook>-<run id>.ipynb`` and ``.html`` (code hidden unless asked), writes
+the results the notebook recorded (:func:`workbench.lab.record`) to ``.json`` beside them,
+and keeps ``reports/index.html`` listing every report. A cell that fails stops the run with
 one line naming the cell and the error; the executed notebook is still written, so the
 traceback can be read in it.
+
+The kernel runs with ``WORKBENCH_HEADLESS=1`` in its environment: notebooks with widgets
+(the live control panel) then run their experiment to the end with the parameters given,
+instead of waiting for a click that no one will make.
 
 >>> coerce("machines", "12", "5"), coerce("rate_hz", "2", "1.0"), coerce("stop", "no", "True")
 (12, 2.0, False)
@@ -15,6 +20,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import html
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from workbench.config import project_root
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.lab.results import recorded
 from workbench.runs import new_run_id
 
 log = logging.getLogger(__name__)
@@ -62,17 +69,25 @@ class Report:
     run_id: str
     executed: Path
     html: Path
+    results: Path
     parameters: dict[str, Any]
     seconds: float
+    #: what the notebook recorded with ``workbench.lab.record``
+    recorded: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"notebook": self.notebook, "run_id": self.run_id, "executed": str(self.executed),
-                "html": str(self.html), "parameters": self.parameters,
-                "seconds": round(self.seconds, 1)}  # fmt: skip
+                "html": str(self.html), "results": str(self.results),
+                "parameters": self.parameters, "seconds": round(self.seconds, 1),
+                "recorded": self.recorded}  # fmt: skip
 
 
-def notebooks_dir() -> Path:
-    return project_root() / "notebooks"
+def notebooks_dir(folder: Path | None = None) -> Path:
+    """``folder`` (``--notebooks DIR``: a folder of your own notebooks), else the project's."""
+    path = folder or project_root() / "notebooks"
+    if not path.is_dir():
+        raise ConfigError("notebooks", str(path), "a folder of .ipynb files")
+    return path
 
 
 def inspect(path: Path) -> Notebook:
@@ -88,18 +103,18 @@ def inspect(path: Path) -> Notebook:
     return Notebook(path.stem, path, params)
 
 
-def list_notebooks() -> list[Notebook]:
-    return [inspect(p) for p in sorted(notebooks_dir().glob("*.ipynb"))]
+def list_notebooks(folder: Path | None = None) -> list[Notebook]:
+    return [inspect(p) for p in sorted(notebooks_dir(folder).glob("*.ipynb"))]
 
 
-def find(name: str) -> Path:
+def find(name: str, folder: Path | None = None) -> Path:
     """``01_quickstart``, ``quickstart``, ``01`` or a path to an .ipynb file."""
     path = Path(name)
     if path.suffix == ".ipynb":
         if not path.is_file():
             raise ConfigError("notebook", name, "an existing .ipynb file")
         return path.resolve()
-    candidates = sorted(notebooks_dir().glob("*.ipynb"))
+    candidates = sorted(notebooks_dir(folder).glob("*.ipynb"))
     for p in candidates:
         if name in (p.stem, p.stem.split("_", 1)[-1], p.stem.split("_", 1)[0]):
             return p
@@ -136,9 +151,11 @@ def run(
     keep_code: bool = False,
     run_id: str | None = None,
     progress: bool = False,
+    folder: Path | None = None,
 ) -> Report:
-    """Execute one notebook headless; write the executed notebook, its HTML, the index."""
-    nb = inspect(find(name))
+    """Execute one notebook headless; write the executed notebook, its HTML, its recorded
+    results and the index. ``folder``: where to look ``name`` up (default notebooks/)."""
+    nb = inspect(find(name, folder))
     values = values or {}
     unknown = sorted(set(values) - set(nb.parameters))
     if unknown:
@@ -157,6 +174,8 @@ def run(
     # Static figures for the HTML: plotly.js embedded once per notebook (a report must open
     # offline), plus plotly's own mimetype for a live front end opening the .ipynb.
     os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
+    os.environ["WORKBENCH_HEADLESS"] = "1"
+    log.info("running %s (%d cells) into %s", nb.name, _cells(nb.path), executed)
     try:
         papermill.execute_notebook(
             str(nb.path), str(executed), parameters=params, cwd=str(nb.path.parent),
@@ -167,6 +186,13 @@ def run(
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     page = executed.with_suffix(".html")
     _render(executed, page, keep_code)
+    found = recorded(executed)
+    results = executed.with_suffix(".json")
+    results.write_text(json.dumps({
+        "notebook": nb.name, "run_id": run_id, "parameters": params,
+        "status": "failed" if failure else "completed", "seconds": round(seconds, 1),
+        "results": found,
+    }, indent=2) + "\n")  # fmt: skip
     write_index(root)
     if failure is not None:
         where = f"cell {failure.cell_index}" + (
@@ -177,7 +203,11 @@ def run(
             f"the executed notebook is {executed}"
         )
     log.info("report %s written in %.1fs", page, seconds)
-    return Report(nb.name, run_id, executed, page, params, seconds)
+    return Report(nb.name, run_id, executed, page, results, params, seconds, found)
+
+
+def _cells(path: Path) -> int:
+    return sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
 
 
 def _kernel(path: Path) -> str:

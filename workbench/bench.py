@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from workbench import archive, kafka
 from workbench.archive import parquet
 from workbench.archive.writer import BEGINNING, END, to_arrow
 from workbench.config import Settings
+from workbench.errors import ConfigError
 from workbench.processor.pipeline import Processor
 from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
@@ -454,3 +455,65 @@ def table(result: dict[str, Any]) -> str:
                          f"{row['ratio']:>8.2f}")  # fmt: skip
     lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
     return "\n".join(lines)
+
+
+#: The benchmark's sections, in the order they run; ``archive`` archives the readings of
+#: the ``processor`` section, so it runs only with it.
+PARTS = ("simulator", "processor", "archive", "sink")
+
+
+def run_benchmark(
+    settings: Settings,
+    bootstrap: str,
+    database_url: str,
+    topic_prefix: str,
+    parts: Collection[str] = PARTS,
+    machines: int = 1000,
+    duration_s: float = 60.0,
+    repeats: int = 3,
+    sink_rows: int = 100_000,
+    latency_rate: int = 2000,
+    latency_s: float = 20.0,
+) -> dict[str, Any]:
+    """Run the benchmark's ``parts`` on a running stack (topics ``<topic_prefix>.*`` of
+    their own; tables must exist) and gather them with what they ran on, as
+    ``workbench bench --json`` prints it: ``machine``, one key per section,
+    ``peak_rss_mb``, and the processor's headline figures (``raw_eps``,
+    ``processor_eps``, ``ratio``, ``latency_ms``) copied to the top.
+
+    >>> run_benchmark(Settings.from_env({}), "", "", "bench.x", parts=["gpu"])
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ConfigError: parts='gpu' is not valid: expected any of simulator, processor, archive, sink
+    """  # noqa: E501
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ConfigError("parts", ",".join(unknown), f"any of {', '.join(PARTS)}")
+    result: dict[str, Any] = {"machine": machine_info()}
+    if "simulator" in parts:
+        result["simulator"] = bench_simulator(
+            bootstrap, topic_prefix, machines=machines, duration_s=duration_s, repeats=repeats
+        )
+    if "processor" in parts:
+        result["processor"] = bench_processor(
+            settings,
+            bootstrap,
+            database_url,
+            topic_prefix,
+            machines=machines,
+            duration_s=duration_s,
+            repeats=repeats,
+            latency_rate=latency_rate,
+            latency_s=latency_s,
+        )
+        if "archive" in parts:
+            result["archive"] = bench_archive(
+                database_url, result["processor"]["run_id"], repeats=repeats
+            )
+    if "sink" in parts:
+        result["sink"] = bench_sink(database_url, rows=sink_rows, repeats=repeats)
+    result["peak_rss_mb"] = peak_rss_mb()
+    processor = result.get("processor", {})
+    result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")
+               if k in processor}  # fmt: skip
+    return result

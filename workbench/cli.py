@@ -541,40 +541,21 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    result = {
-        "machine": bench.machine_info(),
-        "simulator": bench.bench_simulator(
-            endpoints.bootstrap_servers,
-            f"bench.{stamp}",
-            machines=args.machines,
-            duration_s=args.duration,
-            repeats=args.repeats,
-        ),
-    }
-    if not args.skip_processor:
-        result["processor"] = bench.bench_processor(
-            settings,
-            endpoints.bootstrap_servers,
-            endpoints.database_url,
-            f"bench.{stamp}",
-            machines=args.machines,
-            duration_s=args.duration,
-            repeats=args.repeats,
-            latency_rate=args.latency_rate,
-            latency_s=args.latency_seconds,
-        )
-        if not args.skip_archive:
-            result["archive"] = bench.bench_archive(
-                endpoints.database_url, result["processor"]["run_id"], repeats=args.repeats
-            )
-    if not args.skip_sink:
-        result["sink"] = bench.bench_sink(
-            endpoints.database_url, rows=args.sink_rows, repeats=args.repeats
-        )
-    result["peak_rss_mb"] = bench.peak_rss_mb()
-    processor = result.get("processor", {})
-    result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")
-               if k in processor}  # fmt: skip
+    skipped = {"processor": args.skip_processor, "archive": args.skip_archive,
+               "sink": args.skip_sink}  # fmt: skip
+    result = bench.run_benchmark(
+        settings,
+        endpoints.bootstrap_servers,
+        endpoints.database_url,
+        f"bench.{stamp}",
+        parts=[p for p in bench.PARTS if not skipped.get(p)],
+        machines=args.machines,
+        duration_s=args.duration,
+        repeats=args.repeats,
+        sink_rows=args.sink_rows,
+        latency_rate=args.latency_rate,
+        latency_s=args.latency_seconds,
+    )
     out = (
         Path(args.out) if args.out else project_root() / "reports" / "bench" / f"bench-{stamp}.json"
     )

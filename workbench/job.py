@@ -21,10 +21,12 @@ from workbench import kafka, sinks
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.processor.pipeline import Processor, ProcessorStats
-from workbench.processor.scoring import score_run
+from workbench.processor.scoring import score_labels, score_run
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry, new_run_id
-from workbench.simulator.control import ChaosControl
+from workbench.simulator.control import ChaosControl, Pace, RunProgress
+from workbench.simulator.csvsource import CsvSource
+from workbench.simulator.replay import ReplayOptions, replay
 from workbench.simulator.source import Simulation
 from workbench.simulator.spec import SimulationSpec
 from workbench.simulator.truth import chaos_producer
@@ -128,12 +130,16 @@ def simulate(
     realtime: bool = False,
     control: ChaosControl | None = None,
     stop: threading.Event | None = None,
+    pace: Pace | None = None,
+    progress: RunProgress | None = None,
 ) -> SimulationReport:
     """Produce a simulated run to the raw topic, with its ground truth to topic and table.
 
     As fast as possible by default; with ``realtime`` each tick is sent when its event
     time comes round on the wall clock. ``control`` lets a caller change chaos
     intensities while the run goes on; ``stop`` ends it early (ground truth is closed).
+    ``pace`` (readings per wall second, changeable mid-run) paces the run instead of
+    ``realtime``; ``progress`` tells another thread how far the simulation got.
     """
     control = control or ChaosControl(spec.chaos)
     sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
@@ -144,12 +150,14 @@ def simulate(
         PostgresSink(endpoints.database_url) as sink,
     ):
 
-        def progress(s: Simulation) -> None:
+        def flush_truth(s: Simulation) -> None:
             s.truth.flush(truth_producer, sink)
             done = s.factory.index * s.factory.dt_s
             log.info("simulated %.0f of %.0f s of event time", done, spec.duration_s)
 
-        counts = sim.run(raw.send_raw, spec.duration_s, realtime, stop, progress, 5.0)
+        counts = sim.run(
+            raw.send_raw, spec.duration_s, realtime, stop, flush_truth, 5.0, pace, progress
+        )
         sim.truth.flush(truth_producer, sink)
         raw.flush()
         partitions = raw.end_of_run(m.encode() for m in sim.factory.machine_ids)
@@ -185,7 +193,7 @@ def simulate_run(
     ):
         report = simulate(settings, endpoints, spec, run_id, realtime)
         status = "completed" if report.acknowledged else "failed"
-        registry.finish(run_id, status, produced=report.produced)
+        registry.finish(run_id, status, produced=report.produced, dropped=report.dropped)
     return report
 
 
@@ -254,8 +262,17 @@ def run_experiment(
     keep_up: bool = False,
     control: ChaosControl | None = None,
     stall_timeout_s: float = 60.0,
+    pace: Pace | None = None,
+    stop: threading.Event | None = None,
+    progress: RunProgress | None = None,
 ) -> RunSummary:
     """Simulate, process and store one run end to end; see the module docstring.
+
+    ``control``, ``pace`` and ``stop`` steer the simulation while it runs (chaos
+    intensities, readings per wall second, an early end) and ``progress`` reports how far
+    it got (see :func:`simulate`); a notebook's control panel runs this in a background
+    thread (:class:`workbench.lab.live.LiveRun`). A stopped run is finished like any
+    other: what was produced is processed, stored and accounted for.
 
     >>> # run_experiment(Settings.from_env(), SimulationSpec.build(scenario="standard"))
     """
@@ -274,7 +291,9 @@ def run_experiment(
             )
             worker.start()
             try:
-                report = simulate(settings, endpoints, spec, run_id, realtime, control)
+                report = simulate(
+                    settings, endpoints, spec, run_id, realtime, control, stop, pace, progress
+                )
                 counts = _wait_for_sinks(
                     registry, run_id, report.expected_in_database, worker, stall_timeout_s
                 )
@@ -296,6 +315,7 @@ def run_experiment(
                 produced=report.produced,
                 stored=counts.stored,
                 deadlettered=counts.deadlettered,
+                dropped=report.dropped,
             )
     elapsed = time.monotonic() - started
     stats = worker.stats or ProcessorStats()
@@ -372,3 +392,162 @@ def _wait_for_sinks(
             )  # fmt: skip
             return counts
         time.sleep(0.2)
+
+
+# -- real data: a replayed file through the whole pipeline, scored against its labels ----
+
+
+@dataclass(frozen=True)
+class ReplayRunSummary:
+    """The outcome of one replay of real data end to end (:func:`replay_experiment`).
+
+    Books: a replay drops nothing (there is no chaos) and dead-letters its bad rows itself,
+    before producing, so they close when ``produced + bad_rows == stored + deadlettered``
+    and every message was acknowledged.
+
+    Score: labels of real data say *that* something was wrong, not which simulated fault
+    it resembles, so ``score`` (per labelled kind, ``anomaly`` for the shipped data sets)
+    counts every alert, whatever rule raised it: recall = labelled events an alert
+    matched, precision = alerts that matched a labelled event / all alerts, delay = first
+    matching alert's opening - event start (matching as in
+    :mod:`~workbench.processor.scoring`). ``by_rule`` splits the same score per rule;
+    ``label_events`` says for each labelled event whether it was caught, by which rule
+    first, and when (for NAB windows also relative to the labelled anomaly point).
+    """
+
+    run_id: str
+    file: str
+    mapping: str
+    #: data rows read, and those that could not be read (dead-lettered by the replay)
+    rows: int
+    bad_rows: int
+    #: readings the broker acknowledged
+    produced: int
+    stored: int
+    deadlettered: int
+    late: int
+    alerts: int
+    windows: int
+    #: ground-truth events made from the file's labels
+    labels: int
+    score: dict[str, dict[str, Any]]
+    by_rule: list[dict[str, Any]]
+    label_events: list[dict[str, Any]]
+    #: the replay's own summary (``workbench replay --json``)
+    replay: dict[str, Any]
+    elapsed_s: float
+    readings_per_s: float
+    #: produced + bad rows == stored + dead-lettered, and every message acknowledged
+    reconciled: bool
+    bootstrap_servers: str
+    database_url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def replay_experiment(
+    settings: Settings,
+    source: CsvSource,
+    options: ReplayOptions | None = None,
+    run_id: str | None = None,
+    keep_up: bool = False,
+    stall_timeout_s: float = 60.0,
+) -> ReplayRunSummary:
+    """Replay a CSV file of real sensor data through the whole pipeline and score the
+    alerts against the file's labels: the real-data twin of :func:`run_experiment`.
+
+    The stack is attached to or started (and stopped again unless ``keep_up``); a
+    processor consumes in the background while
+    :func:`~workbench.simulator.replay.replay` produces the file, which records the run
+    (kind ``replay``) itself: this function only adds the outcome to that one record.
+    It then waits until the database accounts for every reading and bad row, and until
+    the processor has made the run's windows final on every partition it used, so that
+    alerts, windows and the score are complete.
+
+    >>> # source = CsvSource.open("../shared/data/skab/valve1/0.csv")
+    >>> # replay_experiment(Settings.from_env(), source).score["anomaly"]["recall"]
+    """
+    options = options or ReplayOptions()
+    run_id = run_id or new_run_id()
+    started = time.monotonic()
+    with Stack(settings).session(keep_up=keep_up) as endpoints:
+        prepare(settings, endpoints)
+        with RunRegistry(endpoints.database_url) as registry:
+            worker = _ProcessorThread(
+                Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+            )
+            worker.start()
+            try:
+                summary = replay(settings, endpoints, source, options, run_id)
+                expected = summary.produced + summary.bad_rows
+                _wait_for_sinks(registry, run_id, expected, worker, stall_timeout_s)
+                if summary.produced:
+                    _wait_for_replay_end(worker, run_id, stall_timeout_s)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    registry.finish(run_id, "failed")
+                raise
+            finally:
+                worker.stop.set()
+                worker.join(30)
+            if worker.error is not None:
+                registry.finish(run_id, "failed")
+                raise worker.error
+            counts = registry.counts(run_id, full=True)
+            reconciled = summary.ok and counts.stored + counts.deadlettered == expected
+            score, by_rule, events = score_labels(endpoints.database_url, run_id)
+            registry.finish(
+                run_id,
+                "completed" if reconciled else "failed",
+                produced=summary.produced,
+                stored=counts.stored,
+                deadlettered=counts.deadlettered,
+            )
+    elapsed = time.monotonic() - started
+    return ReplayRunSummary(
+        run_id=run_id,
+        file=summary.file,
+        mapping=summary.mapping,
+        rows=summary.rows,
+        bad_rows=summary.bad_rows,
+        produced=summary.produced,
+        stored=counts.stored,
+        deadlettered=counts.deadlettered,
+        late=counts.late,
+        alerts=counts.alerts,
+        windows=counts.windows_final,
+        labels=summary.labels,
+        score=score,
+        by_rule=by_rule,
+        label_events=events,
+        replay=summary.to_dict(),
+        elapsed_s=round(elapsed, 3),
+        readings_per_s=round(summary.produced / elapsed, 1) if elapsed else 0.0,
+        reconciled=reconciled,
+        bootstrap_servers=endpoints.bootstrap_servers,
+        database_url=redact(endpoints.database_url),
+    )
+
+
+def _wait_for_replay_end(worker: _ProcessorThread, run_id: str, timeout_s: float) -> bool:
+    """Wait until the processor has made the run's windows final on every partition.
+
+    A replay does not report which partitions its end-of-run markers reached; the
+    processor knows which of its partitions hold the run: each of those is done once the
+    marker's batch is written (:attr:`Processor.ended`). A partition that finished the
+    run and forgot it holds it no longer.
+    """
+    deadline, processor = time.monotonic() + timeout_s, worker.processor
+    while True:
+        try:  # the processor's threads change both while we look: then look again
+            holding = {p for p, st in list(processor.partitions.items()) if run_id in st.runs}
+            ended = {p for r, p in list(processor.ended) if r == run_id}
+        except RuntimeError:
+            holding, ended = {-1}, set()
+        if ended and holding <= ended:
+            return True
+        if worker.error is not None or not worker.is_alive() or time.monotonic() > deadline:
+            log.warning("run %s: windows not all final when the replay ended", run_id)
+            return False
+        time.sleep(0.05)

@@ -23,12 +23,14 @@ ended. Then, for each fault kind K:
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from workbench.simulator.labels import iso_utc
 from workbench.sinks import schema
 from workbench.sinks.postgres import engine
 
@@ -110,8 +112,41 @@ def score(alerts: Iterable[Alert], faults: Iterable[Fault]) -> dict[str, dict[st
     return result
 
 
-def score_run(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """Score one stored run: its alerts against its ground truth."""
+def fault_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dict[str, Any]]:
+    """Each fault of a kind that is scored, with whether an alert aimed at its kind caught
+    it, the first such alert's rule, and the delay (s) to its opening: the per-fault detail
+    behind :func:`score`'s recall and mean delay."""
+    alerts, faults = list(alerts), list(faults)
+    scored = set(ALERTABLE) | {k for a in alerts for k in a.detects}
+    out = []
+    for f in faults:
+        if f.kind not in scored:
+            continue
+        hits = sorted((a for a in alerts if f.kind in a.detects and matches(a, f)),
+                      key=lambda a: a.opened_ts)  # fmt: skip
+        first = hits[0] if hits else None
+        out.append(f._asdict() | {
+            "detected": first is not None,
+            "rule": first.rule if first else None,
+            "delay_s": max(0.0, (first.opened_ts - f.start_ts) / 1000) if first else None,
+        })  # fmt: skip
+    return out
+
+
+def alert_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dict[str, Any]]:
+    """Each alert with the fault kinds it explains (a matching fault of a kind it aims at);
+    ``explains`` empty = a false alarm, as far as the ground truth knows."""
+    faults = list(faults)
+    return [
+        a._asdict() | {
+            "explains": sorted({f.kind for f in faults if f.kind in a.detects and matches(a, f)})
+        }
+        for a in alerts
+    ]  # fmt: skip
+
+
+def load_run(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault]]:
+    """The alerts and ground-truth faults of one stored run (times in epoch ms)."""
     a, c = schema.alerts, schema.chaos_events
 
     def epoch_ms(col: sa.ColumnElement) -> sa.ColumnElement:
@@ -135,4 +170,118 @@ def score_run(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
             faults = [Fault(*r) for r in conn.execute(fault_query)]
     finally:
         eng.dispose()
-    return score(alerts, faults)
+    return alerts, faults
+
+
+def score_run(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Score one stored run: its alerts against its ground truth."""
+    return score(*load_run(database_url, run_id))
+
+
+# -- real data: labels say *that* something was wrong, not which fault it resembles -------
+
+
+def score_labels(
+    database_url: str, run_id: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score a replayed run's alerts against its file's labels, every alert counted
+    whatever rule raised it: ``(score per labelled kind, score per rule, per event)``
+    (see :class:`workbench.job.ReplayRunSummary`)."""
+    return _score_labels(*_alerts_and_labels(database_url, run_id))
+
+
+def _alerts_and_labels(
+    database_url: str, run_id: str
+) -> tuple[list[Alert], list[Fault], list[int | None]]:
+    """A run's alerts, its ground-truth events, and each event's labelled anomaly point
+    (epoch ms; NAB windows have one), as :func:`~workbench.processor.scoring.score_run`
+    reads them."""
+    a, c = schema.alerts, schema.chaos_events
+
+    def epoch_ms(col: Any) -> Any:
+        return sa.cast(sa.func.round(sa.extract("epoch", col) * 1000), sa.BigInteger)
+
+    alert_query = (
+        sa.select(a.c.rule, a.c.machine_id, a.c.sensor_type, epoch_ms(a.c.start_ts),
+                  epoch_ms(a.c.opened_ts), a.c.detects)
+        .where(a.c.run_id == run_id)
+        .order_by(a.c.opened_ts, a.c.alert_id)
+    )  # fmt: skip
+    label_query = (
+        sa.select(c.c.kind, c.c.machine_id, c.c.sensor_type, epoch_ms(c.c.start_ts),
+                  epoch_ms(c.c.end_ts), c.c.detail)
+        .where(c.c.run_id == run_id)
+        .order_by(c.c.start_ts, c.c.event_id)
+    )  # fmt: skip
+    eng = engine(database_url)
+    try:
+        with eng.connect() as conn:
+            alerts = [Alert(*r[:5], tuple(r[5])) for r in conn.execute(alert_query)]
+            rows = list(conn.execute(label_query))
+    finally:
+        eng.dispose()
+    labels = [Fault(*r[:5]) for r in rows]
+    return alerts, labels, [_anomaly_point(r[5]) for r in rows]
+
+
+def _anomaly_point(detail: str | None) -> int | None:
+    try:
+        point = json.loads(detail or "null")
+    except ValueError:
+        return None
+    return point.get("anomaly_point_ts") if isinstance(point, dict) else None
+
+
+def _score_labels(
+    alerts: list[Alert], labels: list[Fault], points: list[int | None]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score every alert against labelled events: per labelled kind, per rule and kind,
+    and per event (see :class:`ReplayRunSummary`).
+
+    >>> labels = [Fault("anomaly", "m", None, 100_000, 200_000)]
+    >>> alerts = [Alert("runaway", "m", "temperature", 150_000, 160_000, ("failure",)),
+    ...           Alert("spike", "m", "temperature", 900_000, 900_000, ("spike",))]
+    >>> score, by_rule, events = _score_labels(alerts, labels, [None])
+    >>> score["anomaly"]
+    {'precision': 0.5, 'recall': 1.0, 'mean_delay_s': 60.0, 'faults': 1, 'detected': 1, 'alerts': 2}
+    >>> [(r["rule"], r["precision"], r["recall"]) for r in by_rule]
+    [('runaway', 1.0, 1.0), ('spike', 0.0, 0.0)]
+    >>> events[0]["first_rule"], events[0]["delay_s"]
+    ('runaway', 60.0)
+    """
+    score: dict[str, dict[str, Any]] = {}
+    by_rule: list[dict[str, Any]] = []
+    for kind in sorted({f.kind for f in labels}):
+        of_kind = [f for f in labels if f.kind == kind]
+        score[kind] = _every_alert_score(alerts, of_kind, kind)
+        for rule in sorted({a.rule for a in alerts}):
+            stats = _every_alert_score([a for a in alerts if a.rule == rule], of_kind, kind)
+            by_rule.append({"rule": rule, "kind": kind} | stats)
+    events = []
+    for f, point in zip(labels, points, strict=True):
+        hits = sorted((a for a in alerts if matches(a, f)), key=lambda a: a.opened_ts)
+        first = hits[0] if hits else None
+        events.append({
+            "kind": f.kind, "machine_id": f.machine_id, "sensor_type": f.sensor_type,
+            "start": iso_utc(f.start_ts), "end": iso_utc(f.end_ts),
+            "start_ts": f.start_ts, "end_ts": f.end_ts,
+            "anomaly_point": None if point is None else iso_utc(point),
+            "detected": first is not None, "alerts": len(hits),
+            "first_rule": first and first.rule,
+            "first_alert": first and iso_utc(first.opened_ts),
+            "delay_s": first and max(0.0, (first.opened_ts - f.start_ts) / 1000),
+            "from_anomaly_point_s": None if first is None or point is None
+            else (first.opened_ts - point) / 1000,
+        })  # fmt: skip
+    return score, by_rule, events
+
+
+def _every_alert_score(alerts: list[Alert], labels: list[Fault], kind: str) -> dict[str, Any]:
+    """:func:`~workbench.processor.scoring.score` of ``kind`` with every alert counted as
+    aimed at it (and zeros when there is no alert at all)."""
+    counted = [a._replace(detects=(kind,)) for a in alerts]
+    found = score(counted, labels).get(kind)
+    if found is not None:
+        return found
+    return {"precision": None, "recall": 0.0 if labels else None, "mean_delay_s": None,
+            "faults": len(labels), "detected": 0, "alerts": len(alerts)}  # fmt: skip

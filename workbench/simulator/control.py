@@ -1,4 +1,9 @@
-"""Chaos intensities: parsed from a compact spec, changed while a simulation runs.
+"""What a notebook changes or watches while a simulation runs: chaos intensities, pace, progress.
+
+Chaos intensities are parsed from a compact spec and changed mid-run through
+:class:`ChaosControl`; :class:`Pace` sets how fast the run goes on the wall clock, and
+:class:`RunProgress` tells another thread how far it got. All three are thread-safe: a
+widget callback or a script changes them while the simulation's own thread reads them.
 
 Each fault kind has one intensity; 0 switches it off. What the number means depends on
 the kind:
@@ -22,6 +27,8 @@ workbench.errors.ConfigError: chaos='spikes=1' is not valid: expected a fault ki
 >>> control = ChaosControl({"loss": 0.05})
 >>> control.set("loss", 0.1); control.snapshot()["loss"]
 0.1
+>>> pace = Pace(200); pace.set(None); pace.get() is None
+True
 """
 
 from __future__ import annotations
@@ -119,3 +126,98 @@ class ChaosControl:
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return dict(self._values)
+
+
+class Pace:
+    """Thread-safe, live-adjustable pace of a simulation on the wall clock.
+
+    The value is a target rate in readings per wall-clock second over the whole factory
+    (bursts not counted); ``None`` or 0 means as fast as possible. The simulation reads
+    it once per tick and re-anchors its schedule whenever it changes, so a new pace
+    applies from the next tick on, without a burst of catch-up ticks.
+
+    >>> pace = Pace(100)
+    >>> pace.get(), pace.interval_s(readings_per_tick=20)
+    (100.0, 0.2)
+    >>> pace.set(0); pace.get() is None, pace.interval_s(20)
+    (True, 0.0)
+    >>> pace.set(-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ConfigError: pace=-1.0 is not valid: expected readings per second >= 0, ...
+    """
+
+    def __init__(self, events_per_s: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._value: float | None = None
+        self._version = 0
+        self.set(events_per_s)
+
+    def set(self, events_per_s: float | None) -> None:
+        """Change the target rate (readings per wall second); ``None`` or 0: no pacing."""
+        value = None if events_per_s is None else float(events_per_s)
+        if value is not None and not value >= 0:  # also refuses NaN
+            raise ConfigError(
+                "pace", value, "readings per second >= 0, or None for as fast as possible"
+            )
+        with self._lock:
+            self._value = value or None
+            self._version += 1
+
+    def get(self) -> float | None:
+        """The target rate in readings per wall second, or ``None`` (as fast as possible)."""
+        with self._lock:
+            return self._value
+
+    def read(self) -> tuple[int, float | None]:
+        """``(version, rate)`` in one go: the version changes with every :meth:`set`."""
+        with self._lock:
+            return self._version, self._value
+
+    def interval_s(self, readings_per_tick: float) -> float:
+        """Wall seconds between two ticks of ``readings_per_tick`` readings (0: no wait)."""
+        rate = self.get()
+        return readings_per_tick / rate if rate else 0.0
+
+
+class RunProgress:
+    """How far a running simulation got, readable from another thread at any moment.
+
+    The simulation updates it once per tick; a progress bar or a live plot reads
+    :meth:`snapshot`, which is always one consistent state.
+
+    >>> progress = RunProgress()
+    >>> progress.update(event_s=30.0, produced=93, dropped=1)
+    >>> progress.snapshot()
+    {'event_s': 30.0, 'produced': 93, 'dropped': 1, 'finished': False}
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = {"event_s": 0.0, "produced": 0, "dropped": 0, "finished": False}
+
+    def update(self, event_s: float, produced: int, dropped: int, finished: bool = False) -> None:
+        """Record the simulation's position: event seconds simulated, readings made, lost."""
+        with self._lock:
+            self._state = {"event_s": event_s, "produced": produced, "dropped": dropped,
+                           "finished": finished}  # fmt: skip
+
+    def snapshot(self) -> dict[str, float | int | bool]:
+        """The latest state: ``event_s``, ``produced``, ``dropped``, ``finished``."""
+        with self._lock:
+            return dict(self._state)
+
+    @property
+    def event_s(self) -> float:
+        """Seconds of event time simulated so far."""
+        return float(self.snapshot()["event_s"])
+
+    @property
+    def produced(self) -> int:
+        """Readings the factory made so far (dropped ones included)."""
+        return int(self.snapshot()["produced"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether the simulation ended (its duration reached, or stopped)."""
+        return bool(self.snapshot()["finished"])

@@ -29,7 +29,7 @@ import numpy as np
 
 from workbench.schemas import ReadingEncoder, _varint, codec_for
 from workbench.simulator.chaos import Injector, Magnitudes, ScriptedFault
-from workbench.simulator.control import ChaosControl
+from workbench.simulator.control import ChaosControl, Pace, RunProgress
 from workbench.simulator.physics import SENSORS, Factory, FactoryConfig, quantise
 from workbench.simulator.truth import GroundTruth
 
@@ -113,29 +113,47 @@ class Simulation:
         stop: threading.Event | None = None,
         on_progress: Callable[[Simulation], None] | None = None,
         progress_every_s: float = 1.0,
+        pace: Pace | None = None,
+        progress: RunProgress | None = None,
     ) -> SimulationCounts:
         """Simulate ``duration_s`` seconds of event time; return the counts.
 
+        ``realtime`` sends each tick when its event time comes round on the wall clock.
+        ``pace``, when given, paces the run instead (``realtime`` is then ignored): a
+        target in readings per wall second that another thread may change at any moment;
+        the schedule re-anchors at each change, and ``None`` runs as fast as possible.
+        ``stop`` ends the run early (the rest is then finished as at the end).
         ``on_progress`` is called about every ``progress_every_s`` seconds of wall time
         (and at the end), from this thread: the place to publish ground truth or plot.
+        ``progress`` is updated every tick, for other threads to read.
         """
         self._send = send
         f = self.factory
         ticks = max(0, round(duration_s * f.tick_hz))
         wall0 = last_progress = time.monotonic()
+        pacer = _Pacer(pace, f.config.events_per_second() * f.dt_s) if pace is not None else None
         for n in range(ticks):
             if stop is not None and stop.is_set():
                 log.info("simulation stopped after %.0f s of event time", n * f.dt_s)
                 break
-            if realtime:
+            if pacer is not None:
+                if pacer.wait(n, stop):
+                    log.info("simulation stopped after %.0f s of event time", n * f.dt_s)
+                    break
+            elif realtime:
                 wait = wall0 + n * f.dt_s - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
             self.step()
+            if progress is not None:
+                progress.update(f.index * f.dt_s, self.counts.produced, self.counts.dropped)
             if on_progress is not None and time.monotonic() - last_progress >= progress_every_s:
                 last_progress = time.monotonic()
                 on_progress(self)
         self.finish()
+        if progress is not None:
+            counts = self.counts
+            progress.update(f.index * f.dt_s, counts.produced, counts.dropped, finished=True)
         if on_progress is not None:
             on_progress(self)
         return self.counts
@@ -346,3 +364,57 @@ class Simulation:
             return False
         self._window_hits[id(w)] = self._window_hits.get(id(w), 0) + 1
         return True
+
+
+class _Pacer:
+    """The wall-clock schedule of a run paced by a :class:`Pace`.
+
+    Tick ``n`` is due at ``anchor + (n - anchor_n) * interval``. When the pace changes,
+    the schedule re-anchors at the last tick, so the new interval counts from there and
+    the next tick is due no earlier than now: a faster pace brings no burst of catch-up
+    ticks, a slower one takes effect at once. A run that falls more than
+    :attr:`MAX_LAG_S` behind (the pipeline cannot keep up) re-anchors too, instead of
+    racing to catch up later.
+    """
+
+    #: longest sleep between two looks at the pace and the stop event (seconds)
+    LOOK_S = 0.1
+    #: how far behind its schedule a run may fall before it re-anchors (seconds)
+    MAX_LAG_S = 1.0
+
+    def __init__(self, pace: Pace, readings_per_tick: float) -> None:
+        self.pace = pace
+        self.readings_per_tick = readings_per_tick
+        self.version: int | None = None
+        self.interval = 0.0
+        self.anchor, self.anchor_n = 0.0, 0
+        self.last_tick: float | None = None
+
+    def wait(self, n: int, stop: threading.Event | None) -> bool:
+        """Sleep until tick ``n`` is due; True if ``stop`` was set meanwhile."""
+        while True:
+            version, rate = self.pace.read()
+            now = time.monotonic()
+            if version != self.version:
+                self.version = version
+                self.interval = self.readings_per_tick / rate if rate else 0.0
+                if self.last_tick is None:
+                    self.anchor, self.anchor_n = now, n
+                else:
+                    self.anchor = max(self.last_tick, now - self.interval)
+                    self.anchor_n = n - 1
+            if self.interval <= 0:
+                break
+            due = self.anchor + (n - self.anchor_n) * self.interval
+            if due <= now:
+                if now - due > self.MAX_LAG_S:
+                    self.anchor, self.anchor_n = now, n
+                break
+            nap = min(due - now, self.LOOK_S)
+            if stop is not None:
+                if stop.wait(nap):
+                    return True
+            else:
+                time.sleep(nap)
+        self.last_tick = time.monotonic()
+        return False

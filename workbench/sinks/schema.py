@@ -43,6 +43,7 @@ runs = Table(
     Column("produced", BigInteger),
     Column("stored", BigInteger),
     Column("deadlettered", BigInteger),
+    Column("dropped", BigInteger, comment="readings chaos lost on the way (never sent)"),
     Column("status", Text, nullable=False, comment="running | completed | failed"),
     comment="One row per experiment run: its parameters, seed and accounting.",
 )

@@ -1,0 +1,1 @@
+"""What notebooks compute from stored runs: control charts, data quality, accounting."""

@@ -9,6 +9,7 @@ import subprocess
 import nbformat
 from conftest import WORKBENCH, cli_env
 
+from workbench.cli import main
 from workbench.lab.report import coerce
 
 
@@ -68,16 +69,19 @@ def test_a_failing_notebook_exits_non_zero_naming_the_cell(settings, tmp_path):
     assert json.loads(results.read_text())["status"] == "failed"
 
 
-def test_bad_names_and_values_are_one_line_each(settings):
-    for args, complaint in (
-        (("nope",), "notebook='nope'"),
+def test_bad_names_and_values_are_one_line_each(settings, capsys):
+    proc = report(settings, "nope")  # the real command: exit code 1, one line
+    assert proc.returncode == 1 and "notebook='nope'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for args, complaint in (  # the same path in this process: seconds less each
         (("quickstart", "-p", "machinez", "2"), "parameters of 01_quickstart"),
         (("quickstart", "-p", "machines", "many"), "a whole number"),
         ((), "a notebook NAME, --all or --list"),
+        (("--all", "--notebooks", "/nonexistent"), "a folder of .ipynb files"),
     ):
-        proc = report(settings, *args)
-        assert proc.returncode == 1 and complaint in proc.stderr, (args, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert main(["report", *args]) == 1, args
+        err = capsys.readouterr().err
+        assert complaint in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
 def test_values_take_the_type_of_the_default():

@@ -146,31 +146,40 @@ def alert_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dic
 
 
 def load_run(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault]]:
-    """The alerts and ground-truth faults of one stored run (times in epoch ms)."""
+    """The alerts (in the order they opened) and ground-truth faults (in the order they
+    began) of one stored run, times in epoch ms."""
+    alerts, faults, _ = _load(database_url, run_id)
+    return alerts, faults
+
+
+def _load(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault], list[str | None]]:
+    """:func:`load_run` and each fault's ``detail`` (a replay's labels keep NAB's anomaly
+    point there)."""
     a, c = schema.alerts, schema.chaos_events
 
     def epoch_ms(col: sa.ColumnElement) -> sa.ColumnElement:
         return sa.cast(sa.func.round(sa.extract("epoch", col) * 1000), sa.BigInteger)
 
-    alert_query = sa.select(
-        a.c.rule,
-        a.c.machine_id,
-        a.c.sensor_type,
-        epoch_ms(a.c.start_ts),
-        epoch_ms(a.c.opened_ts),
-        a.c.detects,
-    ).where(a.c.run_id == run_id)
-    fault_query = sa.select(
-        c.c.kind, c.c.machine_id, c.c.sensor_type, epoch_ms(c.c.start_ts), epoch_ms(c.c.end_ts)
-    ).where(c.c.run_id == run_id)
+    alert_query = (
+        sa.select(a.c.rule, a.c.machine_id, a.c.sensor_type, epoch_ms(a.c.start_ts),
+                  epoch_ms(a.c.opened_ts), a.c.detects)
+        .where(a.c.run_id == run_id)
+        .order_by(a.c.opened_ts, a.c.alert_id)
+    )  # fmt: skip
+    fault_query = (
+        sa.select(c.c.kind, c.c.machine_id, c.c.sensor_type, epoch_ms(c.c.start_ts),
+                  epoch_ms(c.c.end_ts), c.c.detail)
+        .where(c.c.run_id == run_id)
+        .order_by(c.c.start_ts, c.c.event_id)
+    )  # fmt: skip
     eng = engine(database_url)
     try:
         with eng.connect() as conn:
             alerts = [Alert(*r[:5], tuple(r[5])) for r in conn.execute(alert_query)]
-            faults = [Fault(*r) for r in conn.execute(fault_query)]
+            rows = list(conn.execute(fault_query))
     finally:
         eng.dispose()
-    return alerts, faults
+    return alerts, [Fault(*r[:5]) for r in rows], [r[5] for r in rows]
 
 
 def score_run(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
@@ -187,41 +196,8 @@ def score_labels(
     """Score a replayed run's alerts against its file's labels, every alert counted
     whatever rule raised it: ``(score per labelled kind, score per rule, per event)``
     (see :class:`workbench.job.ReplayRunSummary`)."""
-    return _score_labels(*_alerts_and_labels(database_url, run_id))
-
-
-def _alerts_and_labels(
-    database_url: str, run_id: str
-) -> tuple[list[Alert], list[Fault], list[int | None]]:
-    """A run's alerts, its ground-truth events, and each event's labelled anomaly point
-    (epoch ms; NAB windows have one), as :func:`~workbench.processor.scoring.score_run`
-    reads them."""
-    a, c = schema.alerts, schema.chaos_events
-
-    def epoch_ms(col: Any) -> Any:
-        return sa.cast(sa.func.round(sa.extract("epoch", col) * 1000), sa.BigInteger)
-
-    alert_query = (
-        sa.select(a.c.rule, a.c.machine_id, a.c.sensor_type, epoch_ms(a.c.start_ts),
-                  epoch_ms(a.c.opened_ts), a.c.detects)
-        .where(a.c.run_id == run_id)
-        .order_by(a.c.opened_ts, a.c.alert_id)
-    )  # fmt: skip
-    label_query = (
-        sa.select(c.c.kind, c.c.machine_id, c.c.sensor_type, epoch_ms(c.c.start_ts),
-                  epoch_ms(c.c.end_ts), c.c.detail)
-        .where(c.c.run_id == run_id)
-        .order_by(c.c.start_ts, c.c.event_id)
-    )  # fmt: skip
-    eng = engine(database_url)
-    try:
-        with eng.connect() as conn:
-            alerts = [Alert(*r[:5], tuple(r[5])) for r in conn.execute(alert_query)]
-            rows = list(conn.execute(label_query))
-    finally:
-        eng.dispose()
-    labels = [Fault(*r[:5]) for r in rows]
-    return alerts, labels, [_anomaly_point(r[5]) for r in rows]
+    alerts, labels, details = _load(database_url, run_id)
+    return _score_labels(alerts, labels, [_anomaly_point(d) for d in details])
 
 
 def _anomaly_point(detail: str | None) -> int | None:

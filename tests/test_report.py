@@ -4,7 +4,9 @@ failures, and a machine-readable list of notebooks and parameters."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
+from functools import partial
 
 import nbformat
 from conftest import WORKBENCH, cli_env
@@ -69,7 +71,10 @@ def test_a_failing_notebook_exits_non_zero_naming_the_cell(settings, tmp_path):
     assert json.loads(results.read_text())["status"] == "failed"
 
 
-def test_bad_names_and_values_are_one_line_each(settings, capsys):
+def test_bad_names_and_values_are_one_line_each(settings, capsys, request):
+    # main() sets the workbench logger's level; give it back to the tests that follow
+    package_logger = logging.getLogger("workbench")
+    request.addfinalizer(partial(package_logger.setLevel, package_logger.level))
     proc = report(settings, "nope")  # the real command: exit code 1, one line
     assert proc.returncode == 1 and "notebook='nope'" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

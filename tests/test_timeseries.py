@@ -56,7 +56,7 @@ def test_timescale_sql_makes_compressed_hypertables_idempotently():
 def test_plain_postgresql_is_detected_and_the_choice_logged(endpoints, caplog):
     eng = engine(endpoints.database_url)
     try:
-        with caplog.at_level(logging.DEBUG), eng.begin() as conn:
+        with caplog.at_level(logging.DEBUG, "workbench.sinks.timeseries"), eng.begin() as conn:
             assert apply_timescale(conn, 1000, "auto") is False
             assert apply_timescale(conn, 1000, "off") is False
             with pytest.raises(ConfigError, match="WORKBENCH_TIMESCALE"):

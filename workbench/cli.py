@@ -304,6 +304,47 @@ def build_parser() -> argparse.ArgumentParser:
         help='print {"run_id": ..., "found": ..., "tables": {"readings": N, ...}}',
     )
 
+    p = sub.add_parser(
+        "grafana", help="check the Grafana dashboards", description="check the Grafana dashboards"
+    )
+    gf = p.add_subparsers(dest="grafana_command", required=True, metavar="GRAFANA_COMMAND")
+    p = gf.add_parser(
+        "check",
+        help="run every dashboard query against the database",
+        description="Load the Grafana provisioning files and every dashboard, expand the "
+        "PostgreSQL macros and template variables for a time range, run every panel, "
+        "annotation and variable query against the configured database and check the shape "
+        "of each result. Exit 0 only when every panel is ok.",
+    )
+    p.add_argument("--run-id", help="the run to show (default: the newest)")
+    p.add_argument(
+        "--from",
+        dest="time_from",
+        type=_instant,
+        metavar="ISO",
+        help="start of the time range (default: the run's first event time)",
+    )
+    p.add_argument(
+        "--to",
+        dest="time_to",
+        type=_instant,
+        metavar="ISO",
+        help="end of the time range (default: the run's last event time)",
+    )
+    p.add_argument(
+        "--dashboards", metavar="DIR", help="dashboard JSON folder (default: grafana/dashboards)"
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="postgresql://... (default: WORKBENCH_DATABASE_URL, else the embedded PostgreSQL)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": ..., "panels": [{"dashboard", "panel", "rows", "ok"}]}',
+    )
+
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
@@ -536,6 +577,41 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str) -> dt.datetime:
+    """An ISO 8601 instant for --from / --to; UTC when it names no zone."""
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def cmd_grafana(settings: Settings, args: argparse.Namespace) -> int:
+    """``workbench grafana check``: every dashboard query, run against the database."""
+    from workbench.grafana import check  # psycopg, yaml: only for this command
+    from workbench.grafana.dashboards import load_dashboards
+    from workbench.grafana.macros import TimeRange
+
+    if (args.time_from is None) != (args.time_to is None):
+        raise ConfigError("--from/--to", args.time_from or args.time_to, "both or neither")
+    if args.database and sink_kind(args.database, "--database") == "sqlite":
+        raise ConfigError(
+            "--database", args.database, "a postgresql:// URL (Grafana reads PostgreSQL)"
+        )
+    if args.time_from and args.time_to < args.time_from:
+        raise ConfigError("--to", args.time_to.isoformat(), "a time after --from")
+    span = TimeRange(args.time_from, args.time_to) if args.time_from else None
+    folder = Path(args.dashboards) if args.dashboards else None
+    try:  # a missing folder or a broken file stops us before the database starts
+        load_dashboards(folder)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--dashboards", str(folder or "grafana/dashboards"), str(exc)) from None
+    with job.database(settings, args.database) as url:
+        report = check.check(url, args.run_id, span, folder)
+    _emit(args, report.to_dict(), report.text())
+    return 0 if report.ok else 1
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from workbench import bench
 
@@ -627,6 +703,7 @@ COMMANDS = {
     "archive": cmd_archive,
     "replay": cmd_replay,
     "db": cmd_db,
+    "grafana": cmd_grafana,
 }
 
 if __name__ == "__main__":

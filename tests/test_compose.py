@@ -1,6 +1,7 @@
 """The full-stack deliverables (compose.yaml, .env.example, grafana/provisioning), checked
-without a Docker engine: structure, memory budget, Kafka KRaft settings, that every
-``WORKBENCH_*`` variable is a real setting, and that no secret is committed.
+without a Docker engine: structure, memory budget, Kafka KRaft and TimescaleDB tuning,
+start-up order, that every ``WORKBENCH_*`` variable is a real setting and every workbench
+service's environment is accepted by Settings, and that no secret is committed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
@@ -27,8 +29,18 @@ COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "workbench.yaml"
 
-SERVICES = {"kafka", "timescaledb", "grafana", "workbench", "reports"}
+INFRASTRUCTURE = {"kafka", "timescaledb", "grafana", "minio"}
+#: The services that run the workbench itself: one image, one environment (the anchor).
+WORKBENCH_SERVICES = {"processor", "simulator", "jupyter", "workbench", "reports"}
+#: One-shot jobs: they exit, so they are waited for with service_completed_successfully.
+ONE_SHOT = {"minio-init", "workbench"}
+SERVICES = INFRASTRUCTURE | WORKBENCH_SERVICES | {"minio-init"}
+#: What a plain `docker compose up` starts (the rest is behind profiles).
+DEFAULT_UP = INFRASTRUCTURE | {"minio-init", "processor", "simulator", "jupyter"}
+#: Services that nothing waits on and that have no endpoint to probe.
+NO_HEALTH_CHECK = {"minio-init", "processor", "simulator", "workbench", "reports"}
 GIB = 1024**3
+MIB = 1024**2
 
 # One interpolation token of the Compose spec: "$$" (a literal "$"), "${NAME...}" or "$NAME".
 _TOKEN = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -140,14 +152,26 @@ def test_every_service_has_an_image_a_memory_limit_and_a_health_check(
         assert ":" in service["image"], f"{name}: pin the image tag"
         assert not service["image"].endswith(":latest"), f"{name}: pin the image tag"
         assert mem_bytes(service["mem_limit"]) > 0, name
-        if name not in {"workbench", "reports"}:  # jobs: nothing waits on them
+        if name not in NO_HEALTH_CHECK:
             test = service["healthcheck"]["test"]
             assert test and test[0] in {"CMD", "CMD-SHELL"}, name
 
 
+def test_default_up_and_profiles(services: dict[str, Any]) -> None:
+    assert {name for name, s in services.items() if not s.get("profiles")} == DEFAULT_UP
+    assert services["workbench"]["profiles"] == ["run"]
+    assert services["reports"]["profiles"] == ["reports"]
+
+
 def test_memory_limits_add_up_to_less_than_8_gib(services: dict[str, Any]) -> None:
-    total = sum(mem_bytes(service["mem_limit"]) for service in services.values())
+    limits = {name: mem_bytes(service["mem_limit"]) for name, service in services.items()}
+    # every service of every profile at once, one processor (the README's arithmetic)
+    total = sum(limits.values())
     assert total < 8 * GIB, f"{total / GIB:.2f} GiB"
+    assert total == 7872 * MIB, "the README states 7872 MiB: update it with compose.yaml"
+    # the default `up` with `docker compose up --scale processor=3`
+    scaled = sum(limits[name] for name in DEFAULT_UP) + 2 * limits["processor"]
+    assert scaled < 8 * GIB, f"--scale processor=3: {scaled / GIB:.2f} GiB"
 
 
 def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
@@ -173,6 +197,8 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
 
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"]), "a base64 UUID"
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
     assert env["KAFKA_NUM_PARTITIONS"] == str(Settings().partitions)
 
@@ -196,6 +222,14 @@ def test_timescaledb_is_healthy_only_when_it_answers_and_is_local_only(
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     assert "127.0.0.1:5432:5432" in db["ports"]
     assert any(v.endswith(":/var/lib/postgresql/data") for v in db["volumes"])
+
+
+def test_timescaledb_tuning_is_pinned_to_the_memory_limit(services: dict[str, Any]) -> None:
+    # the image's init script runs timescaledb-tune --memory=$TS_TUNE_MEMORY --cpus=...
+    db = services["timescaledb"]
+    env = environment(db)
+    assert mem_bytes(env["TS_TUNE_MEMORY"]) == mem_bytes(db["mem_limit"])
+    assert int(env["TS_TUNE_NUM_CPUS"]) >= 1
 
 
 def test_published_ports_are_bound_to_loopback(services: dict[str, Any]) -> None:
@@ -223,21 +257,147 @@ def test_workbench_variables_are_real_settings(services: dict[str, Any]) -> None
                 assert variable in known, f"{name}: {variable} is not a workbench setting"
 
 
+@pytest.mark.parametrize("name", sorted(WORKBENCH_SERVICES))
 def test_workbench_environment_is_accepted_by_settings(
-    services: dict[str, Any], env_example: dict[str, str]
+    services: dict[str, Any], env_example: dict[str, str], name: str
 ) -> None:
+    from workbench.archive.fs import S3_OPTIONS
+
     env = {
-        key: interpolate(value, env_example)
-        for key, value in environment(services["workbench"]).items()
-        if key.startswith(PREFIX)
+        key: interpolate(value, env_example) for key, value in environment(services[name]).items()
     }
-    settings = Settings.from_env(env)
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith(PREFIX)})
     assert settings.bootstrap_servers == "kafka:9092"
     assert settings.database_url == (
         f"postgresql://{env_example['POSTGRES_USER']}:{env_example['POSTGRES_PASSWORD']}"
         f"@timescaledb:5432/{env_example['POSTGRES_DB']}"
     )
     assert not settings.embedded_broker and not settings.embedded_database
+    assert settings.reader_password == env_example["WORKBENCH_READER_PASSWORD"]
+
+    # the archive: MinIO's bucket, endpoint options the archive code knows, keys from AWS_*
+    uri = urlsplit(settings.archive_uri or "")
+    assert (uri.scheme, uri.netloc, uri.path) == ("s3", env_example["ARCHIVE_BUCKET"], "/archive")
+    options = dict(parse_qsl(uri.query))
+    assert set(options) <= set(S3_OPTIONS)
+    assert options["endpoint_override"] == "minio:9000" and options["scheme"] == "http"
+    assert "secret_key" not in options and "access_key" not in options
+    assert env["AWS_ACCESS_KEY_ID"] == env_example["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == env_example["MINIO_ROOT_PASSWORD"]
+
+
+def test_workbench_services_share_one_environment(services: dict[str, Any]) -> None:
+    """The same settings everywhere (one YAML anchor); only service-specific extras differ."""
+    extras = {"REPORT_EVERY_S", "SIMULATOR_ARGS", "JUPYTER_TOKEN"}
+    envs = {
+        name: {k: v for k, v in environment(services[name]).items() if k not in extras}
+        for name in WORKBENCH_SERVICES
+    }
+    reference = envs["processor"]
+    for name, env in envs.items():
+        assert env == reference, f"{name}: not the shared workbench environment"
+        assert services[name]["image"] == services["processor"]["image"], name
+        assert ".:/workbench:ro" in services[name]["volumes"], name
+
+
+@pytest.mark.parametrize("name", sorted(WORKBENCH_SERVICES))
+def test_workbench_services_start_after_the_infrastructure_and_the_bucket(
+    services: dict[str, Any], name: str
+) -> None:
+    depends_on = services[name]["depends_on"]
+    assert depends_on == {
+        "kafka": {"condition": "service_healthy"},
+        "timescaledb": {"condition": "service_healthy"},
+        "minio-init": {"condition": "service_completed_successfully"},
+    }
+
+
+def _argv(script: str, call: str) -> list[str]:
+    """The argv of the ``call ...`` command in a shell script, $$ escapes undone."""
+    found = re.search(rf"(?<![/\w]){call} [^|;&]*", script.replace("$$", "$"))
+    assert found, script
+    return shlex.split(found[0])
+
+
+def test_processor_is_scalable(services: dict[str, Any]) -> None:
+    from workbench.cli import build_parser
+
+    processor = services["processor"]
+    assert "container_name" not in processor, "a fixed name prevents --scale"
+    assert not processor.get("ports"), "a fixed host port prevents --scale"
+    assert not processor.get("profiles")
+    script = processor["command"][2]
+    assert "pip install -e /workbench" in script
+    args = build_parser().parse_args(_argv(script, "workbench")[1:])
+    assert args.command == "process"
+    assert args.idle_timeout is None and args.max_messages is None, "runs until stopped"
+    # more processors than partitions would sit idle in the consumer group
+    kafka_partitions = int(environment(services["kafka"])["KAFKA_NUM_PARTITIONS"])
+    assert kafka_partitions == Settings().partitions >= 3
+
+
+def test_simulator_produces_a_realtime_factory_in_a_loop(
+    services: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    from workbench.cli import build_parser
+
+    simulator = services["simulator"]
+    script = simulator["command"][2]
+    assert re.search(r"while :; do .*workbench simulate .*; done", script)
+    argv = _argv(script, "workbench simulate")
+    # the shell expands $SIMULATOR_ARGS (from .env) and the seed
+    expanded = []
+    for arg in argv:
+        if arg == "${SIMULATOR_ARGS}":
+            expanded += shlex.split(env_example["SIMULATOR_ARGS"])
+        elif arg == "$(date +%s)":
+            expanded.append("1764000000")
+        else:
+            expanded.append(arg)
+    args = build_parser().parse_args(expanded[1:])
+    assert (args.command, args.realtime, args.scenario) == ("simulate", True, "standard")
+    default = environment(simulator)["SIMULATOR_ARGS"]
+    assert interpolate(default, {}) == env_example["SIMULATOR_ARGS"], "the same default"
+
+
+def test_jupyter_serves_the_notebooks_on_loopback_with_a_token(services: dict[str, Any]) -> None:
+    jupyter = services["jupyter"]
+    assert jupyter["ports"] == ["127.0.0.1:8888:8888"]
+    assert re.fullmatch(r"\$\{JUPYTER_TOKEN:\?[^}]*\}", environment(jupyter)["JUPYTER_TOKEN"])
+    assert "./notebooks:/workbench/notebooks" in jupyter["volumes"]
+    script = jupyter["command"][2]
+    assert "jupyter lab" in script and "--ip=0.0.0.0" in script
+    assert "8888" in " ".join(jupyter["healthcheck"]["test"])
+
+
+def test_minio_holds_the_archive_and_its_bucket_is_made_first(
+    services: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")
+    assert minio["command"][:2] == ["server", "/data"]
+    assert "minio-data:/data" in minio["volumes"]
+    env = environment(minio)
+    assert env["MINIO_ROOT_USER"].startswith("${MINIO_ROOT_USER")
+    assert env["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD")
+    assert len(env_example["MINIO_ROOT_PASSWORD"]) >= 8, "MinIO wants 8 characters at least"
+
+    init = services["minio-init"]
+    assert init["image"].startswith("minio/mc:RELEASE.")
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert init.get("restart", "no") == "no" and not init.get("profiles")
+    script = init["entrypoint"][2]
+    assert "mc alias set local http://minio:9000" in script
+    assert 'mc mb --ignore-existing "local/$${ARCHIVE_BUCKET}"' in script
+    assert (
+        interpolate(environment(init)["ARCHIVE_BUCKET"], env_example)
+        == (env_example["ARCHIVE_BUCKET"])
+    )
+    # every service that may archive (has an archive URI) waits for the bucket
+    for name, service in services.items():
+        if "WORKBENCH_ARCHIVE_URI" in environment(service):
+            condition = service["depends_on"]["minio-init"]["condition"]
+            assert condition == "service_completed_successfully", name
 
 
 def test_workbench_job_runs_a_real_command_after_healthy_infrastructure(
@@ -247,9 +407,6 @@ def test_workbench_job_runs_a_real_command_after_healthy_infrastructure(
 
     workbench = services["workbench"]
     assert workbench["profiles"] == ["run"]
-    assert set(workbench["depends_on"]) == {"kafka", "timescaledb"}
-    for dependency in workbench["depends_on"].values():
-        assert dependency["condition"] == "service_healthy"
 
     command = workbench["command"]
     assert command[:2] == ["sh", "-c"]
@@ -287,17 +444,32 @@ def test_grafana_waits_for_the_database_and_mounts_provisioning(
     grafana = services["grafana"]
     assert grafana["depends_on"]["timescaledb"]["condition"] == "service_healthy"
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     assert "127.0.0.1:3000:3000" in grafana["ports"]
+    env = environment(grafana)
+    assert re.fullmatch(
+        r"\$\{WORKBENCH_READER_PASSWORD:\?[^}]*\}", env["WORKBENCH_READER_PASSWORD"]
+    )
+    assert "POSTGRES_PASSWORD" not in env, "Grafana reads with the read-only role only"
 
 
-def test_every_health_gated_dependency_has_a_health_check(services: dict[str, Any]) -> None:
+def test_every_dependency_is_waited_for_with_the_right_condition(
+    services: dict[str, Any],
+) -> None:
     for name, service in services.items():
         depends_on = service.get("depends_on") or {}
-        if isinstance(depends_on, list):
-            continue
+        assert isinstance(depends_on, dict), f"{name}: depends_on without conditions"
         for dependency, spec in depends_on.items():
-            if spec.get("condition") == "service_healthy":
+            condition = spec.get("condition")
+            if dependency in ONE_SHOT:
+                assert condition == "service_completed_successfully", f"{name} -> {dependency}"
+            elif "healthcheck" in services[dependency]:
+                assert condition == "service_healthy", f"{name} -> {dependency}"
+            if condition == "service_healthy":
                 assert "healthcheck" in services[dependency], f"{name} waits on {dependency}"
+            # a profile-less service may not wait on one that `up` does not start
+            if not service.get("profiles"):
+                assert not services[dependency].get("profiles"), f"{name} -> {dependency}"
 
 
 def test_no_password_is_committed(compose: dict[str, Any], env_example: dict[str, str]) -> None:
@@ -323,12 +495,7 @@ def test_no_password_is_committed(compose: dict[str, Any], env_example: dict[str
 def test_every_variable_compose_needs_is_in_env_example(
     compose: dict[str, Any], env_example: dict[str, str]
 ) -> None:
-    needed = {
-        variable
-        for text in strings(compose)
-        for variable, _ in references(text)
-        if not variable.startswith(PREFIX)
-    }
+    needed = {variable for text in strings(compose) for variable, _ in references(text)}
     assert needed, "compose.yaml should take its credentials from .env"
     assert needed <= set(env_example), f"missing from .env.example: {needed - set(env_example)}"
     # and every value in it interpolates (no required variable left unset)
@@ -361,13 +528,16 @@ def test_grafana_datasource_is_the_workbench_database(
     assert source["jsonData"]["timescaledb"] is True
     assert source["jsonData"]["postgresVersion"] == 1600
 
+    # the read-only role the workbench creates (workbench.sinks.postgres.READER_ROLE)
+    assert source["user"] == "workbench_reader"
+    assert "password" not in source, "the password belongs in secureJsonData"
+    assert source["secureJsonData"]["password"] == "$WORKBENCH_READER_PASSWORD"
+
     # Grafana expands $VAR / ${VAR} from its own environment: every one must be set there
     grafana_env = environment(services["grafana"])
     used = {variable for text in strings(source) for variable, _ in references(text)}
-    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= used
+    assert "WORKBENCH_READER_PASSWORD" in used
     assert used <= set(grafana_env), f"not in grafana's environment: {used - set(grafana_env)}"
-    assert "password" not in source, "the password belongs in secureJsonData"
-    assert source["secureJsonData"]["password"] == "$POSTGRES_PASSWORD"
 
 
 # The Compose specification's JSON schema as shipped inside a PyPI package: docker-compose

@@ -254,6 +254,23 @@ class _ProcessorThread(threading.Thread):
             self.error = exc
 
 
+@contextlib.contextmanager
+def _processing(settings: Settings, endpoints: Endpoints) -> Iterator[_ProcessorThread]:
+    """A processor consuming in a background thread for the block, stopped at its end;
+    a failure of the processor is raised once the block is over."""
+    worker = _ProcessorThread(
+        Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    )
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop.set()
+        worker.join(30)
+    if worker.error is not None:
+        raise worker.error
+
+
 def run_experiment(
     settings: Settings,
     spec: SimulationSpec | None = None,
@@ -286,23 +303,14 @@ def run_experiment(
             RunRegistry(endpoints.database_url) as registry,
             registry.track(run_id, "run", spec.factory.seed, params),
         ):
-            worker = _ProcessorThread(
-                Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-            )
-            worker.start()
-            try:
+            with _processing(settings, endpoints) as worker:
                 report = simulate(
                     settings, endpoints, spec, run_id, realtime, control, stop, pace, progress
                 )
-                counts = _wait_for_sinks(
+                _wait_for_sinks(
                     registry, run_id, report.expected_in_database, worker, stall_timeout_s
                 )
                 _wait_for_end_of_run(worker, run_id, report.partitions, stall_timeout_s)
-            finally:
-                worker.stop.set()
-                worker.join(30)
-            if worker.error is not None:
-                raise worker.error
             counts = registry.counts(run_id, full=True)
             reconciled = (
                 report.acknowledged
@@ -474,26 +482,16 @@ def replay_experiment(
     with Stack(settings).session(keep_up=keep_up) as endpoints:
         prepare(settings, endpoints)
         with RunRegistry(endpoints.database_url) as registry:
-            worker = _ProcessorThread(
-                Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-            )
-            worker.start()
             try:
-                summary = replay(settings, endpoints, source, options, run_id)
-                expected = summary.produced + summary.bad_rows
-                _wait_for_sinks(registry, run_id, expected, worker, stall_timeout_s)
-                if summary.produced:
-                    _wait_for_replay_end(worker, run_id, stall_timeout_s)
-            except BaseException:
+                with _processing(settings, endpoints) as worker:
+                    summary = replay(settings, endpoints, source, options, run_id)
+                    expected = summary.produced + summary.bad_rows
+                    _wait_for_sinks(registry, run_id, expected, worker, stall_timeout_s)
+                    _wait_for_end_of_run(worker, run_id, summary.partitions, stall_timeout_s)
+            except BaseException:  # replay() registered the run: record how it ended
                 with contextlib.suppress(Exception):  # the database may be what failed
                     registry.finish(run_id, "failed")
                 raise
-            finally:
-                worker.stop.set()
-                worker.join(30)
-            if worker.error is not None:
-                registry.finish(run_id, "failed")
-                raise worker.error
             counts = registry.counts(run_id, full=True)
             reconciled = summary.ok and counts.stored + counts.deadlettered == expected
             score, by_rule, events = score_labels(endpoints.database_url, run_id)
@@ -528,26 +526,3 @@ def replay_experiment(
         bootstrap_servers=endpoints.bootstrap_servers,
         database_url=redact(endpoints.database_url),
     )
-
-
-def _wait_for_replay_end(worker: _ProcessorThread, run_id: str, timeout_s: float) -> bool:
-    """Wait until the processor has made the run's windows final on every partition.
-
-    A replay does not report which partitions its end-of-run markers reached; the
-    processor knows which of its partitions hold the run: each of those is done once the
-    marker's batch is written (:attr:`Processor.ended`). A partition that finished the
-    run and forgot it holds it no longer.
-    """
-    deadline, processor = time.monotonic() + timeout_s, worker.processor
-    while True:
-        try:  # the processor's threads change both while we look: then look again
-            holding = {p for p, st in list(processor.partitions.items()) if run_id in st.runs}
-            ended = {p for r, p in list(processor.ended) if r == run_id}
-        except RuntimeError:
-            holding, ended = {-1}, set()
-        if ended and holding <= ended:
-            return True
-        if worker.error is not None or not worker.is_alive() or time.monotonic() > deadline:
-            log.warning("run %s: windows not all final when the replay ended", run_id)
-            return False
-        time.sleep(0.05)

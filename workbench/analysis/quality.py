@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from workbench.lab.queries import read_frame
 from workbench.sinks import schema
-from workbench.sinks.postgres import engine
 
 #: Dead-letter reasons grouped by what went wrong (the full reason keeps the detail).
 _CATEGORIES = (
@@ -58,15 +58,6 @@ def reason_category(reason: str) -> str:
     return "other"
 
 
-def _query(database_url: str, query: sa.Select) -> pd.DataFrame:
-    eng = engine(database_url)
-    try:
-        with eng.connect() as conn:
-            return pd.read_sql(query, conn)
-    finally:
-        eng.dispose()
-
-
 def series_quality(database_url: str, run_id: str) -> pd.DataFrame:
     """Per machine and sensor: readings stored, ``seq`` range, gaps, duplicates, nulls, late.
 
@@ -89,7 +80,7 @@ def series_quality(database_url: str, run_id: str) -> pd.DataFrame:
         .group_by(r.c.machine_id, r.c.sensor_type)
         .order_by(r.c.machine_id, r.c.sensor_type)
     )
-    df = _query(database_url, query)
+    df = read_frame(database_url, query)
     df["expected"] = df["max_seq"] + 1
     df["gaps"] = df["expected"] - df["distinct_seq"]
     df["duplicates"] = df["stored"] - df["distinct_seq"]
@@ -107,7 +98,7 @@ def dead_letters(database_url: str, run_id: str) -> pd.DataFrame:
         .group_by(d.c.reason)
         .order_by(sa.func.count().desc())
     )
-    df = _query(database_url, query)
+    df = read_frame(database_url, query)
     df.insert(0, "category", [reason_category(r) for r in df["reason"]])
     df["sensor_type"] = [m[1] if (m := _RANGE.match(r)) else None for r in df["reason"]]
     return df
@@ -151,7 +142,7 @@ def accounting(
     else:
         query = query.where(runs.c.kind != "simulate").order_by(runs.c.started_at.desc())
         query = query.limit(limit)
-    df = _query(database_url, query)
+    df = read_frame(database_url, query)
     dropped = df["dropped"].fillna(0).astype("int64")
     replay = df["kind"] == "replay"
     source_dead = df["source_deadlettered"].fillna(0).astype("int64")

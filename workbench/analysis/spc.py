@@ -560,9 +560,7 @@ def ewma_chart(
         raise WorkbenchError(f"{_who(name)}lam={lam} is not valid: expected 0 < lam <= 1")
     if L <= 0:
         raise WorkbenchError(f"{_who(name)}L={L} is not valid: expected > 0")
-    x = _floats(values, name)
-    base = _baseline_mask(baseline, len(x), name)
-    center, sigma, used = _center_sigma(x, base, center, sigma, revise, name)
+    x, base, center, sigma, used = _observations(values, baseline, center, sigma, revise, name)
     ok = np.isfinite(x)
     xc = x[ok]
     stat = pd.Series(np.r_[center, xc]).ewm(alpha=lam, adjust=False).mean().to_numpy()[1:]
@@ -602,9 +600,7 @@ def cusum_chart(
     """
     if k < 0 or h <= 0:
         raise WorkbenchError(f"{_who(name)}k={k}, h={h} are not valid: expected k >= 0, h > 0")
-    x = _floats(values, name)
-    base = _baseline_mask(baseline, len(x), name)
-    center, sigma, used = _center_sigma(x, base, center, sigma, revise, name)
+    x, base, center, sigma, used = _observations(values, baseline, center, sigma, revise, name)
     ok = np.isfinite(x)
     xc = x[ok]
     big_k, big_h = k * sigma, h * sigma
@@ -1258,6 +1254,21 @@ def _revise(keep: np.ndarray, out: np.ndarray, floor: int, name: str, what: str)
         return False
     keep &= ~out
     return True
+
+
+def _observations(
+    values: Any,
+    baseline: Baseline,
+    center: float | None,
+    sigma: float | None,
+    revise: bool,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """The values as floats, the baseline mask, and the centre, sigma and baseline points
+    used (given ones win): what every chart of single observations starts from."""
+    x = _floats(values, name)
+    base = _baseline_mask(baseline, len(x), name)
+    return x, base, *_center_sigma(x, base, center, sigma, revise, name)
 
 
 def _center_sigma(

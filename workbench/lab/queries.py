@@ -169,15 +169,20 @@ def _instant(value: dt.datetime | str, name: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _fetch(
-    database_url: str, query: sa.Select, max_rows: int, arrow: bool
-) -> pd.DataFrame | pa.Table:
+def read_frame(database_url: str, query: sa.Select) -> pd.DataFrame:
+    """The rows of ``query`` as a DataFrame, on a connection opened for it and closed after."""
     eng = engine(database_url)
     try:
         with eng.connect() as conn:
-            frame = pd.read_sql(query.limit(max_rows + 1), conn)
+            return pd.read_sql(query, conn)
     finally:
         eng.dispose()
+
+
+def _fetch(
+    database_url: str, query: sa.Select, max_rows: int, arrow: bool
+) -> pd.DataFrame | pa.Table:
+    frame = read_frame(database_url, query.limit(max_rows + 1))
     if len(frame) > max_rows:
         raise TooManyRows(
             f"the query returns more than {max_rows:,} rows; pass bucket= (e.g. '10s') to "

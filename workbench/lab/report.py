@@ -175,18 +175,21 @@ def run(
     # offline), plus plotly's own mimetype for a live front end opening the .ipynb.
     os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     os.environ["WORKBENCH_HEADLESS"] = "1"
-    log.info("running %s (%d cells) into %s", nb.name, _cells(nb.path), executed)
+    source = nbformat.read(nb.path, as_version=4)
+    cells = sum(c.cell_type == "code" for c in source.cells)
+    log.info("running %s (%d cells) into %s", nb.name, cells, executed)
     try:
         papermill.execute_notebook(
             str(nb.path), str(executed), parameters=params, cwd=str(nb.path.parent),
-            progress_bar=progress, log_output=False, kernel_name=_kernel(nb.path),
+            progress_bar=progress, log_output=False, kernel_name=_kernel(source),
         )  # fmt: skip
     except PapermillExecutionError as exc:
         failure = exc
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     page = executed.with_suffix(".html")
-    _render(executed, page, keep_code)
-    found = recorded(executed)
+    done = nbformat.read(executed, as_version=4)
+    _render(done, page, keep_code)
+    found = recorded(done)
     results = executed.with_suffix(".json")
     results.write_text(json.dumps({
         "notebook": nb.name, "run_id": run_id, "parameters": params,
@@ -206,19 +209,15 @@ def run(
     return Report(nb.name, run_id, executed, page, results, params, seconds, found)
 
 
-def _cells(path: Path) -> int:
-    return sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
-
-
-def _kernel(path: Path) -> str:
+def _kernel(source: nbformat.NotebookNode) -> str:
     """The notebook's kernel, or this Python's (a notebook written by a tool may name none)."""
-    spec = nbformat.read(path, as_version=4).metadata.get("kernelspec") or {}
+    spec = source.metadata.get("kernelspec") or {}
     return spec.get("name") or "python3"
 
 
-def _render(executed: Path, page: Path, keep_code: bool) -> None:
+def _render(executed: nbformat.NotebookNode, page: Path, keep_code: bool) -> None:
     exporter = HTMLExporter(exclude_input=not keep_code, exclude_input_prompt=not keep_code)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    body, _ = exporter.from_notebook_node(executed)
     page.write_text(body)
 
 

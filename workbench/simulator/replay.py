@@ -108,6 +108,8 @@ class ReplaySummary:
     rows_per_s: float
     readings_per_s: float
     sha256: str
+    #: partitions that got the end-of-run marker
+    partitions: list[int]
 
     @property
     def ok(self) -> bool:
@@ -200,13 +202,19 @@ class _Replay:
                 dead_failed = dead.close()
             self.truth.flush(chaos, self.sink)
             producer.flush()
-            producer.end_of_run(m.encode() for m in self.seqs)
+            partitions = producer.end_of_run(m.encode() for m in self.seqs)
         assert producer.report is not None and chaos.report is not None
         failed = producer.report.failed + chaos.report.failed + dead_failed
-        return self._summary(producer.report, failed, dead, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        return self._summary(producer.report, failed, dead, elapsed, sorted(partitions))
 
     def _summary(
-        self, report: ProduceReport, failed: int, dead: DeadLetters, elapsed: float
+        self,
+        report: ProduceReport,
+        failed: int,
+        dead: DeadLetters,
+        elapsed: float,
+        partitions: list[int],
     ) -> ReplaySummary:
         src = self.source
         lows = [self.retime(s[0]) for s in self.spans.values()]
@@ -227,7 +235,7 @@ class _Replay:
             topic=self.settings.topic_raw, elapsed_s=round(elapsed, 3),
             rows_per_s=round(self.rows / elapsed, 1),
             readings_per_s=round(report.delivered / elapsed, 1),
-            sha256=report.sha256,
+            sha256=report.sha256, partitions=partitions,
         )  # fmt: skip
 
     def _stream(self, producer: RecordProducer, dead: DeadLetters, chaos: RecordProducer) -> None:

@@ -31,13 +31,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-#: Colours of the fault kinds' spans and markers.
-FAULT_COLOURS = {
-    "spike": "#17becf", "drift": "#ff7f0e", "stuck": "#9467bd", "burst": "#8c564b",
-    "failure": "#e377c2", "power": "#bcbd22", "loss": "#7f7f7f", "duplicate": "#aec7e8",
-    "malformed": "#c49c94", "latency": "#c7c7c7", "anomaly": "#ff9896",
-}  # fmt: skip
-ALERT_COLOUR = "#d62728"
+from workbench.lab.plots.style import ALERT_COLOUR, fault_colour, naive_utc
+
 #: Kinds whose ground truth is a span worth shading (latency covers whole stretches of
 #: every sensor and would shade everything; it keeps its marker).
 _SHADED = {"drift", "stuck", "burst", "failure", "power", "anomaly"}
@@ -66,7 +61,7 @@ def signal_figure(
     fig = go.Figure()
     r = _rows(readings, machine_id, sensor_type)
     time_col = "bucket" if "bucket" in r.columns else "ts"
-    x = _naive(r[time_col]) if len(r) else pd.Series([], dtype="datetime64[ns]")
+    x = naive_utc(r[time_col]) if len(r) else pd.Series([], dtype="datetime64[ns]")
     if "mean" in r.columns and "value" not in r.columns:
         fig.add_trace(go.Scatter(x=x, y=r["max"], name="max per bucket", mode="lines",
                                  line={"width": 0}, showlegend=False,
@@ -154,12 +149,6 @@ def _rows(frame: pd.DataFrame, machine_id: str, sensor_type: str, nullable: bool
     return frame[keep.fillna(False).astype(bool)]
 
 
-def _naive(times: pd.Series) -> pd.Series:
-    """UTC times without a zone: plotly.js does not read UTC offsets."""
-    t = pd.to_datetime(times, utc=True)
-    return t.dt.tz_localize(None)
-
-
 def _at(points: pd.DataFrame, when: pd.Series) -> list[float | None]:
     """The signal's level at each of ``when`` (the nearest reading), for placing markers."""
     if not len(when):
@@ -180,9 +169,9 @@ def _fmt(t: Any) -> str:
 def _add_alerts(fig: go.Figure, shapes: list, a: pd.DataFrame, points: pd.DataFrame) -> None:
     if not len(a):
         return
-    start, opened = _naive(a["start_ts"]), _naive(a["opened_ts"])
-    closed = _naive(a["closed_ts"]) if "closed_ts" in a.columns else opened
-    updated = _naive(a["updated_ts"]) if "updated_ts" in a.columns else opened
+    start, opened = naive_utc(a["start_ts"]), naive_utc(a["opened_ts"])
+    closed = naive_utc(a["closed_ts"]) if "closed_ts" in a.columns else opened
+    updated = naive_utc(a["updated_ts"]) if "updated_ts" in a.columns else opened
     end = closed.fillna(updated)
     for s, e in list(zip(start, end, strict=True))[:MAX_SPANS]:
         shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": s, "x1": e,
@@ -212,12 +201,12 @@ def _add_alerts(fig: go.Figure, shapes: list, a: pd.DataFrame, points: pd.DataFr
 def _add_truth(fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFrame) -> None:
     if not len(t):
         return
-    start, end = _naive(t["start_ts"]), _naive(t["end_ts"])
+    start, end = naive_utc(t["start_ts"]), naive_utc(t["end_ts"])
     spans = 0
     for kind, s, e in zip(t["kind"], start, end, strict=True):
         if kind in _SHADED and e > s and spans < MAX_SPANS:
             spans += 1
-            colour = FAULT_COLOURS.get(kind, "#ff9896")
+            colour = fault_colour(kind)
             shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": s, "x1": e,
                            "y0": 0, "y1": 1, "fillcolor": colour, "opacity": 0.12,
                            "line": {"width": 1, "dash": "dot", "color": colour},
@@ -238,7 +227,7 @@ def _add_truth(fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFra
             )  # fmt: skip
         fig.add_trace(go.Scatter(
             x=s, y=_at(points, s), name=f"injected {kind}", mode="markers",
-            marker={"color": FAULT_COLOURS.get(kind, "#ff9896"), "symbol": "x", "size": 9,
+            marker={"color": fault_colour(kind), "symbol": "x", "size": 9,
                     "line": {"width": 1, "color": "black"}},
             hovertext=text, hoverinfo="text",
         ))  # fmt: skip

@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.analysis.spc import Chart, SpcResults
-from workbench.lab.plots.signals import FAULT_COLOURS
+from workbench.lab.plots.style import fault_colour, naive_utc
 
 SERIES, CENTRE, LIMIT, ZONE, SIGNAL = "#1f77b4", "#2ca02c", "#d62728", "#9e9e9e", "#d62728"
 #: Above this many points, traces use WebGL (``Scattergl``) to stay responsive.
@@ -270,7 +270,7 @@ def _truth_spans(fig: go.Figure, truth: pd.DataFrame | None, chart: Chart) -> li
     start, end = _x(t["start_ts"]), _x(t["end_ts"])
     shapes = []
     for kind, s, e in zip(t["kind"], start, end, strict=True):
-        colour = FAULT_COLOURS.get(kind, "#ff9896")
+        colour = fault_colour(kind)
         if s == e:
             shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s,
                            "y0": 0, "y1": 1, "layer": "below",
@@ -290,7 +290,7 @@ def _truth_spans(fig: go.Figure, truth: pd.DataFrame | None, chart: Chart) -> li
         fig.add_trace(go.Scatter(x=rows["_s"], y=[top] * len(rows), name=f"injected {kind}",
                                  mode="markers", hovertext=text, hoverinfo="text",
                                  marker={"symbol": "triangle-down", "size": 10,
-                                         "color": FAULT_COLOURS.get(kind, "#ff9896")}))  # fmt: skip
+                                         "color": fault_colour(kind)}))  # fmt: skip
     return shapes
 
 
@@ -314,7 +314,7 @@ def _is_time(x: pd.Series) -> bool:
 def _x(values: pd.Series) -> pd.Series:
     """Times as naive UTC (plotly.js does not read UTC offsets); anything else as it is."""
     if _is_time(values):
-        return pd.to_datetime(values, utc=True).dt.tz_localize(None).reset_index(drop=True)
+        return naive_utc(values).reset_index(drop=True)
     return values.reset_index(drop=True)
 
 

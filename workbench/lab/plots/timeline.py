@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.lab.plots.signals import ALERT_COLOUR, FAULT_COLOURS
+from workbench.lab.plots.style import ALERT_COLOUR, fault_colour
 
 
 def detection_timeline(faults: pd.DataFrame, alerts: pd.DataFrame, title: str = "") -> go.Figure:
@@ -23,7 +23,7 @@ def detection_timeline(faults: pd.DataFrame, alerts: pd.DataFrame, title: str = 
             outcome = "caught" if caught else "missed"
             fig.add_trace(_bars(
                 part, row, offset=-0.15, width=0.35, name=f"{kind} {outcome}",
-                color=FAULT_COLOURS.get(str(kind), "#444"), hollow=not caught,
+                color=fault_colour(kind), hollow=not caught,
                 text=[f"{kind} on {m} {s or 'all sensors'}<br>"
                       + (f"caught by {r} after {d:.0f} s" if c else "missed")
                       for m, s, r, d, c in zip(part["machine_id"], part["sensor_type"],

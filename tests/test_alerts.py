@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-from workbench.processor.alerts import AlertEngine, AlertEvent
+from workbench.processor.legacy.alerts import AlertEngine, AlertEvent
 from workbench.processor.rules import Rule, RuleSet
-from workbench.processor.stats import Features
+from workbench.processor.legacy.stats import Features
 
 M = "m-1"
 T = "temperature"

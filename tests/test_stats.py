@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from workbench.processor.stats import Features, SensorStats
+from workbench.processor.legacy.stats import Features, SensorStats
 
 NOISE_SD = 0.2
 LEVEL = 50.0

@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.processor.windows import (
+from workbench.processor.legacy.windows import (
     PROVISIONAL,
     PartitionWindows,
     RollingMeans,

@@ -40,11 +40,11 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import DatabaseUnavailable, DeliveryError
 from workbench.kafka import KafkaError, Message, TopicPartition
-from workbench.processor.alerts import AlertEvent
+from workbench.processor.legacy.alerts import AlertEvent
 from workbench.processor.rules import RuleSet, load_rules
-from workbench.processor.state import PartitionState
+from workbench.processor.legacy.state import PartitionState
 from workbench.processor.validate import Reading, Rejected, Validator
-from workbench.processor.windows import WindowConfig, WindowResult
+from workbench.processor.legacy.windows import WindowConfig, WindowResult
 from workbench.schemas import CleanReadingEncoder, codec_for
 from workbench.sinks import open_sink
 from workbench.sinks.postgres import WriteResult, redact

@@ -6,7 +6,7 @@ neither raises nor clears an alarm. Kinds:
 
 ``threshold``  the value is ``above`` and/or ``below`` a limit (the edge rules
                "temperature > 30" and "battery < 10" are two such rules);
-``anomaly``    the anomaly score (:mod:`workbench.processor.stats`) is above ``score_above``;
+``anomaly``    the anomaly score (:mod:`workbench.processor.legacy.stats`) is above ``score_above``;
 ``drift``      the drift detector fired on this reading;
 ``null``       the reading has no value;
 ``stuck``      the value equals the previous one of the same sensor;

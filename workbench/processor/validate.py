@@ -18,6 +18,7 @@ Rejected(reason="key 'm-0002' does not match machine_id 'm-0001'")
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -111,6 +112,8 @@ class Validator:
             return Rejected(f"event time {ts} ms is not plausible (before 2000 or in the future)")
         bounds = lim.ranges.get(result.sensor_type)
         v = result.value
+        if v is not None and not math.isfinite(v):
+            return Rejected(f"{result.sensor_type} value {v} is not a finite number")
         if bounds is not None and v is not None:
             low, high = bounds
             if (low is not None and v < low) or (high is not None and v > high) or v != v:

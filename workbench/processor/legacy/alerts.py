@@ -35,7 +35,7 @@ import logging
 from typing import NamedTuple
 
 from workbench.processor.rules import Rule, RuleSet
-from workbench.processor.stats import Features
+from workbench.processor.legacy.stats import Features
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import pickle
 import time
 from dataclasses import dataclass, field
 
-from workbench.processor.alerts import AlertEngine, AlertEvent
-from workbench.processor.rolling import RollingMeans
+from workbench.processor.legacy.alerts import AlertEngine, AlertEvent
+from workbench.processor.legacy.rolling import RollingMeans
 from workbench.processor.rules import RuleSet
-from workbench.processor.stats import SensorStats
+from workbench.processor.legacy.stats import SensorStats
 from workbench.processor.validate import Reading
-from workbench.processor.windows import PartitionWindows, WindowConfig, WindowResult
+from workbench.processor.legacy.windows import PartitionWindows, WindowConfig, WindowResult
 
 #: Sequence numbers remembered per sensor to recognise a re-delivered reading.
 RECENT = 32

@@ -174,7 +174,8 @@ class SensorStats:
             self.nulls += 1
             self._gap = True
             f = self._features
-            self._features = f = f._replace(score=None, drift=False) if f.drift or f.score else f
+            if f.drift or f.score is not None:
+                self._features = f = f._replace(score=None, drift=False)
             return f
         last_ts = self._last_ts
         if last_ts is not None and ts_ms <= last_ts:

@@ -5,7 +5,7 @@ configured width (1 and 5 minutes by default). The semantics:
 
 - Windows are aligned to the epoch: ``window_start = ts - ts % width``; a window covers
   ``[window_start, window_end)``.
-- The partition's watermark (see :mod:`workbench.processor.watermark`) is the maximum
+- The partition's watermark (see :mod:`workbench.processor.legacy.watermark`) is the maximum
   event time seen on the partition minus the allowed lateness. A window is *final* once
   ``watermark >= window_end``; :meth:`PartitionWindows.advance` emits each final window
   once, with ``revision=0``.
@@ -62,8 +62,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from workbench.errors import ConfigError
-from workbench.processor.rolling import RollingMeans
-from workbench.processor.watermark import Watermark
+from workbench.processor.legacy.rolling import RollingMeans
+from workbench.processor.legacy.watermark import Watermark
 
 __all__ = ["PROVISIONAL", "AddOutcome", "PartitionWindows", "RollingMeans", "WindowConfig"]
 __all__ += ["WindowResult"]

@@ -32,35 +32,17 @@ same ids, and the sink's upsert keeps one row per alert.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
-from workbench.processor.rules import Rule, RuleSet
+# the event type lives with the batch engine now; re-exported here for the reference's users
+from workbench.processor.hysteresis import AlertEvent
 from workbench.processor.legacy.stats import Features
+from workbench.processor.rules import Rule, RuleSet
 
 log = logging.getLogger(__name__)
 
 _OPEN, _START, _OPENED, _PEAK, _BREACHES, _NORMALS, _EMITTED, _RUN, _RUN_START, _RUN_PEAK = range(
     10
 )
-
-
-class AlertEvent(NamedTuple):
-    """One transition in an alert's life."""
-
-    alert_id: str
-    rule: str
-    kind: str
-    severity: str
-    machine_id: str
-    sensor_type: str | None
-    state: str  # opened | updated | closed
-    start_ts: int  # event time of the first breach
-    opened_ts: int  # event time of the reading that opened the alert
-    event_ts: int  # event time of the reading behind this transition
-    peak: float | None  # the most extreme value (score, for anomaly rules) of the alert
-    value: float | None  # the value of the reading behind this transition
-    breaches: int
-    detects: tuple[str, ...]
 
 
 class AlertEngine:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from workbench.processor.legacy.alerts import AlertEngine, AlertEvent
 from workbench.processor.legacy.rolling import RollingMeans
-from workbench.processor.rules import RuleSet
 from workbench.processor.legacy.stats import SensorStats
-from workbench.processor.validate import Reading
 from workbench.processor.legacy.windows import PartitionWindows, WindowConfig, WindowResult
+from workbench.processor.rules import RuleSet
+from workbench.processor.validate import Reading
 
 #: Sequence numbers remembered per sensor to recognise a re-delivered reading.
 RECENT = 32

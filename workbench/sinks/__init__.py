@@ -1,6 +1,8 @@
 """Database sinks, chosen by URL scheme: PostgreSQL (``postgresql://``) or SQLite
 (``sqlite:///PATH``, the edge path). Both are built from the same metadata
-(:mod:`workbench.sinks.schema`), take the same rows and give the same idempotency.
+(:mod:`workbench.sinks.schema`), take the same column batches
+(:class:`~workbench.sinks.columns.WriteBatch`) and merge them by the same rules
+(:mod:`workbench.sinks.merge`), so they give the same idempotency.
 
 >>> sink_kind("sqlite:///edge.db"), sink_kind("postgresql://wb@db:5432/workbench")
 ('sqlite', 'postgresql')
@@ -19,8 +21,19 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from workbench.errors import ConfigError
+from workbench.sinks.columns import WriteBatch, WriteResult
 
-__all__ = ["Sink", "create_schema", "engine", "is_sqlite", "open_sink", "redact", "sink_kind"]
+__all__ = [
+    "Sink",
+    "WriteBatch",
+    "WriteResult",
+    "create_schema",
+    "engine",
+    "is_sqlite",
+    "open_sink",
+    "redact",
+    "sink_kind",
+]
 
 _SCHEMES = {
     "postgresql": "postgresql",
@@ -36,15 +49,9 @@ class Sink(Protocol):
 
     url: str
 
-    def write(
-        self,
-        readings: Sequence[tuple[Any, ...]] = (),
-        dead_letters: Sequence[tuple[Any, ...]] = (),
-        windows: Sequence[tuple[Any, ...]] = (),
-        alerts: Sequence[tuple[Any, ...]] = (),
-        checkpoints: Sequence[tuple[Any, ...]] = (),
-        sensor_stats: Sequence[tuple[Any, ...]] = (),
-    ) -> Any: ...
+    def write(self, batch: WriteBatch, /) -> WriteResult:
+        """Store the batch in one transaction (the per-reading processor's row tuples are
+        still taken too: see :meth:`workbench.sinks.base.SinkBase.write`)."""
 
     def checkpoint(self, group: str, topic: str, partition: int) -> tuple[int, bytes] | None: ...
 

@@ -3,14 +3,9 @@
 A gateway or laptop without a database server keeps monitoring offline in one file:
 ``workbench process --sink sqlite:///edge.db``. The tables, keys and row layouts are
 those of :mod:`workbench.sinks.schema`; the write semantics are those of
-:class:`~workbench.sinks.postgres.PostgresSink`, with SQLite's ``INSERT ... ON CONFLICT``
-(``sqlalchemy.dialects.sqlite.insert``) in place of PostgreSQL's COPY + merge:
-
-- readings and dead letters: insert-ignore on the natural key;
-- window_stats: a newer (or equal) revision replaces the stored one, an older never does;
-- sensor_stats: statistics over more (or as many) readings win;
-- alerts: the newer (or equal) ``updated_ts`` wins, the opening stays;
-- processor_state: upsert of the partition's checkpoint.
+:class:`~workbench.sinks.postgres.PostgresSink`: the same column batches, merge rules and
+``INSERT ... ON CONFLICT`` statements (:mod:`workbench.sinks.merge`), fed by
+``executemany`` in place of PostgreSQL's COPY.
 
 A batch is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two
 processes never deadlock upgrading a read lock), in WAL mode so that readers (a notebook,
@@ -20,33 +15,22 @@ no time zone type, so they read back as naive datetimes in UTC.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert
 
 from workbench.errors import ConfigError, DatabaseUnavailable
 from workbench.sinks import schema
-from workbench.sinks.postgres import (
-    ALERT_COLUMNS,
-    CHAOS_EVENT_COLUMNS,
-    CHECKPOINT_COLUMNS,
-    DEAD_LETTER_COLUMNS,
-    READING_COLUMNS,
-    SENSOR_STATS_COLUMNS,
-    WINDOW_COLUMNS,
-    WriteResult,
-)
+from workbench.sinks.base import SinkBase
+from workbench.sinks.columns import Column, WriteBatch, prepare
+from workbench.sinks.merge import RULES, insert_sql, latest
 
 log = logging.getLogger(__name__)
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
 
@@ -110,72 +94,29 @@ def engine(url: str, writer: bool = True) -> sa.Engine:
 
 
 def create_schema(url: str) -> None:
-    """Create every table and index of the shared metadata that the file lacks (idempotent);
-    creates the file. Raises :class:`DatabaseUnavailable` when it cannot be written."""
+    """Create every table and index of the shared metadata that the file lacks and drop the
+    retired ones (idempotent); creates the file. Raises :class:`DatabaseUnavailable` when it
+    cannot be written."""
     eng = engine(url)
     try:
         with eng.begin() as conn:
             schema.metadata.create_all(conn, checkfirst=True)
+            # an older file's readings key has the same columns in another order: it refuses
+            # the same duplicates, so it stays; an index no longer wanted goes
+            for index in schema.RETIRED_INDEXES:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(url, str(exc.orig)) from None
     finally:
         eng.dispose()
 
 
-def _ms(epoch_ms: int | None) -> dt.datetime | None:
-    return None if epoch_ms is None else EPOCH + dt.timedelta(milliseconds=epoch_ms)
+class SqliteSink(SinkBase):
+    """Writes batches into one SQLite file, one transaction each, with the interface,
+    merge rules (:mod:`workbench.sinks.merge`) and idempotency of
+    :class:`~workbench.sinks.postgres.PostgresSink`.
 
-
-def _latest(rows: Sequence[tuple[Any, ...]], key: int, order: int) -> list[tuple[Any, ...]]:
-    """One row per natural key (the first ``key`` fields): the greatest ``order`` field,
-    the last of equals; as PostgreSQL's ``DISTINCT ON ... ORDER BY ... DESC`` in the
-    merge statements, so that one statement never touches a row twice."""
-    best: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        k = row[:key]
-        if k not in best or row[order] >= best[k][order]:
-            best[k] = row
-    return list(best.values())
-
-
-def _upsert(table: sa.Table, keys: Sequence[str], newer: str, keep: Sequence[str] = ()) -> Any:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` every other column, only where the new
-    row's ``newer`` column is >= the stored one; ``keep`` columns keep their stored value."""
-    stmt = insert(table)
-    stamp = {"emitted_at", "updated_at", "saved_at"}
-    update: dict[str, Any] = {
-        c.name: stmt.excluded[c.name]
-        for c in table.columns
-        if c.name not in keys and c.name not in keep and c.server_default is None
-    }
-    update |= {c: sa.func.now() for c in stamp if c in table.c}
-    where = stmt.excluded[newer] >= table.c[newer] if newer else None
-    return stmt.on_conflict_do_update(index_elements=list(keys), set_=update, where=where)
-
-
-_WINDOW_KEY = ("run_id", "machine_id", "sensor_type", "width_s", "window_start")
-_ALERT_KEY = ("run_id", "alert_id")
-_STATS_KEY = ("run_id", "machine_id", "sensor_type")
-_WINDOWS_UPSERT = _upsert(schema.window_stats, _WINDOW_KEY, "revision")
-_SENSOR_STATS_UPSERT = _upsert(schema.sensor_stats, _STATS_KEY, "n")
-#: the lifecycle moves state, times, peak and breaches; what the alert is stays
-_ALERTS_UPSERT = _upsert(
-    schema.alerts,
-    _ALERT_KEY,
-    "updated_ts",
-    keep=("rule", "kind", "severity", "machine_id", "sensor_type", "start_ts", "opened_ts",
-          "detects"),
-)  # fmt: skip
-_CHECKPOINT_UPSERT = _upsert(
-    schema.processor_state, ("consumer_group", "topic", "partition"), newer=""
-)
-
-
-class SqliteSink:
-    """Writes batches of facts into one SQLite file, one transaction each, with the
-    interface and idempotency of :class:`~workbench.sinks.postgres.PostgresSink`.
-
-    >>> # with SqliteSink("sqlite:///edge.db") as sink: sink.write(readings=rows)
+    >>> # with SqliteSink("sqlite:///edge.db") as sink: sink.write(WriteBatch(readings=columns))
     """
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
@@ -192,52 +133,19 @@ class SqliteSink:
         count): the difference over a statement is what it stored."""
         return self._conn.exec_driver_sql("SELECT total_changes()").scalar_one()
 
-    def write(
-        self,
-        readings: Sequence[tuple[Any, ...]] = (),
-        dead_letters: Sequence[tuple[Any, ...]] = (),
-        windows: Sequence[tuple[Any, ...]] = (),
-        alerts: Sequence[tuple[Any, ...]] = (),
-        checkpoints: Sequence[tuple[Any, ...]] = (),
-        sensor_stats: Sequence[tuple[Any, ...]] = (),
-    ) -> WriteResult:
-        """Store one batch in one transaction: all of it or, on any error, none of it.
-
-        Rows follow the PostgreSQL sink's column tuples (:data:`READING_COLUMNS` and the
-        others in :mod:`workbench.sinks.postgres`; times in epoch ms).
-        """
-        inserted = dead_inserted = windows_written = alerts_written = 0
-        conn = self._conn
-        with conn.begin():
-            if readings:
+    def _store(self, batch: WriteBatch) -> dict[str, int]:
+        stored: dict[str, int] = {}
+        with self._conn.begin():
+            for name, columns in batch.tables():
+                rule = RULES[name]
+                rows = latest(rule, prepare(name, columns))
+                names = list(rows.columns)
+                values = [_python(c) for c in rows.columns.values()]
+                sql = insert_sql(rule, names, f"VALUES ({', '.join('?' * len(names))})")
                 before = self._changes()
-                conn.execute(insert(schema.readings).on_conflict_do_nothing(),
-                             [_reading(r) for r in readings])  # fmt: skip
-                inserted = self._changes() - before
-            if dead_letters:
-                before = self._changes()
-                conn.execute(insert(schema.dead_letters).on_conflict_do_nothing(),
-                             [dict(zip(DEAD_LETTER_COLUMNS, d, strict=True))
-                              for d in dead_letters])  # fmt: skip
-                dead_inserted = self._changes() - before
-            if windows:
-                before = self._changes()
-                conn.execute(_WINDOWS_UPSERT, [_window(w) for w in _latest(windows, 5, 15)])
-                windows_written = self._changes() - before
-            if alerts:
-                before = self._changes()
-                conn.execute(_ALERTS_UPSERT, [_alert(a) for a in _latest(alerts, 2, 10)])
-                alerts_written = self._changes() - before
-            if sensor_stats:
-                conn.execute(_SENSOR_STATS_UPSERT,
-                             [_sensor_stats(s) for s in _latest(sensor_stats, 3, 3)])  # fmt: skip
-            if checkpoints:
-                conn.execute(_CHECKPOINT_UPSERT,
-                             [dict(zip(CHECKPOINT_COLUMNS, c, strict=True))
-                              for c in checkpoints])  # fmt: skip
-        return WriteResult(
-            inserted, len(readings) - inserted, dead_inserted, windows_written, alerts_written
-        )
+                self._conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
+                stored[name] = self._changes() - before
+        return stored
 
     def checkpoint(self, group: str, topic: str, partition: int) -> tuple[int, bytes] | None:
         """The last checkpoint of a partition: (next offset, state), or None."""
@@ -250,52 +158,18 @@ class SqliteSink:
             ).first()
         return (row[0], bytes(row[1])) if row else None
 
-    def write_chaos_events(self, events: Sequence[tuple[Any, ...]]) -> int:
-        """Store ground-truth events (rows follow :data:`CHAOS_EVENT_COLUMNS`, times in epoch
-        ms); return how many were new."""
-        rows = [
-            dict(zip(CHAOS_EVENT_COLUMNS, (*e[:5], _ms(e[5]), _ms(e[6]), *e[7:]), strict=True))
-            for e in events
-        ]
-        if not rows:
-            return 0
-        with self._conn.begin():
-            before = self._changes()
-            self._conn.execute(insert(schema.chaos_events).on_conflict_do_nothing(), rows)
-            return self._changes() - before
-
     def close(self) -> None:
         self._conn.close()
         self._engine.dispose()
 
-    def __enter__(self) -> SqliteSink:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _reading(r: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(READING_COLUMNS, r, strict=True))
-    row["ts"] = _ms(row.pop("ts_ms"))
-    return row
-
-
-def _window(w: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(WINDOW_COLUMNS, w, strict=True))
-    row["window_start"] = _ms(row.pop("start_ms"))
-    row["window_end"] = _ms(row.pop("end_ms"))
-    return row
-
-
-def _alert(a: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(ALERT_COLUMNS, a, strict=True))
-    for name in ("start", "opened", "updated", "closed"):
-        row[f"{name}_ts"] = _ms(row.pop(f"{name}_ms"))
-    return row
-
-
-def _sensor_stats(s: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(SENSOR_STATS_COLUMNS, s, strict=True))
-    row["last_ts"] = _ms(row.pop("last_ms"))
-    return row
+def _python(col: Column) -> list[Any]:
+    """A column as SQLite parameters; times as SQLAlchemy stores a DateTime in SQLite
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), so that it reads them back as datetimes."""
+    if col.kind != "timestamptz":
+        return col.python()
+    text = np.datetime_as_string(col.values.astype("datetime64[ms]"), unit="us")
+    text = np.strings.replace(text, "T", " ").astype(object)
+    if col.null is not None:
+        text[col.null] = None
+    return text.tolist()

@@ -28,11 +28,13 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from workbench.errors import SchemaError
@@ -209,6 +211,147 @@ class ReadingEncoder:
 
 
 _DOUBLE = struct.Struct("<d").pack
+
+
+class ReadingColumnsEncoder:
+    """Encodes readings held as numpy columns, all at once: one buffer and the message offsets.
+
+    The simulator makes a tick's readings as arrays; encoding them with array operations
+    instead of a call per reading removes the encoder from its profile. Each field becomes
+    a matrix of byte columns with a per-row length (Avro varints are 1 to 10 bytes), and
+    the rows' used bytes, read in row order, are the messages one after the other. The
+    bytes are those of :class:`ReadingEncoder` and fastavro, checked when the encoder is
+    built.
+
+    Parameters
+    ----------
+    machine_ids
+        The ids that ``machine`` columns index (``Factory.machine_ids``).
+
+    >>> enc = ReadingColumnsEncoder(["m-1", "m-2"])
+    >>> buffer, offsets = enc.encode(machine=[1, 0], ts=[5, 5], sensor=[2, 0],
+    ...                              value=[np.nan, -1.5], status=[0, 3], seq=[300, 0])
+    >>> offsets.tolist()
+    [0, 20, 47]
+    >>> rec = {"machine_id": "m-2", "ts": 5, "sensor_type": "pressure", "value": None,
+    ...        "status_code": 0, "seq": 300}
+    >>> buffer[: offsets[1]] == READING.encode(rec)
+    True
+    """
+
+    def __init__(self, machine_ids: Sequence[str], codec: AvroCodec | None = None) -> None:
+        scalar = ReadingEncoder(codec)  # checks the fields against the schema
+        self.codec = scalar.codec
+        #: sensor type -> its index in the schema's enum (the ``sensor`` column's values)
+        self.sensor_index = {s: i for i, s in enumerate(scalar.sensor_bytes)}
+        self.machine_ids = list(machine_ids)
+        if not self.machine_ids:
+            raise ValueError("ReadingColumnsEncoder needs at least one machine id")
+        ids = [scalar.string(m) for m in self.machine_ids]
+        # the encoded ids as rows of a table, padded to the longest: a gather per batch
+        self._ids = np.zeros((len(ids), max(map(len, ids))), dtype=np.uint8)
+        for row, encoded in zip(self._ids, ids, strict=True):
+            row[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+        self._id_len = np.array([len(b) for b in ids], dtype=np.int64)
+        self._id_used = np.arange(self._ids.shape[1]) < self._id_len[:, None]
+        self._header = np.frombuffer(self.codec.header, dtype=np.uint8)
+        self._check()
+
+    def encode(
+        self, machine: Any, ts: Any, sensor: Any, value: Any, status: Any, seq: Any
+    ) -> tuple[bytes, np.ndarray]:
+        """Encode the columns (``value`` NaN means null); return ``(buffer, offsets)``.
+
+        Message ``i`` is ``buffer[offsets[i]:offsets[i + 1]]``. ``machine`` holds indices
+        into ``machine_ids`` and sets the number of messages; ``sensor`` holds indices into
+        the schema's enum (``sensor_index``). Any other column may be a scalar that holds
+        for every message (a tick's time), which is then encoded once.
+        """
+        machine = np.asarray(machine, dtype=np.int64)
+        value = np.broadcast_to(np.asarray(value, dtype=np.float64), machine.shape)
+        null = np.isnan(value)
+        fields = [
+            (self._ids[machine], self._id_used[machine], self._id_len[machine]),
+            _varints(ts),
+            _varints(sensor),
+            _null_or_double(value, null),
+            _varints(status),
+            _varints(seq),
+        ]
+        header = len(self._header)
+        width = header + sum(f.shape[1] for f, _, _ in fields)
+        matrix = np.empty((len(machine), width), dtype=np.uint8)
+        used = np.empty((len(machine), width), dtype=bool)
+        matrix[:, :header] = self._header
+        used[:, :header] = True
+        col, lengths = header, np.full(len(machine), header, dtype=np.int64)
+        for field, field_used, field_lengths in fields:
+            end = col + field.shape[1]
+            matrix[:, col:end] = field
+            used[:, col:end] = field_used
+            lengths += field_lengths
+            col = end
+        offsets = np.zeros(len(machine) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # the used bytes of the rows, row after row: the messages one after the other
+        return np.compress(used.ravel(), matrix.ravel()).tobytes(), offsets
+
+    def _check(self) -> None:
+        """Refuse to run if any field's bytes differ from the general encoder's."""
+        sensors = list(self.sensor_index)
+        last = len(self.machine_ids) - 1
+        rows = [(0, 1_767_225_600_000, 1, -1.25, 2, 123_456), (last, 0, 0, None, 0, 0),
+                (0, 5, len(sensors) - 1, -0.0, -1, 2**40), (0, 2**62, 0, 1e300, 2**31 - 1, 127),
+                (last, 64, 2, 3.5, -(2**31), 128)]  # fmt: skip
+        rows += [(m, 1_767_225_600_000, 0, 21.5, 0, m) for m in range(min(last, 50))]
+        machine, ts, sensor, value, status, seq = zip(*rows, strict=True)
+        nan_for_null = [np.nan if v is None else v for v in value]
+        buffer, offsets = self.encode(machine, ts, sensor, nan_for_null, status, seq)
+        for i, (m, t, s, v, st, sq) in enumerate(rows):
+            rec = {"machine_id": self.machine_ids[m], "ts": t, "sensor_type": sensors[s],
+                   "value": v, "status_code": st, "seq": sq}  # fmt: skip
+            if buffer[offsets[i] : offsets[i + 1]] != self.codec.encode(rec):
+                raise SchemaError(
+                    "ReadingColumnsEncoder disagrees with the reading schema's encoding"
+                )
+
+
+def _varints(column: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Avro varints of signed integers: a byte matrix (a row per value), its used bytes and
+    their count per row.
+
+    Zig-zag maps the sign into the lowest bit; then seven bits per byte, least significant
+    first, the high bit set on every byte but the last. The width is what the largest value
+    needs, so small values cost little. A scalar gives one row, for every message.
+    """
+    x = np.asarray(column, dtype=np.int64).reshape(-1)
+    z = ((x << 1) ^ (x >> 63)).view(np.uint64)
+    width = max(1, -(-int(z.max(initial=0)).bit_length() // 7))
+    shifted = z[:, None] >> (np.arange(width, dtype=np.uint64) * np.uint64(7))
+    more = shifted[:, 1:] != 0  # byte j + 1 exists: byte j carries the continuation bit
+    groups = (shifted & np.uint64(0x7F)).astype(np.uint8)
+    groups[:, :-1] |= more.view(np.uint8) << 7
+    used = np.empty(groups.shape, dtype=bool)
+    used[:, 0] = True
+    used[:, 1:] = more
+    lengths = np.ones(len(z), dtype=np.int64)
+    for j in range(1, width):
+        lengths += more[:, j - 1]
+    return groups, used, lengths
+
+
+def _null_or_double(
+    value: np.ndarray, null: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The union ``["null", "double"]``: branch 0 alone, or branch 1 and 8 bytes little-endian."""
+    n = len(value)
+    body = np.empty((n, 9), dtype=np.uint8)
+    body[:, 0] = np.where(null, 0, 2)
+    body[:, 1:] = value.astype("<f8").view(np.uint8).reshape(n, 8)
+    used = np.empty((n, 9), dtype=bool)
+    used[:, 0] = True
+    used[:, 1:] = ~null[:, None]
+    return body, used, np.where(null, 1, 9)
 
 
 class CleanReadingEncoder:

@@ -24,6 +24,30 @@ from workbench.stack import Endpoints, Stack
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 
 
+#: Fixtures that start servers or run whole pipelines: a test using one is in the slow lane.
+SLOW_FIXTURES = {"stack", "private_stack", "kernel_env"}
+#: Modules whose tests start servers of their own or run the `workbench` command.
+SLOW_MODULES = {
+    "test_stack.py",
+    "test_db_cli.py",
+    "test_cli.py",
+    "test_replay.py",
+    "test_unreachable.py",
+    "test_live.py",
+    "test_report.py",
+    "test_determinism.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that talk to servers ``slow``: ``pytest -m "not slow"`` is the fast
+    lane (pure tests, about a minute), the default runs everything."""
+    for item in items:
+        slow_module = item.path.name in SLOW_MODULES
+        if slow_module or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def isolated_settings(state_dir: Path, **overrides) -> Settings:
     """Settings that ignore the developer's own WORKBENCH_* environment."""
     return Settings.from_env({}, state_dir=state_dir, **overrides)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 
 from workbench.processor.legacy.alerts import AlertEngine, AlertEvent
-from workbench.processor.rules import Rule, RuleSet
 from workbench.processor.legacy.stats import Features
+from workbench.processor.rules import Rule, RuleSet
 
 M = "m-1"
 T = "temperature"

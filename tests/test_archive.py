@@ -18,7 +18,7 @@ from conftest import WORKBENCH, cli_env, own_settings
 
 from workbench import archive, job
 from workbench.archive import READINGS, WINDOWS
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.simulator.spec import SimulationSpec
 from workbench.sinks.postgres import PostgresSink, connect
 

@@ -12,7 +12,7 @@ from test_processor_state import assert_windows_agree_with_readings
 
 from workbench.errors import DatabaseUnavailable
 from workbench.job import simulate
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.runs import RunRegistry
 from workbench.simulator.spec import SimulationSpec
 from workbench.sinks.postgres import create_schema

@@ -111,6 +111,7 @@ def test_key_table_interns_in_order_and_survives_a_checkpoint_and_dropped_runs()
     table = KeyTable(machines)
     runs = table.run_ids(["r1", "r2", "r1", "r1"])
     keys, mkeys = table.intern(runs, np.array([0, 0, 1, 0]), np.array([0, 0, 2, 1]))
+    assert mkeys.tolist() == [0, 2, 1, 0]
     assert keys.tolist() == [0, 3, 1, 2]  # run by run, each in order of first appearance
     assert table.describe(int(keys[1])) == ("r2", "a", 0)
     other = MachineTable(["z", "b", "a"])  # another process numbers machines its own way

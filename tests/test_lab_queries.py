@@ -15,7 +15,7 @@ from workbench.lab import (
     sensor_stats,
     windows,
 )
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.simulator.spec import SimulationSpec
 
 RUN = "lab-q"

@@ -35,7 +35,7 @@ def test_performance_notebook_runs_headless_and_records_consistent_figures(kerne
     assert counts == {10 * (3 * 10 + 1)}
     assert result["processor_ratio"] > 0 and result["raw_eps"] > 0 and result["processor_eps"] > 0
     assert result["processor_eps"] == next(
-        s["per_s"] for s in stages if s["stage"].startswith("full processor")
+        s["per_s"] for s in stages if s["stage"] == "processor into PostgreSQL"
     )
     lat = result["latency_ms"]
     assert lat["samples"] > 0 and lat["rate_per_s"] == 200

@@ -9,7 +9,7 @@ import time
 from conftest import WORKBENCH, cli_env, read_topic, readings_in
 
 from workbench import kafka
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry
 from workbench.schemas import READING

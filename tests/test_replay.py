@@ -16,7 +16,7 @@ import pytest
 from conftest import isolated_settings, read_topic
 from test_cli import workbench
 
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.runs import RunRegistry
 from workbench.schemas import READING
 from workbench.simulator.csvsource import CsvSource

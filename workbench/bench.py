@@ -39,7 +39,7 @@ from workbench.archive import parquet
 from workbench.archive.writer import BEGINNING, END, to_arrow
 from workbench.config import Settings
 from workbench.errors import ConfigError
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
 from workbench.schemas import READING
@@ -168,6 +168,27 @@ def bench_simulator(
     }
 
 
+class NullSink:
+    """A sink that stores nothing: the processor's own cost, without the database's."""
+
+    url = "null://"
+
+    def write(self, batch: Any) -> Any:
+        from workbench.sinks import WriteResult
+
+        n = len(batch.readings.get("seq", ())) if batch.readings else 0
+        return WriteResult(n, 0, 0)
+
+    def checkpoint(self, group: str, topic: str, partition: int) -> None:
+        return None
+
+    def write_chaos_events(self, events: Any) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 def bench_processor(
     settings: Settings,
     bootstrap: str,
@@ -176,18 +197,19 @@ def bench_processor(
     machines: int = 500,
     duration_s: float = 120.0,
     repeats: int = 3,
-    latency_rate: int = 2000,
+    latency_rate: int = 10_000,
     latency_s: float = 20.0,
 ) -> dict[str, Any]:
-    """Full processor against raw consume + decode, on the same pre-produced readings, and
-    end-to-end latency at a steady rate."""
+    """The processor against tuned raw consume + decode, on the same pre-produced readings:
+    with a sink that stores nothing (``compute_eps``: the processor's own work) and into
+    PostgreSQL (``processor_eps``); then end-to-end latency at a steady rate."""
     topic = f"{topic_prefix}.raw"
     run_id = f"bench-{topic_prefix}"
     kafka.ensure_topics(bootstrap, [topic, f"{topic_prefix}.clean", f"{topic_prefix}.alerts",
                                     f"{topic_prefix}.deadletter"], settings.partitions)  # fmt: skip
     config = FactoryConfig(machines=machines, seed=2)
     with RecordProducer(bootstrap, topic, run_id) as producer:
-        Simulation(config, run_id).run(producer.send_raw, duration_s)
+        Simulation(config, run_id).run(producer, duration_s)
     assert producer.report is not None
     total = producer.report.delivered
     proc_settings = dataclasses.replace(
@@ -199,12 +221,14 @@ def bench_processor(
     )
 
     def raw_consume_decode() -> tuple[int, float]:
-        consumer = kafka.make_consumer(bootstrap, f"{topic_prefix}.raw-reader", 6000)
+        """The best a consumer can do: tuned fetching, fastavro decode of every message."""
+        consumer = kafka.make_consumer(bootstrap, f"{topic_prefix}.raw-reader", 6000,
+                                       **kafka.FAST_CONSUMER)  # fmt: skip
         consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
         decode, n, t0 = READING.decode, 0, None
         try:
             while n < total:
-                for msg in consumer.consume(5000, 1.0):
+                for msg in consumer.consume(10_000, 0.05):
                     if msg.error() is None:
                         t0 = t0 or time.perf_counter()
                         decode(msg.value())
@@ -215,19 +239,25 @@ def bench_processor(
 
     counter = itertools.count()
 
-    def full_processor() -> tuple[int, float]:
-        with connect(database_url, autocommit=True) as conn:
-            for table in ("readings", "window_stats", "alerts"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
-        group = f"{topic_prefix}.processor-{next(counter)}"
-        processor = Processor(proc_settings, bootstrap, database_url, group_id=group)
-        stats = processor.run(max_messages=total)
-        # first message in to last batch committed: joining and leaving the group are not
-        # processing, and the raw pass does neither
-        return stats.consumed, processor.last_commit_at - processor.first_message_at
+    def full_processor(store: bool) -> Callable[[], tuple[int, float]]:
+        def run() -> tuple[int, float]:
+            if store:
+                with connect(database_url, autocommit=True) as conn:
+                    for table in ("readings", "window_stats", "alerts", "sensor_stats"):
+                        conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+            group = f"{topic_prefix}.processor-{next(counter)}"
+            processor = Processor(proc_settings, bootstrap, database_url, group_id=group,
+                                  sink=None if store else NullSink())  # fmt: skip
+            stats = processor.run(max_messages=total)
+            # first message in to last batch committed: joining and leaving the group are not
+            # processing, and the raw pass does neither
+            return stats.consumed, processor.last_commit_at - processor.first_message_at
 
-    cases = {"baseline: raw consume + decode": raw_consume_decode,
-             "full processor (windows, stats, alerts, sinks)": full_processor}  # fmt: skip
+        return run
+
+    cases = {"baseline: raw consume + decode (tuned)": raw_consume_decode,
+             "processor, null sink (compute)": full_processor(False),
+             "processor into PostgreSQL": full_processor(True)}  # fmt: skip
     rows = _stage_rows(_interleaved(cases, repeats))
     latency = _latency(
         proc_settings, bootstrap, database_url, topic_prefix, latency_rate, latency_s
@@ -238,11 +268,48 @@ def bench_processor(
         "repeats": repeats,
         "run_id": run_id,
         "raw_eps": rows[0]["events_per_s"],
-        "processor_eps": rows[1]["events_per_s"],
-        "ratio": rows[1]["ratio"],
+        "compute_eps": rows[1]["events_per_s"],
+        "processor_eps": rows[2]["events_per_s"],
+        "ratio": round(rows[2]["events_per_s"] / rows[0]["events_per_s"], 3),
+        "compute_ratio": rows[1]["ratio"],
         "latency_ms": latency,
         "rows": rows,
     }
+
+
+def bench_memory(
+    settings: Settings, bootstrap: str, database_url: str, topic_prefix: str,
+    machines: int = 5000, duration_s: float = 60.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Peak resident memory of a `workbench process` storing ``machines`` x ``duration_s``
+    of readings into PostgreSQL, measured on the process itself (a child of this one)."""
+    import json
+    import subprocess
+    import sys
+
+    topic = f"{topic_prefix}.rss.raw"
+    run_id = f"bench-rss-{topic_prefix}"
+    kafka.ensure_topics(bootstrap, [topic], settings.partitions)
+    with RecordProducer(bootstrap, topic, run_id) as producer:
+        Simulation(FactoryConfig(machines=machines, seed=5), run_id).run(producer, duration_s)
+    assert producer.report is not None
+    total = producer.report.delivered
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+    env |= dataclasses.replace(settings, topic_raw=topic, bootstrap_servers=bootstrap,
+                               database_url=database_url).to_env()  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "-q", "process", "--json", "--group",
+         f"{topic_prefix}.rss", "--max-messages", str(total)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with connect(database_url, autocommit=True) as conn:
+        for table in ("readings", "window_stats", "alerts", "sensor_stats"):
+            conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+    return {"machines": machines, "duration_s": duration_s, "readings": total,
+            "consumed": json.loads(out.stdout)["consumed"],
+            "peak_rss_mb": round(max(peak, before) / 1024, 1)}  # fmt: skip
 
 
 def _latency(
@@ -417,6 +484,20 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
                  f"Python {m['python']}")  # fmt: skip
+    heads = [("raw consume + decode", "raw_eps"), ("processor, null sink", "compute_eps"),
+             ("processor into PostgreSQL", "processor_eps"),
+             ("simulator + encode + produce", "produce_eps")]  # fmt: skip
+    if any(k in result for _, k in heads):
+        lines.append("")
+        for label, key in heads:
+            if key in result:
+                lines.append(f"  {label:<32}{result[key]:>12,}/s")
+        if "ratio" in result:
+            lines.append(f"  {'ratio processor / raw':<32}{result['ratio']:>12.3f}")
+    mem = result.get("memory")
+    if mem:
+        lines.append(f"  {'peak RSS of a processor':<32}{mem['peak_rss_mb']:>10,.1f} MB "
+                     f"({mem['machines']:,} machines, {mem['readings']:,} readings)")  # fmt: skip
     for section in ("simulator", "processor"):
         s = result.get(section)
         if not s:
@@ -453,13 +534,13 @@ def table(result: dict[str, Any]) -> str:
         for row in k["rows"]:
             lines.append(f"  {row['name']:<38}{row['seconds']:>10.3f}{row['rows_per_s']:>12,}"
                          f"{row['ratio']:>8.2f}")  # fmt: skip
-    lines.append(f"\npeak RSS {result['peak_rss_mb']} MB")
+    lines.append(f"\npeak RSS of the benchmark process {result['bench_peak_rss_mb']} MB")
     return "\n".join(lines)
 
 
 #: The benchmark's sections, in the order they run; ``archive`` archives the readings of
 #: the ``processor`` section, so it runs only with it.
-PARTS = ("simulator", "processor", "archive", "sink")
+PARTS = ("simulator", "processor", "archive", "sink", "memory")
 
 
 def run_benchmark(
@@ -472,19 +553,23 @@ def run_benchmark(
     duration_s: float = 60.0,
     repeats: int = 3,
     sink_rows: int = 100_000,
-    latency_rate: int = 2000,
+    latency_rate: int = 10_000,
     latency_s: float = 20.0,
+    rss_machines: int = 5000,
+    rss_duration_s: float = 60.0,
 ) -> dict[str, Any]:
     """Run the benchmark's ``parts`` on a running stack (topics ``<topic_prefix>.*`` of
     their own; tables must exist) and gather them with what they ran on, as
-    ``workbench bench --json`` prints it: ``machine``, one key per section,
-    ``peak_rss_mb``, and the processor's headline figures (``raw_eps``,
-    ``processor_eps``, ``ratio``, ``latency_ms``) copied to the top.
+    ``workbench bench --json`` prints it: ``machine``, one key per section, and the
+    headline figures at the top: ``raw_eps``, ``compute_eps``, ``processor_eps``,
+    ``ratio`` (processor_eps / raw_eps), ``produce_eps``, ``latency_ms`` and
+    ``peak_rss_mb`` (of a processor at ``rss_machines`` when the memory part ran, else of
+    this process).
 
     >>> run_benchmark(Settings.from_env({}), "", "", "bench.x", parts=["gpu"])
     Traceback (most recent call last):
     ...
-    workbench.errors.ConfigError: parts='gpu' is not valid: expected any of simulator, processor, archive, sink
+    workbench.errors.ConfigError: parts='gpu' is not valid: expected any of simulator, processor, archive, sink, memory
     """  # noqa: E501
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -512,8 +597,14 @@ def run_benchmark(
             )
     if "sink" in parts:
         result["sink"] = bench_sink(database_url, rows=sink_rows, repeats=repeats)
-    result["peak_rss_mb"] = peak_rss_mb()
+    if "memory" in parts:
+        result["memory"] = bench_memory(settings, bootstrap, database_url, topic_prefix,
+                                        rss_machines, rss_duration_s)  # fmt: skip
+    result["bench_peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = result.get("memory", {}).get("peak_rss_mb", peak_rss_mb())
     processor = result.get("processor", {})
-    result |= {k: processor[k] for k in ("raw_eps", "processor_eps", "ratio", "latency_ms")
-               if k in processor}  # fmt: skip
+    result |= {k: processor[k] for k in ("raw_eps", "compute_eps", "processor_eps", "ratio",
+                                          "latency_ms") if k in processor}  # fmt: skip
+    if "simulator" in result:
+        result["produce_eps"] = result["simulator"]["simulator_produce_events_per_s"]
     return result

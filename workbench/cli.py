@@ -22,7 +22,7 @@ from typing import Any
 from workbench import job
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.processor.pipeline import Processor
+from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
 from workbench.simulator.control import parse_chaos, parse_duration_s
@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-messages", type=_positive_int, help="stop after this many messages")
     p.add_argument("--group", help="consumer group (default WORKBENCH_CONSUMER_GROUP)")
     p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes in the consumer group, each taking a share of the partitions "
+        "(default WORKBENCH_WORKERS, 1)",
+    )
+    p.add_argument(
         "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
     )
     p.add_argument(
@@ -303,6 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print {"run_id": ..., "found": ..., "tables": {"readings": N, ...}}',
     )
+    p = db.add_parser(
+        "digest",
+        help="digests of one run's stored results, to compare two runs or two databases",
+        description="Print SHA-256 digests of one run's stored readings (with their late "
+        "flags and scores), final windows, alerts and sensor statistics, and its count of late "
+        "readings. They do not depend on the run id, on the order rows were written in or on "
+        "when: the same stream processed twice (or into PostgreSQL and into SQLite) gives the "
+        "same digests. An unknown run id is an error.",
+    )
+    p.add_argument("--run-id", required=True, help="the run to digest")
+    p.add_argument(
+        "--database",
+        "--sink",
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://... (default: WORKBENCH_DATABASE_URL, else the "
+        "embedded PostgreSQL, started for the query if it is not running)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"readings": SHA256, "windows": ..., "alerts": ..., "stats": ..., "late": N}',
+    )
 
     p = sub.add_parser(
         "grafana", help="check the Grafana dashboards", description="check the Grafana dashboards"
@@ -360,10 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-archive", action="store_true", help="no Parquet archive section")
     p.add_argument("--skip-sink", action="store_true", help="no PostgreSQL write section")
     p.add_argument(
+        "--skip-memory", action="store_true", help="no peak-memory section (a processor process)"
+    )
+    p.add_argument(
+        "--rss-machines", type=_positive_int, default=5000,
+        help="machines of the peak-memory section (5000)",
+    )  # fmt: skip
+    p.add_argument(
         "--sink-rows", type=_positive_int, default=100_000, help="rows per sink batch (100000)"
     )
     p.add_argument(
-        "--latency-rate", type=_positive_int, default=2000, help="readings/s for latency (2000)"
+        "--latency-rate",
+        type=_positive_int,
+        default=10_000,
+        help="readings/s for latency (10000)",
     )
     p.add_argument(
         "--latency-seconds", type=_duration, default=20.0, help="latency run length (20s)"
@@ -453,27 +491,40 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings, sink=args.sink)
-    processor = Processor(
-        settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
-    )
-    stop = threading.Event()
-    # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stats = processor.run(stop, idle_timeout_s=args.idle_timeout, max_messages=args.max_messages)
-    data = {
-        "consumed": stats.consumed,
-        "stored": stats.stored,
-        "duplicates": stats.duplicates,
-        "deadlettered": stats.deadlettered,
-        "batches": stats.batches,
-        "per_run": stats.per_run,
-    }
+    workers = args.workers or settings.workers
+    if workers > 1:
+        from workbench.processor.workers import run_workers
+
+        total = run_workers(settings, endpoints.bootstrap_servers, endpoints.database_url,
+                            workers, group_id=args.group, idle_timeout_s=args.idle_timeout,
+                            max_messages=args.max_messages)  # fmt: skip
+        data = {k: total.get(k, 0) for k in ("consumed", "stored", "duplicates", "deadlettered",
+                                              "batches")}  # fmt: skip
+        data |= {"per_run": total.get("per_run", {}), "workers": total["workers"]}
+    else:
+        processor = Processor(
+            settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
+        )
+        stop = threading.Event()
+        # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stats = processor.run(
+            stop, idle_timeout_s=args.idle_timeout, max_messages=args.max_messages
+        )
+        data = {
+            "consumed": stats.consumed,
+            "stored": stats.stored,
+            "duplicates": stats.duplicates,
+            "deadlettered": stats.deadlettered,
+            "batches": stats.batches,
+            "per_run": stats.per_run,
+        }
     _emit(
         args,
         data,
-        f"consumed {stats.consumed}: stored {stats.stored}, {stats.duplicates} duplicates "
-        f"absorbed, {stats.deadlettered} dead-lettered",
+        f"consumed {data['consumed']}: stored {data['stored']}, {data['duplicates']} duplicates "
+        f"absorbed, {data['deadlettered']} dead-lettered",
     )
     return 0
 
@@ -565,7 +616,10 @@ def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    """``workbench db counts``: the rows of one run in each table."""
+    """``workbench db counts``: the rows of one run in each table; ``workbench db digest``:
+    digests of its stored results."""
+    if args.db_command == "digest":
+        return _db_digest(settings, args)
     with job.database(settings, args.database) as url:
         counts = table_counts(url, args.run_id)
     if not counts.found:
@@ -574,6 +628,18 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     lines = [f"run {args.run_id} in {redact(url)}"]
     lines += [f"  {table:<{width}}  {n:>10,}" for table, n in counts.tables.items()]
     _emit(args, counts.to_dict(), "\n".join(lines))
+    return 0
+
+
+def _db_digest(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.sinks.digest import digest
+
+    with job.database(settings, args.database) as url:
+        result = digest(url, args.run_id)
+    width = max(len(name) for name in result.to_dict())
+    lines = [f"run {args.run_id} in {redact(url)}"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in result.to_dict().items()]
+    _emit(args, result.to_dict(), "\n".join(lines))
     return 0
 
 
@@ -618,6 +684,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     skipped = {"processor": args.skip_processor, "archive": args.skip_archive,
+               "memory": args.skip_memory,
                "sink": args.skip_sink}  # fmt: skip
     result = bench.run_benchmark(
         settings,
@@ -631,6 +698,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         sink_rows=args.sink_rows,
         latency_rate=args.latency_rate,
         latency_s=args.latency_seconds,
+        rss_machines=args.rss_machines,
     )
     out = (
         Path(args.out) if args.out else project_root() / "reports" / "bench" / f"bench-{stamp}.json"

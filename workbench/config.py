@@ -131,6 +131,16 @@ def _bool(name: str, raw: str) -> bool:
     return value in {"1", "true", "yes", "on"}
 
 
+def _publish_mode(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    aliases = {"true": "reading", "1": "reading", "yes": "reading", "on": "reading",
+               "false": "off", "0": "off", "no": "off"}  # fmt: skip
+    value = aliases.get(value, value)
+    if value not in {"off", "reading", "batch"}:
+        raise ConfigError(name, raw, "off, reading or batch")
+    return value
+
+
 def _env(parse: Callable[[str, str], Any], **kwargs: Any) -> Any:
     """Declare a field that :meth:`Settings.from_env` fills from ``WORKBENCH_<NAME>``."""
     return field(metadata={"parse": parse}, **kwargs)
@@ -172,8 +182,8 @@ class Settings:
     #: it for members before the first assignment, so keep it small on a laptop.
     session_timeout_ms: int = _env(_int(1000), default=6000)
     #: Sink batch: flush when this many rows are buffered or this much time has passed.
-    batch_size: int = _env(_int(1), default=5000)
-    batch_max_wait_s: float = _env(_float(0), default=0.5)
+    batch_size: int = _env(_int(1), default=10_000)
+    batch_max_wait_s: float = _env(_float(0), default=0.1)
 
     #: Event-time tumbling window widths (seconds), comma-separated in the environment.
     window_widths_s: tuple[int, ...] = _env(_widths, default=(60, 300))
@@ -202,8 +212,15 @@ class Settings:
     reader_password: str | None = _env(_optional_text, default=None, repr=False)
     #: How long the processor waits and retries while the database is down before it fails.
     db_retry_timeout_s: float = _env(_float(0), default=120.0)
-    #: Publish every processed reading to the clean topic (costs throughput).
-    publish_clean: bool = _env(_bool, default=True)
+    #: Publishing enriched readings to the clean topic: "off", "reading" (one Avro message
+    #: per reading) or "batch" (one Arrow IPC stream per write); true/false mean reading/off.
+    publish_clean: str = _env(_publish_mode, default="off")
+    #: Event-time seconds a reading may be ahead of the rest of its run before it waits for
+    #: confirmation (a broken clock must not make the readings after it late).
+    max_clock_jump_s: float = _env(_float(0), default=3600.0)
+    #: Processes that `workbench process` starts in one consumer group (compose: per
+    #: container); each takes a share of the partitions.
+    workers: int = _env(_int(1), default=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -221,10 +238,10 @@ class Settings:
         """The ``WORKBENCH_*`` variables that make :meth:`from_env` give these settings back
         (for a subprocess, a papermill run, a scheduler); None values are left out.
 
-        >>> env = Settings(window_widths_s=(60, 300), publish_clean=False).to_env()
+        >>> env = Settings(window_widths_s=(60, 300), publish_clean="batch").to_env()
         >>> env["WORKBENCH_WINDOW_WIDTHS_S"], env["WORKBENCH_PUBLISH_CLEAN"]
-        ('60,300', 'false')
-        >>> Settings.from_env(env) == Settings(window_widths_s=(60, 300), publish_clean=False)
+        ('60,300', 'batch')
+        >>> Settings.from_env(env) == Settings(window_widths_s=(60, 300), publish_clean="batch")
         True
         """
         env: dict[str, str] = {}

@@ -20,7 +20,7 @@ from typing import Any
 from workbench import kafka, sinks
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
-from workbench.processor.pipeline import Processor, ProcessorStats
+from workbench.processor.loop import Processor, ProcessorStats
 from workbench.processor.scoring import score_labels, score_run
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry, new_run_id

@@ -1,0 +1,145 @@
+"""A poll batch as columns, and what processing one partition's share of it gives back.
+
+The consume loop turns the messages of one ``consume()`` call into a :class:`Batch`: one
+numpy array per field, one row per message, in the order the broker delivered them (offset
+order within a partition). Decoding and validation fill in the reading fields and a reason
+code per row; steps (:mod:`workbench.processor.steps`) then work on the valid rows of one
+partition at a time and return a :class:`PartitionOutput`: column sets named after the
+tables' columns, so a sink copies them without knowing the processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench.processor.legacy.alerts import AlertEvent
+
+
+@dataclass
+class Rows:
+    """The valid readings of one partition in one batch, in offset order."""
+
+    offset: np.ndarray  # int64
+    run: np.ndarray  # int64, index into the batch's run names
+    machine: np.ndarray  # int64, index into the loop's MachineNames
+    sensor: np.ndarray  # int64, index into the reading schema's sensor symbols
+    seq: np.ndarray  # int64
+    ts: np.ndarray  # int64, event time in epoch ms
+    value: np.ndarray  # float64, NaN for a null
+    isnull: np.ndarray  # bool
+    status: np.ndarray  # int64
+
+    def take(self, rows: np.ndarray | slice) -> Rows:
+        return Rows(*(getattr(self, f)[rows] for f in _ROW_FIELDS))
+
+    def __len__(self) -> int:
+        return self.offset.size
+
+
+_ROW_FIELDS = ("offset", "run", "machine", "sensor", "seq", "ts", "value", "isnull", "status")
+
+
+@dataclass
+class PartitionOutput:
+    """What one partition's share of a batch produced, as column sets per table.
+
+    ``readings``, ``windows`` and ``sensor_stats`` are dicts of equal-length columns named
+    after the columns of their tables (times as int64 epoch ms); ``alerts`` are the alert
+    transitions with their run id, in the order they happened.
+    """
+
+    readings: list[dict[str, np.ndarray]] = field(default_factory=list)
+    windows: list[dict[str, np.ndarray]] = field(default_factory=list)
+    sensor_stats: list[dict[str, np.ndarray]] = field(default_factory=list)
+    alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
+    #: run ids whose end-of-run marker was processed on this partition
+    ended: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    #: readings of a run that arrived after its end-of-run marker (stored, late)
+    after_end: int = 0
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One column set from several with the same columns (empty dict for none)."""
+    parts = [p for p in parts if p and len(next(iter(p.values())))]
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def rows_in(columns: dict[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+@dataclass
+class Batch:
+    """The messages of one ``consume()`` call as columns, in delivery order.
+
+    ``values`` and ``keys`` stay Python bytes (the decoder joins them into one buffer);
+    everything else is a numpy column. ``run`` indexes ``run_names`` (the ``run_id`` header,
+    or the live run id for messages without one); ``control`` marks end-of-run markers.
+    """
+
+    values: list[bytes | None]
+    keys: list[bytes | None]
+    partition: np.ndarray
+    offset: np.ndarray
+    run: np.ndarray
+    run_names: list[str]
+    control: np.ndarray
+    created_ms: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.offset.size
+
+    @classmethod
+    def from_messages(cls, messages: list, live_run: str, errors: list | None = None) -> Batch:
+        """Columns of the messages that carry data; error events (end of partition and the
+        like) are left out, or appended to ``errors`` when given."""
+        values, keys, parts, offsets, runs, control, created = [], [], [], [], [], [], []
+        names: dict[bytes, int] = {}
+        for m in messages:
+            if m.error() is not None:
+                if errors is not None:
+                    errors.append(m.error())
+                continue
+            values.append(m.value())
+            keys.append(m.key())
+            parts.append(m.partition())
+            offsets.append(m.offset())
+            created.append(m.timestamp()[1])
+            run, marker = b"", False
+            headers = m.headers()
+            if headers:
+                for name, value in headers:
+                    if name == "run_id":
+                        run = value or b""
+                    elif name == "control" and value == END_OF_RUN:
+                        marker = True
+            code = names.get(run)
+            if code is None:
+                code = names[run] = len(names)
+            runs.append(code)
+            control.append(marker)
+        run_names = [n.decode(errors="replace") or live_run for n in names]
+        return cls(values, keys, np.array(parts, np.int64), np.array(offsets, np.int64),
+                   np.array(runs, np.int64), run_names, np.array(control, np.bool_),
+                   np.array(created, np.int64))  # fmt: skip
+
+    def next_offsets(self) -> dict[int, int]:
+        """Per partition: the offset after its last message in the batch."""
+        out: dict[int, int] = {}
+        if not self.size:
+            return out
+        for p in np.unique(self.partition).tolist():
+            out[p] = int(self.offset[self.partition == p].max()) + 1
+        return out
+
+
+#: The header value of an end-of-run control message.
+END_OF_RUN = b"end-of-run"

@@ -1,0 +1,508 @@
+"""The consume loop: Kafka in, column batches through the steps, the writer out, offsets
+committed only after the sinks have everything.
+
+One ``consume()`` call is one micro-batch. Its messages become columns (:class:`Batch`),
+are decoded and validated in bulk (:mod:`~workbench.processor.decode`), bad ones become dead
+letters with their reason, and each partition's valid readings go through the steps
+(:mod:`~workbench.processor.steps`) in offset order. The results of one or more micro-batches
+are handed to the writer thread (:mod:`~workbench.processor.writer`) as one write: one
+database transaction (readings, dead letters, windows, alerts, statistics and, every few
+seconds, a checkpoint of each partition's state), then publishing, then the offsets are
+committed by this thread.
+
+Several processes in one consumer group split the partitions (``workbench process --workers
+N``). Before a partition is taken away its results are written with a checkpoint; the next
+owner restores it and resumes at its offset, so results do not depend on who processed what.
+
+A partition is *idle* only when it has nothing left to read: the offset after the last
+message handed to us has reached the partition's high watermark as the broker last reported
+it in a fetch. Only then can wall time close a quiet run's windows (see
+:mod:`~workbench.processor.watermark`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+import sqlalchemy.exc
+
+from workbench import kafka
+from workbench.config import Settings
+from workbench.errors import ConfigError, DatabaseUnavailable
+from workbench.kafka import TopicPartition
+from workbench.processor import steps
+from workbench.processor.batch import Batch, PartitionOutput, Rows, concat, rows_in
+from workbench.processor.decode import MachineTable
+from workbench.processor.intake import Intake
+from workbench.processor.rules import RuleSet, load_rules
+from workbench.processor.state import EngineConfig, PartitionState
+from workbench.processor.windows import WindowConfig
+from workbench.processor.writer import Publisher, Write, Writer, WriteResult
+from workbench.sinks import Sink, open_sink
+from workbench.sinks.postgres import redact
+
+log = logging.getLogger(__name__)
+#: What a database that went away (or a SQLite file that stays locked) raises.
+_UNAVAILABLE = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    DatabaseUnavailable,
+)
+
+#: Run id recorded for readings that arrive without a ``run_id`` header (real devices).
+LIVE_RUN_ID = "live"
+END_OF_RUN = b"end-of-run"
+#: Latency samples kept for the percentiles (a uniform reservoir).
+RESERVOIR = 50_000
+#: (run, partition) pairs remembered as ended (for callers waiting on a run's end).
+ENDED_KEPT = 10_000
+
+
+@dataclass
+class ProcessorStats:
+    """Running totals of one processor since it started (owned by the consume thread)."""
+
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    deadlettered: int = 0
+    late: int = 0
+    windows: int = 0
+    alert_events: int = 0
+    batches: int = 0
+    checkpoints: int = 0
+    per_run: dict[str, int] = field(default_factory=dict)
+    #: end-to-end latency samples (ms): producer create time to offsets committed
+    latency_ms: list[float] = field(default_factory=list, repr=False)
+    _seen: int = field(default=0, repr=False)
+
+    def record_latency(self, samples: np.ndarray) -> None:
+        for ms in samples.tolist():
+            self._seen += 1
+            if len(self.latency_ms) < RESERVOIR:
+                self.latency_ms.append(ms)
+            else:
+                j = random.randrange(self._seen)
+                if j < RESERVOIR:
+                    self.latency_ms[j] = ms
+
+    def add(self, result: WriteResult) -> None:
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.deadlettered += result.deadlettered
+        self.late += result.late
+        self.windows += result.windows
+        self.alert_events += result.alert_events
+        self.checkpoints += result.checkpoints
+        self.batches += 1
+        for run, n in result.per_run.items():
+            self.per_run[run] = self.per_run.get(run, 0) + n
+
+
+class _Ended:
+    """A bounded set of (run id, partition): the newest :data:`ENDED_KEPT` pairs."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def add(self, item: tuple[str, int]) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > ENDED_KEPT:
+            self._items.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __ge__(self, other: set) -> bool:
+        return all(x in self._items for x in other)
+
+    def __le__(self, other: object) -> bool:
+        return NotImplemented
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Processor:
+    """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
+
+    ``database_url`` is any URL :func:`workbench.sinks.open_sink` takes: PostgreSQL, or a
+    SQLite file for the edge path.
+
+    >>> # Processor(settings, bootstrap, database_url).run(stop_event)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        database_url: str,
+        group_id: str | None = None,
+        rules: RuleSet | None = None,
+        sink: Sink | None = None,
+    ) -> None:
+        self.settings = s = settings
+        self.bootstrap = bootstrap
+        self.group_id = group_id or s.consumer_group
+        self.rules = rules or load_rules(s.rules_file)
+        self.limits = self.rules.validation
+        self.config = EngineConfig(
+            WindowConfig(
+                widths_s=tuple(s.window_widths_s),
+                allowed_lateness_s=s.allowed_lateness_s,
+                idle_timeout_s=s.idle_timeout_s,
+                late_policy=s.late_policy,
+            ),
+            max_clock_jump_s=s.max_clock_jump_s,
+        )
+        self.database_url = database_url
+        # PostgreSQL or SQLite by the URL's scheme; the benchmark passes a sink of its own
+        self.sink = sink or open_sink(database_url, s.connect_timeout_s)
+        self.consumer = kafka.make_consumer(
+            bootstrap, self.group_id, s.session_timeout_ms, **kafka.FAST_CONSUMER
+        )
+        self.producer = kafka.make_producer(bootstrap)
+        self.machines = MachineTable()
+        self.intake = Intake(self.machines, self.limits, s.topic_raw)
+        self.stats = ProcessorStats()
+        self.partitions: dict[int, PartitionState] = {}
+        self._writer = Writer(self._store, Publisher(self.producer, s))
+        self._pending: list[Write] = []  # outputs not yet handed to the writer
+        self._pending_since = 0.0
+        self._last_checkpoint = time.monotonic()
+        self._checkpointed: set[int] = set()  # partitions with a checkpoint of ours
+        self._last_provisional = 0.0
+        self._position: dict[int, int] = {}  # next offset to read, per partition
+        self._idle_since: dict[int, float | None] = {}
+        self._active_at = 0.0
+        #: (run id, partition) pairs whose end-of-run marker has been processed and stored
+        self.ended = _Ended()
+        #: monotonic time of the first message consumed (for throughput measurements)
+        self.first_message_at = 0.0
+        self.last_commit_at = 0.0  # ... and of the last offsets committed
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        idle_timeout_s: float | None = None,
+        max_messages: int | None = None,
+        on_batch: Callable[[ProcessorStats], None] | None = None,
+    ) -> ProcessorStats:
+        """Process until ``stop`` is set, nothing arrived for ``idle_timeout_s``, or
+        ``max_messages`` were consumed; then write, checkpoint, commit and leave the group."""
+        stop = stop or threading.Event()
+        s = self.settings
+        self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        # The idle clock runs from the last message or assignment, whichever is later, so
+        # the wait for the group's first assignment (which, after a crash, includes the
+        # dead member's session timeout) does not count as idleness.
+        self._active_at = time.monotonic() + max(30.0, 3 * s.session_timeout_ms / 1000)
+        gc.collect()
+        gc.freeze()  # what exists now lives for the whole run: the collector skips it
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(num_messages=s.batch_size,
+                                                 timeout=s.batch_max_wait_s)  # fmt: skip
+                now = time.monotonic()
+                if messages:
+                    self._active_at = max(self._active_at, now)
+                    self._take(messages, now)
+                self._collect()
+                self._watch_ends(now)
+                if self._pending or self._windows_may_be_due(now):
+                    self._hand_over(now, force=False)
+                    if on_batch is not None:
+                        on_batch(self.stats)
+                if max_messages is not None and self.stats.consumed >= max_messages:
+                    break
+                if idle_timeout_s is not None and now - self._active_at >= idle_timeout_s:
+                    log.info("no messages for %.1fs; stopping", idle_timeout_s)
+                    break
+            self._hand_over(time.monotonic(), force=True, checkpoint=True)
+            self._writer.drain()
+            self._collect()
+        finally:
+            self.close()
+        return self.stats
+
+    def _take(self, messages: list[kafka.Message], now: float) -> None:
+        """One consume() call's messages: columns, decoded, through the steps."""
+        batch = Batch.from_messages(messages, LIVE_RUN_ID)
+        if not batch.size:
+            return
+        self.first_message_at = self.first_message_at or now
+        self.stats.consumed += batch.size
+        for p, offset in batch.next_offsets().items():
+            self._position[p] = max(self._position.get(p, 0), offset)
+        taken = self.intake.take(batch, int(time.time() * 1000))
+        out = PartitionOutput()
+        ended: list[tuple[str, int]] = []
+        for p in np.unique(batch.partition).tolist():
+            state = self.partitions.get(p)
+            if state is None:  # consumed before its assignment finished: start afresh
+                state = self.partitions[p] = self._new_state()
+            rows, markers = taken.partition(p)
+            part = steps.process(state, rows, batch.run_names, markers, now)
+            out.readings += part.readings
+            out.windows += part.windows
+            out.sensor_stats += part.sensor_stats
+            out.alerts += part.alerts
+            ended += [(run, p) for run in part.ended]
+            out.duplicates += part.duplicates
+        write = Write(
+            readings=self._name_machines(concat(out.readings)),
+            dead_letters=taken.dead_letters,
+            windows=concat(out.windows),
+            sensor_stats=concat(out.sensor_stats),
+            alerts=out.alerts,
+            offsets=batch.next_offsets(),
+            ended=ended,
+            duplicates=out.duplicates,
+            created_ms=batch.created_ms,
+        )
+        if not self._pending:
+            self._pending_since = now
+        self._pending.append(write)
+
+    def _name_machines(self, readings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if readings:
+            names = np.array(self.machines.names, dtype=object)
+            readings["machine_id"] = names[readings["machine_id"]]
+        return readings
+
+    def _new_state(self) -> PartitionState:
+        return PartitionState(self.config, self.rules, self.machines)
+
+    def _watch_ends(self, now: float) -> None:
+        """Which partitions have nothing left to read, and since when."""
+        for p in self.partitions:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.settings.topic_raw, p), cached=True
+                )
+            except kafka.KafkaException:
+                high = -1
+            at_end = high >= 0 and self._position.get(p, -1) >= high
+            if not at_end:
+                self._idle_since[p] = None
+            elif self._idle_since.get(p) is None:
+                self._idle_since[p] = now
+
+    def _windows_may_be_due(self, now: float) -> bool:
+        """Quiet partitions still close their windows: look every second or so."""
+        return now - self._pending_since >= 1.0 and bool(self.partitions)
+
+    # -- a write out -------------------------------------------------------------------
+
+    def _hand_over(self, now: float, force: bool, checkpoint: bool = False) -> None:
+        """Merge the pending micro-batches with what is due and give them to the writer,
+        when there are enough of them, they are old enough, or ``force``."""
+        s = self.settings
+        pending = sum(rows_in(w.readings) + len(w.dead_letters) for w in self._pending)
+        aged = now - self._pending_since >= s.batch_max_wait_s
+        if not (force or pending >= s.batch_size or aged):
+            return
+        provisional = now - self._last_provisional >= s.provisional_interval_s
+        if provisional:
+            self._last_provisional = now
+        extra = PartitionOutput()
+        for p, state in self.partitions.items():
+            part = steps.due(state, now, provisional, self._idle_since.get(p), s.idle_timeout_s)
+            extra.windows += part.windows
+            extra.sensor_stats += part.sensor_stats
+        write = Write.merge(self._pending, windows=concat(extra.windows),
+                            sensor_stats=concat(extra.sensor_stats))  # fmt: skip
+        self._pending = []
+        self._pending_since = now
+        due = checkpoint or now - self._last_checkpoint >= s.checkpoint_interval_s
+        checkpoints = []
+        for p, state in self.partitions.items():
+            # A partition's first commit always comes with a checkpoint: whoever owns it
+            # next must find state at least as old as the committed offset.
+            if not due and (p in self._checkpointed or p not in write.offsets):
+                continue
+            offset = write.offsets.get(p, self._position.get(p))
+            if offset is None:
+                offset = self._committed_position(p)
+            if offset is not None:
+                checkpoints.append((self.group_id, s.topic_raw, p, offset, state.snapshot()))
+                self._checkpointed.add(p)
+        if due:
+            self._last_checkpoint = now
+        for state in self.partitions.values():
+            steps.forget_dropped(state)
+        write = write.with_checkpoints(checkpoints)
+        if write.empty:
+            return
+        self._writer.submit(write)
+
+    def _store(self, write: Write) -> WriteResult:
+        """In the writer thread: one transaction, retried while the database is down."""
+        return self._retrying(lambda: self.sink.write(write.to_sink()))
+
+    def _collect(self) -> None:
+        """Take the writer's results: stats, ended runs, and commit their offsets."""
+        results = self._writer.results()
+        if not results:
+            return
+        offsets: dict[int, int] = {}
+        done_ms = time.time() * 1000
+        for r in results:
+            self.stats.add(r)
+            created = r.created_ms[r.created_ms > 0]
+            if created.size:
+                self.stats.record_latency(done_ms - created)
+            for p, o in r.offsets.items():
+                offsets[p] = max(offsets.get(p, 0), o)
+            for item in r.ended:
+                self.ended.add(item)
+        if offsets:
+            self._commit(offsets)
+            self.last_commit_at = time.monotonic()
+
+    def _retrying(self, action: Callable[[], WriteResult]) -> WriteResult:
+        """Run a database action; while the database is down, wait and retry with backoff.
+
+        A write is one transaction, so a failed attempt left nothing behind, and nothing is
+        committed to Kafka until an attempt succeeds: no loss, no duplicates. Waiting here
+        is the back-pressure: nothing more is consumed meanwhile (so no partition looks
+        idle). After ``WORKBENCH_DB_RETRY_TIMEOUT_S`` the processor gives up with a clear
+        error, and the uncommitted batch comes back to whoever consumes the partition next.
+        """
+        delay, deadline = 0.5, time.monotonic() + self.settings.db_retry_timeout_s
+        while True:
+            try:
+                return action()
+            except _UNAVAILABLE as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(redact(self.database_url), reason) from None
+                log.warning("database unavailable (%s); retrying in %.1fs", reason, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+            self.sink.close()
+        try:
+            self.sink = open_sink(self.database_url, self.settings.connect_timeout_s)
+            log.info("database connection re-established")
+        except DatabaseUnavailable as exc:
+            log.warning("database still unavailable: %s", exc.reason)
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except kafka.KafkaException as exc:
+            # The rows are stored; a redelivery after this failure is absorbed by the
+            # idempotent sinks, so this costs time, never correctness.
+            log.warning("offset commit failed (%s); the batch may be redelivered", exc)
+
+    def _committed_position(self, partition: int) -> int | None:
+        try:
+            (tp,) = self.consumer.position([TopicPartition(self.settings.topic_raw, partition)])
+        except kafka.KafkaException:
+            return None
+        return tp.offset if tp.offset >= 0 else None
+
+    # -- rebalance ---------------------------------------------------------------------
+
+    def _on_assign(self, consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        """Restore each partition's checkpoint and resume at the offset it was taken at.
+
+        A checkpoint counts only while the broker still has an offset committed by this group
+        for the partition. The checkpoints live in the database, the partition's log and the
+        group's offsets on the broker; when the broker lost them (the embedded broker keeps
+        its topics in memory, so every `workbench run` that starts its own stack has a new
+        one), a checkpoint's offset points into a log that no longer exists, and seeking
+        there would skip the new log's first messages. Such a partition starts afresh from
+        the beginning; re-reading is what the idempotent sinks absorb.
+        """
+        self._writer.drain()  # the sink's connection is ours alone from here
+        self._collect()
+        on_broker = self._committed(partitions)
+        for tp in partitions:
+            saved = self._retrying(
+                lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
+            )
+            if saved is not None and on_broker is not None and tp.partition not in on_broker:
+                log.warning(
+                    "partition %d: ignoring the checkpoint at offset %d: the broker has no "
+                    "offset committed by group %s (a new broker, or the topic made again)",
+                    tp.partition, saved[0], self.group_id,
+                )  # fmt: skip
+                saved = None
+            state = None
+            if saved is not None:
+                offset, data = saved
+                try:
+                    state = PartitionState.restore(self.config, self.rules, self.machines, data)
+                except (ConfigError, ValueError, KeyError, OSError) as exc:
+                    log.warning("partition %d: not restoring the checkpoint at offset %d "
+                                "(%s); starting afresh", tp.partition, offset, exc)  # fmt: skip
+            if state is None:
+                self.partitions[tp.partition] = self._new_state()
+                continue
+            # monotonic clocks of two processes are unrelated: idleness is counted anew here
+            state.last_wall = dict.fromkeys(range(len(state.keys.runs)), time.monotonic())
+            self.partitions[tp.partition] = state
+            self._checkpointed.add(tp.partition)
+            tp.offset = offset
+            self._position[tp.partition] = offset
+            log.info("partition %d: state restored, resuming at offset %d", tp.partition, offset)
+        consumer.assign(partitions)
+        self._active_at = time.monotonic()
+        log.info("assigned partitions %s", sorted(p.partition for p in partitions))
+
+    def _committed(self, partitions: list[TopicPartition]) -> set[int] | None:
+        """The partitions for which the broker holds an offset committed by our group, or
+        None when it cannot tell (then checkpoints are trusted)."""
+        query = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            found = self.consumer.committed(query, timeout=self.settings.connect_timeout_s)
+        except kafka.KafkaException as exc:
+            log.warning("could not read the group's committed offsets (%s)", exc)
+            return None
+        return {tp.partition for tp in found if tp.offset >= 0}
+
+    def _on_revoke(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {p.partition for p in partitions}
+        log.info("partitions %s revoked; writing and checkpointing first", sorted(revoked))
+        self._hand_over(time.monotonic(), force=True, checkpoint=True)
+        self._writer.drain()  # stored and committed before another member takes over
+        self._collect()
+        for p in revoked:
+            self.partitions.pop(p, None)
+            self._checkpointed.discard(p)
+            self._position.pop(p, None)
+            self._idle_since.pop(p, None)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self._writer.stop()
+            self.producer.flush(10)
+            self.sink.close()
+
+
+__all__ = ["LIVE_RUN_ID", "Processor", "ProcessorStats", "Rows"]

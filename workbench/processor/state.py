@@ -1,0 +1,175 @@
+"""Everything the processor knows about one Kafka partition, as named arrays, and its
+checkpoints.
+
+A :class:`PartitionState` holds the key table (:mod:`workbench.processor.keys`) and, indexed
+by its ids, the state of every step: re-delivery (:mod:`~workbench.processor.dedup`), the
+watermarks of the partition's runs (:mod:`~workbench.processor.watermark`), windows, rolling
+means, sensor statistics and rule hysteresis. A checkpoint is all of it as plain arrays in
+one ``np.savez`` file (names prefixed by the step, plus a JSON header with the format
+version and the settings the arrays depend on), written in the same database transaction as
+the batch it follows, with the offset it was taken at. No pickles: a checkpoint does not
+depend on the classes that wrote it, and the rules are not in it: a restored partition
+applies the rules file of the process that restores it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from workbench.errors import ConfigError
+from workbench.processor.decode import MachineTable
+from workbench.processor.dedup import DedupState
+from workbench.processor.hysteresis import RuleEngine
+from workbench.processor.keys import KeyTable
+from workbench.processor.rolling import RollingState
+from workbench.processor.rules import RuleSet
+from workbench.processor.stats import SensorStatsState
+from workbench.processor.watermark import WatermarkState
+from workbench.processor.windows import WindowConfig, WindowState
+
+log = logging.getLogger(__name__)
+
+#: Version of the checkpoint layout; a checkpoint of another version is not restored.
+FORMAT = 1
+#: Ended runs remembered per partition (their late readings are recognised as such).
+ENDED_KEPT = 1000
+#: Event-time seconds a reading may be ahead of its run before it waits for confirmation.
+MAX_CLOCK_JUMP_S = 3600.0
+#: Rolling means stay exact for readings this far (event time) behind their key's newest.
+ROLLING_HISTORY_S = 600.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The settings a partition's state depends on (a checkpoint records them)."""
+
+    windows: WindowConfig
+    max_clock_jump_s: float = MAX_CLOCK_JUMP_S
+    rolling_history_s: float = ROLLING_HISTORY_S
+
+    def header(self) -> dict:
+        w = self.windows
+        return {"widths_s": list(w.widths_s), "allowed_lateness_s": w.allowed_lateness_s,
+                "late_policy": w.late_policy, "quantile": w.quantile,
+                "correction_horizon_s": w.correction_horizon_s,
+                "max_clock_jump_s": self.max_clock_jump_s,
+                "rolling_history_s": self.rolling_history_s}  # fmt: skip
+
+
+class PartitionState:
+    """The state of one partition: keys, and per key the state of every step."""
+
+    def __init__(self, config: EngineConfig, rules: RuleSet, machines: MachineTable) -> None:
+        self.config = config
+        self.rules = rules
+        w = config.windows
+        self.keys = KeyTable(machines)
+        self.dedup = DedupState()
+        self.clock = WatermarkState(_ms(w.allowed_lateness_s), _ms(config.max_clock_jump_s))
+        self.windows = WindowState(w)
+        self.rolling = RollingState(tuple(_ms(x) for x in w.widths_s),
+                                    _ms(config.rolling_history_s))  # fmt: skip
+        self.stats = SensorStatsState(q=w.quantile)
+        self.alerts = RuleEngine(rules)
+        #: keys whose statistics changed since they were last written
+        self.changed = np.zeros(0, dtype=np.bool_)
+        #: runs ended on this partition (oldest first), by name
+        self.ended: OrderedDict[str, None] = OrderedDict()
+        #: wall time (monotonic) of each run's last reading, by run id: for idleness only
+        self.last_wall: dict[int, float] = {}
+        #: runs to forget once the batch's results are out (ended, or quiet)
+        self.dropping: set[int] = set()
+
+    def grow(self) -> None:
+        """Make every step's arrays as long as the key table."""
+        n = self.keys.n_keys
+        for part in (self.dedup, self.windows, self.rolling, self.stats):
+            part.grow(n)
+        self.alerts.grow(max(n, self.keys.n_mkeys))
+        self.clock.grow(len(self.keys.runs))
+        if self.changed.size < n:
+            self.changed = np.concatenate([self.changed, np.zeros(n - self.changed.size, bool)])
+
+    def end(self, run: str) -> None:
+        self.ended[run] = None
+        self.ended.move_to_end(run)
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
+
+    def drop_runs(self, runs: set[int]) -> None:
+        """Forget runs and everything of their keys (after their results went out)."""
+        if not runs:
+            return
+        keys, mkeys, kept_runs = self.keys.drop_runs(runs)
+        for part in (self.dedup, self.rolling, self.stats):
+            part.keep(keys)
+        self.windows.keep(keys, kept_runs)
+        self.alerts.keep(keys, mkeys)
+        self.clock.keep(kept_runs)
+        self.changed = self.changed[keys]
+        remap = {old: new for new, old in enumerate(kept_runs.tolist())}
+        self.last_wall = {remap[r]: t for r, t in self.last_wall.items() if r in remap}
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as one ``.npz`` file (bytes)."""
+        arrays: dict[str, np.ndarray] = {}
+        parts = {"keys": self.keys, "dedup": self.dedup, "clock": self.clock,
+                 "windows": self.windows, "rolling": self.rolling, "stats": self.stats,
+                 "alerts": self.alerts}  # fmt: skip
+        for prefix, part in parts.items():
+            for name, value in part.arrays().items():
+                arrays[f"{prefix}.{name}"] = np.asarray(value)
+        arrays["changed"] = self.changed
+        header = {"format": FORMAT, "config": self.config.header(), "ended": list(self.ended)}
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def restore(
+        cls, config: EngineConfig, rules: RuleSet, machines: MachineTable, data: bytes
+    ) -> PartitionState:
+        """Rebuild from :meth:`snapshot` bytes. Raises :class:`ConfigError` when the checkpoint
+        is of another format or was taken under settings its arrays depend on (window widths,
+        lateness, ...): such a partition starts afresh instead."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        header = json.loads(arrays.pop("header").tobytes())
+        changed = arrays.pop("changed")
+        if header.get("format") != FORMAT:
+            raise ConfigError("checkpoint", f"format {header.get('format')}", f"format {FORMAT}")
+        if header["config"] != config.header():
+            raise ConfigError("checkpoint", json.dumps(header["config"]),
+                              f"the current settings {json.dumps(config.header())}")  # fmt: skip
+        parts: dict[str, dict[str, np.ndarray]] = {}
+        for name, value in arrays.items():
+            prefix, _, rest = name.partition(".")
+            parts.setdefault(prefix, {})[rest] = value
+        state = cls(config, rules, machines)
+        w = config.windows
+        state.keys = KeyTable.from_arrays(parts["keys"], machines)
+        state.dedup = DedupState.from_arrays(parts["dedup"])
+        state.clock = WatermarkState.from_arrays(
+            parts["clock"], _ms(w.allowed_lateness_s), _ms(config.max_clock_jump_s)
+        )
+        state.windows = WindowState.from_arrays(parts["windows"], w)
+        state.rolling = RollingState.from_arrays(parts["rolling"])
+        state.stats = SensorStatsState.from_arrays(parts["stats"])
+        state.alerts = RuleEngine.from_arrays(parts["alerts"], rules)
+        state.changed = changed.copy()
+        for run in header["ended"]:
+            state.ended[run] = None
+        return state
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

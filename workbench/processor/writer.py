@@ -1,0 +1,285 @@
+"""Storing and publishing a batch's results, in a thread of its own.
+
+The consume thread hands a :class:`Write` (column sets per table, alert transitions, dead
+letters, checkpoints and the offsets they cover) to the :class:`Writer` and goes on with the
+next batch while this thread waits for the database and the broker. Each write is stored in
+one transaction, then published, and comes back as an immutable :class:`WriteResult`; the
+consume thread reads the results, updates its statistics and commits the offsets (the
+consumer is not shared between threads). At most ``depth`` writes wait: a full queue blocks
+the consume thread, which is the back-pressure when the database is slow or away. A failure
+is kept and raised in the consume thread at its next hand-over or :meth:`Writer.drain`.
+
+Publishing ``telemetry.clean`` is off unless configured (``WORKBENCH_PUBLISH_CLEAN``):
+``reading`` sends one Avro ``clean_reading`` per reading, ``batch`` one Arrow IPC stream per
+write with every enriched reading of it (header ``content-type:
+application/vnd.apache.arrow.stream``), which costs a consumer far less to read.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from workbench import kafka
+from workbench.config import Settings
+from workbench.errors import DeliveryError
+from workbench.processor.batch import concat, rows_in
+from workbench.processor.legacy.alerts import AlertEvent
+from workbench.processor.watermark import NONE as NO_TS
+from workbench.schemas import CleanReadingEncoder, codec_for
+from workbench.sinks.columns import WriteBatch
+
+ARROW_STREAM = b"application/vnd.apache.arrow.stream"
+
+
+@dataclass(frozen=True)
+class Write:
+    """One transaction's worth of results and the offsets it completes."""
+
+    readings: dict[str, np.ndarray] = field(default_factory=dict)
+    dead_letters: list[tuple] = field(default_factory=list)
+    windows: dict[str, np.ndarray] = field(default_factory=dict)
+    sensor_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
+    checkpoints: list[tuple] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)
+    ended: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: int = 0
+    created_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def merge(cls, writes: list[Write], **extra: dict[str, np.ndarray]) -> Write:
+        """Several micro-batches as one write, plus ``windows``/``sensor_stats`` due."""
+        offsets: dict[int, int] = {}
+        for w in writes:
+            for p, o in w.offsets.items():
+                offsets[p] = max(offsets.get(p, 0), o)
+        return cls(
+            readings=concat([w.readings for w in writes]),
+            dead_letters=[d for w in writes for d in w.dead_letters],
+            windows=concat([*(w.windows for w in writes), extra.get("windows", {})]),
+            sensor_stats=concat([*(w.sensor_stats for w in writes), extra.get("sensor_stats", {})]),
+            alerts=[a for w in writes for a in w.alerts],
+            offsets=offsets,
+            ended=[e for w in writes for e in w.ended],
+            duplicates=sum(w.duplicates for w in writes),
+            created_ms=np.concatenate([w.created_ms for w in writes])
+            if writes
+            else np.zeros(0, np.int64),
+        )
+
+    def with_checkpoints(self, checkpoints: list[tuple]) -> Write:
+        return replace(self, checkpoints=checkpoints)
+
+    @property
+    def empty(self) -> bool:
+        return not (rows_in(self.readings) or self.dead_letters or rows_in(self.windows)
+                    or rows_in(self.sensor_stats) or self.alerts or self.checkpoints
+                    or self.offsets)  # fmt: skip
+
+    def alert_rows(self) -> list[tuple]:
+        """One row per alert (its latest transition in this write), in the alerts table's
+        column order (times in epoch ms)."""
+        latest: dict[tuple[str, str], tuple] = {}
+        for run_id, e in self.alerts:
+            closed = e.event_ts if e.state == "closed" else None
+            latest[(run_id, e.alert_id)] = (
+                run_id, e.alert_id, e.rule, e.kind, e.severity,
+                "closed" if e.state == "closed" else "open", e.machine_id, e.sensor_type,
+                e.start_ts, e.opened_ts, e.event_ts, closed, e.peak, e.breaches, list(e.detects),
+            )  # fmt: skip
+        return list(latest.values())
+
+    def to_sink(self) -> WriteBatch:
+        """The sink's view: one column set per table."""
+        tuples = WriteBatch.from_rows(dead_letters=self.dead_letters, alerts=self.alert_rows(),
+                                      checkpoints=self.checkpoints)  # fmt: skip
+        stats = dict(self.sensor_stats)
+        if stats:  # a key without a value yet has no newest event time: NULL
+            last = stats["last_ts"]
+            stats["last_ts"] = np.where(last == NO_TS, np.nan, last.astype(np.float64))
+        return replace(tuples, readings=self.readings, window_stats=self.windows,
+                       sensor_stats=stats)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did, handed back to the consume thread."""
+
+    stored: int
+    duplicates: int
+    deadlettered: int
+    late: int
+    windows: int
+    alert_events: int
+    checkpoints: int
+    offsets: dict[int, int]
+    ended: tuple[tuple[str, int], ...]
+    created_ms: np.ndarray
+    per_run: dict[str, int]
+
+
+class Publisher:
+    """Clean readings (as configured), alert transitions and dead letters onto their topics;
+    delivery reports counted by librdkafka's error-only reports, not a callback each."""
+
+    def __init__(self, producer: kafka.Producer, settings: Settings) -> None:
+        self.producer = producer
+        self.settings = settings
+        self.mode = settings.publish_clean
+        self._clean = CleanReadingEncoder() if self.mode == "reading" else None
+        self._alert_codec = codec_for("alert")
+
+    def publish(self, write: Write) -> None:
+        s, tracker = self.settings, kafka.DeliveryTracker()
+        sent = 0
+
+        def send(topic: str, key: bytes | None, value: bytes, headers: list) -> None:
+            nonlocal sent
+            while True:
+                try:
+                    self.producer.produce(topic, key=key, value=value, headers=headers,
+                                          on_delivery=tracker.callback)  # fmt: skip
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            sent += 1
+
+        r = write.readings
+        if self.mode == "reading" and rows_in(r):
+            encode = self._clean.encode
+            cols = [r[c].tolist() for c in ("run_id", "machine_id", "ts", "sensor_type", "value",
+                                            "status_code", "seq", "late", "score", "rolling_1",
+                                            "rolling_2")]  # fmt: skip
+            for run, machine, ts, sensor, value, status, seq, late, score, r1, r2 in zip(
+                *cols, strict=True
+            ):
+                send(s.topic_clean, machine.encode(),
+                     encode(run, machine, ts, sensor, _none(value), status, seq, late,
+                            _none(score), _none(r1), _none(r2)),
+                     [("run_id", run.encode())])  # fmt: skip
+        elif self.mode == "batch" and rows_in(r):
+            send(s.topic_clean, None, arrow_stream(r), [("content-type", ARROW_STREAM)])
+        for run_id, e in write.alerts:
+            value = self._alert_codec.encode(_alert_record(run_id, e))
+            send(s.topic_alerts, e.machine_id.encode(), value, [("run_id", run_id.encode())])
+        for topic, partition, offset, run_id, reason, key, value in write.dead_letters:
+            headers = [("reason", reason.encode()), ("run_id", run_id.encode()),
+                       ("source", f"{topic}/{partition}/{offset}".encode())]  # fmt: skip
+            send(s.topic_deadletter, key, value, headers)
+        if sent:
+            self.producer.flush(30)
+            if tracker.delivered != sent:
+                # The database has the batch; the offsets are not committed, so it comes back.
+                raise DeliveryError(
+                    f"{sent - tracker.delivered} of {sent} processed messages were not "
+                    f"acknowledged: {tracker.errors}"
+                )
+
+
+def arrow_stream(columns: dict[str, np.ndarray]) -> bytes:
+    """Readings columns as one Arrow IPC stream (nulls where the value is NaN)."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, col in columns.items():
+        if col.dtype.kind == "f":
+            arrays[name] = pa.array(col, mask=np.isnan(col))
+        elif col.dtype == object:
+            arrays[name] = pa.array(col.tolist(), pa.string()).dictionary_encode()
+        else:
+            arrays[name] = pa.array(col)
+    table = pa.table(arrays)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _none(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _alert_record(run_id: str, e: AlertEvent) -> dict:
+    return {"run_id": run_id, "alert_id": e.alert_id, "rule": e.rule, "kind": e.kind,
+            "severity": e.severity, "state": e.state, "machine_id": e.machine_id,
+            "sensor_type": e.sensor_type, "start_ts": e.start_ts, "event_ts": e.event_ts,
+            "peak": e.peak, "value": e.value, "breaches": e.breaches}  # fmt: skip
+
+
+class Writer:
+    """A thread that stores and publishes writes in order, at most ``depth`` waiting."""
+
+    def __init__(self, store: Callable[[Write], Any], publisher: Publisher, depth: int = 2) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._jobs: queue.Queue[Write | None] = queue.Queue(maxsize=depth)
+        self._results: queue.SimpleQueue[WriteResult] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="workbench-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (write := self._jobs.get()) is not None:
+            try:
+                if self._error is None:  # after a failure, nothing more is written
+                    self._results.put(self._complete(write))
+            except BaseException as exc:  # raised again in the consume thread
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _complete(self, write: Write) -> WriteResult:
+        written = self._store(write)
+        self._publisher.publish(write)
+        r = write.readings
+        per_run: dict[str, int] = {}
+        if rows_in(r):
+            runs, counts = np.unique(r["run_id"].astype(str), return_counts=True)
+            per_run = dict(zip(runs.tolist(), counts.tolist(), strict=True))
+        return WriteResult(
+            stored=written.readings_inserted,
+            duplicates=write.duplicates + written.readings_duplicate,
+            deadlettered=len(write.dead_letters),
+            late=int(r["late"].sum()) if rows_in(r) else 0,
+            windows=rows_in(write.windows),
+            alert_events=len(write.alerts),
+            checkpoints=len(write.checkpoints),
+            offsets=dict(write.offsets),
+            ended=tuple(write.ended),
+            created_ms=write.created_ms,
+            per_run=per_run,
+        )
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, write: Write) -> None:
+        self.check()
+        self._jobs.put(write)
+
+    def results(self) -> list[WriteResult]:
+        """The results completed since the last call; raises a failure of the thread."""
+        self.check()
+        out = []
+        while True:
+            try:
+                out.append(self._results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def drain(self) -> None:
+        """Wait until every write handed over is complete (or failed)."""
+        self._jobs.join()
+        self.check()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()

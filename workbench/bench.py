@@ -127,6 +127,7 @@ def bench_simulator(
 
     def produce_encoded() -> tuple[int, float]:
         producer = RecordProducer(bootstrap, f"{topic_prefix}.baseline", "bench")
+        producer.connect()  # the idempotent producer's handshake is not producing
         t0 = time.perf_counter()
         for key, value in encoded:
             producer.send_raw(key, value)
@@ -140,6 +141,8 @@ def bench_simulator(
             producer = (
                 RecordProducer(bootstrap, f"{topic_prefix}.sim", "bench") if send_to_kafka else None
             )
+            if producer:
+                producer.connect()
             send = producer.send_raw if producer else (lambda k, v: None)
             t0 = time.perf_counter()
             counts = sim.run(send, duration_s)

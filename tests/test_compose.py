@@ -288,7 +288,7 @@ def test_workbench_environment_is_accepted_by_settings(
 
 def test_workbench_services_share_one_environment(services: dict[str, Any]) -> None:
     """The same settings everywhere (one YAML anchor); only service-specific extras differ."""
-    extras = {"REPORT_EVERY_S", "SIMULATOR_ARGS", "JUPYTER_TOKEN"}
+    extras = {"REPORT_EVERY_S", "SIMULATOR_ARGS", "JUPYTER_TOKEN", "WORKBENCH_WORKERS"}
     envs = {
         name: {k: v for k, v in environment(services[name]).items() if k not in extras}
         for name in WORKBENCH_SERVICES

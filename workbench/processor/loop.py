@@ -248,7 +248,7 @@ class Processor:
         if not batch.size:
             return
         self.first_message_at = self.first_message_at or now
-        self.stats.consumed += batch.size
+        self.stats.consumed += batch.size - int(batch.control.sum())  # markers are not data
         for p, offset in batch.next_offsets().items():
             self._position[p] = max(self._position.get(p, 0), offset)
         taken = self.intake.take(batch, int(time.time() * 1000))

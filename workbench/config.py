@@ -191,8 +191,9 @@ class Settings:
     allowed_lateness_s: float = _env(_float(0, inclusive=True), default=10.0)
     #: A quiet partition's windows close after this much wall time without events.
     idle_timeout_s: float = _env(_float(0), default=30.0)
-    #: Provisional (still open) window results are emitted at most this often (wall time).
-    provisional_interval_s: float = _env(_float(0, inclusive=True), default=1.0)
+    #: Provisional (still open) window results and sensor statistics are written at most this
+    #: often (wall time), once the processor has caught up; the dashboards refresh every 5 s.
+    provisional_interval_s: float = _env(_float(0, inclusive=True), default=5.0)
     #: What a reading later than its final window does: "drop" or "update" (re-emit).
     late_policy: str = _env(_choice("drop", "update"), default="update")
     #: Alert rules and validation ranges (TOML); empty means the shipped rules/default.toml.

@@ -128,8 +128,14 @@ def make_producer(
 ) -> Producer:
     """A producer that waits for the broker's acknowledgement of every message.
 
-    Idempotence keeps retries from writing a message twice; lz4 and a short linger
-    batch small telemetry records efficiently.
+    One request in flight per connection keeps a partition's messages in order even when
+    a request is retried; a retry may write a message twice, which the processor absorbs
+    (it drops a reading whose sequence number its key has seen). Idempotence would prevent
+    the second copy, but on the embedded broker (Tansu 0.6) an idempotent producer that is
+    not flushed after each burst holds a large share of its messages for about a second
+    (measured at 10,000 readings/s: p90 1.0 s from produce to consume, against 0.17 s
+    without it), and the consumers' latency with it. lz4 and a short linger batch small
+    telemetry records efficiently.
 
     With ``failures``, the broker's delivery reports come back for failed messages only
     and go to that tracker, so a delivered message costs no Python call: the caller
@@ -143,7 +149,8 @@ def make_producer(
     """
     config = _base_config(bootstrap, 5.0) | {
         "acks": "all",
-        "enable.idempotence": True,
+        "enable.idempotence": False,
+        "max.in.flight.requests.per.connection": 1,
         "linger.ms": 20,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
@@ -187,9 +194,10 @@ def make_consumer(
 #: Larger fetches cut round trips to the broker.
 FAST_CONSUMER: dict[str, Any] = {
     "fetch.queue.backoff.ms": 10,
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    "queued.max.messages.kbytes": 256 * 1024,
+    "fetch.max.bytes": 8 * 1024 * 1024,
+    "max.partition.fetch.bytes": 2 * 1024 * 1024,
+    # the prefetch queue: a few batches ahead, not librdkafka's default 64 MB (memory)
+    "queued.max.messages.kbytes": 16 * 1024,
 }
 
 

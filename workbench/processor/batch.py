@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workbench.processor.legacy.alerts import AlertEvent
+from workbench.processor.hysteresis import AlertEvent
 
 
 @dataclass
@@ -54,6 +54,9 @@ class PartitionOutput:
     windows: list[dict[str, np.ndarray]] = field(default_factory=list)
     sensor_stats: list[dict[str, np.ndarray]] = field(default_factory=list)
     alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
+    #: open windows and sensor statistics as of now: best effort, superseded by the next
+    provisional: list[dict[str, np.ndarray]] = field(default_factory=list)
+    provisional_stats: list[dict[str, np.ndarray]] = field(default_factory=list)
     #: run ids whose end-of-run marker was processed on this partition
     ended: list[str] = field(default_factory=list)
     duplicates: int = 0

@@ -47,8 +47,9 @@ from workbench.processor.intake import Intake
 from workbench.processor.rules import RuleSet, load_rules
 from workbench.processor.state import EngineConfig, PartitionState
 from workbench.processor.windows import WindowConfig
-from workbench.processor.writer import Publisher, Write, Writer, WriteResult
-from workbench.sinks import Sink, open_sink
+from workbench.processor.writer import Publisher, SideWriter, Write, Writer, WriteResult
+from workbench.sinks import Sink, WriteBatch, open_sink
+from workbench.sinks import WriteResult as SinkResult
 from workbench.sinks.postgres import redact
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ class Processor:
         self.stats = ProcessorStats()
         self.partitions: dict[int, PartitionState] = {}
         self._writer = Writer(self._store, Publisher(self.producer, s))
+        # provisional results go through a connection of their own (see SideWriter)
+        self._side_sink: Sink | None = sink
+        self._side = SideWriter(self._side_store)
         self._pending: list[Write] = []  # outputs not yet handed to the writer
         self._pending_since = 0.0
         self._last_checkpoint = time.monotonic()
@@ -218,8 +222,11 @@ class Processor:
         gc.freeze()  # what exists now lives for the whole run: the collector skips it
         try:
             while not stop.is_set():
-                messages = self.consumer.consume(num_messages=s.batch_size,
-                                                 timeout=s.batch_max_wait_s)  # fmt: skip
+                # With results waiting, look only briefly for more: a short batch means the
+                # processor has caught up, and what it has goes out now (latency); with a
+                # backlog every call returns a full batch (throughput).
+                wait = min(s.batch_max_wait_s, 0.02) if self._pending else s.batch_max_wait_s
+                messages = self.consumer.consume(num_messages=s.batch_size, timeout=wait)
                 now = time.monotonic()
                 if messages:
                     self._active_at = max(self._active_at, now)
@@ -227,7 +234,8 @@ class Processor:
                 self._collect()
                 self._watch_ends(now)
                 if self._pending or self._windows_may_be_due(now):
-                    self._hand_over(now, force=False)
+                    caught_up = len(messages) < s.batch_size
+                    self._hand_over(now, force=caught_up and bool(self._pending))
                     if on_batch is not None:
                         on_batch(self.stats)
                 if max_messages is not None and self.stats.consumed >= max_messages:
@@ -323,10 +331,17 @@ class Processor:
         if provisional:
             self._last_provisional = now
         extra = PartitionOutput()
-        for p, state in self.partitions.items():
-            part = steps.due(state, now, provisional, self._idle_since.get(p), s.idle_timeout_s)
+        for p, state in list(self.partitions.items()):
+            # Provisional results only for a partition that has caught up: while it works
+            # through a backlog they would be out of date before they landed (finals, and
+            # the statistics at a run's end, go out regardless).
+            idle_since = self._idle_since.get(p)
+            part = steps.due(state, now, provisional and idle_since is not None, idle_since,
+                             s.idle_timeout_s)  # fmt: skip
             extra.windows += part.windows
             extra.sensor_stats += part.sensor_stats
+            extra.provisional += part.provisional
+            extra.provisional_stats += part.provisional_stats
         write = Write.merge(self._pending, windows=concat(extra.windows),
                             sensor_stats=concat(extra.sensor_stats))  # fmt: skip
         self._pending = []
@@ -348,14 +363,33 @@ class Processor:
             self._last_checkpoint = now
         for state in self.partitions.values():
             steps.forget_dropped(state)
+        self._side.submit(Write(windows=concat(extra.provisional),
+                                sensor_stats=concat(extra.provisional_stats)))  # fmt: skip
         write = write.with_checkpoints(checkpoints)
         if write.empty:
             return
         self._writer.submit(write)
 
-    def _store(self, write: Write) -> WriteResult:
+    def _store(self, batch: WriteBatch) -> SinkResult:
         """In the writer thread: one transaction, retried while the database is down."""
-        return self._retrying(lambda: self.sink.write(write.to_sink()))
+        return self._retrying(lambda: self.sink.write(batch))
+
+    def _side_store(self, batch: WriteBatch) -> SinkResult:
+        """In the side writer's thread: one try, and one more on a new connection."""
+        for attempt in (1, 2):
+            try:
+                if self._side_sink is None:
+                    self._side_sink = open_sink(self.database_url,
+                                                self.settings.connect_timeout_s)  # fmt: skip
+                return self._side_sink.write(batch)
+            except _UNAVAILABLE:
+                sink, self._side_sink = self._side_sink, None
+                if sink is not None:
+                    with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+                        sink.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _collect(self) -> None:
         """Take the writer's results: stats, ended runs, and commit their offsets."""
@@ -363,12 +397,11 @@ class Processor:
         if not results:
             return
         offsets: dict[int, int] = {}
-        done_ms = time.time() * 1000
         for r in results:
             self.stats.add(r)
             created = r.created_ms[r.created_ms > 0]
-            if created.size:
-                self.stats.record_latency(done_ms - created)
+            if created.size:  # event created -> its row visible in the database
+                self.stats.record_latency(r.visible_ms - created)
             for p, o in r.offsets.items():
                 offsets[p] = max(offsets.get(p, 0), o)
             for item in r.ended:
@@ -501,8 +534,11 @@ class Processor:
             self.consumer.close()
         finally:
             self._writer.stop()
+            self._side.stop()
             self.producer.flush(10)
             self.sink.close()
+            if self._side_sink is not None and self._side_sink is not self.sink:
+                self._side_sink.close()
 
 
 __all__ = ["LIVE_RUN_ID", "Processor", "ProcessorStats", "Rows"]

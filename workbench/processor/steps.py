@@ -145,10 +145,11 @@ def due(
             idle_advance(clock, runs, np.array([q * 1000 for _, q in quiet]))
     out.windows.append(_windows_out(state, windows.advance(state.windows, clock.watermark)))
     if provisional:
-        out.windows.append(_windows_out(state, windows.provisional(state.windows, clock.watermark)))
+        prov = windows.provisional(state.windows, clock.watermark)
+        out.provisional.append(_windows_out(state, prov))
         changed = np.flatnonzero(state.changed)
         if changed.size:
-            out.sensor_stats.append(_stats_out(state, changed))
+            out.provisional_stats.append(_stats_out(state, changed))
             state.changed[changed] = False
     if idle_since is not None:
         for r, t in list(state.last_wall.items()):

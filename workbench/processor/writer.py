@@ -17,8 +17,10 @@ application/vnd.apache.arrow.stream``), which costs a consumer far less to read.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,11 +31,12 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import DeliveryError
 from workbench.processor.batch import concat, rows_in
-from workbench.processor.legacy.alerts import AlertEvent
+from workbench.processor.hysteresis import AlertEvent
 from workbench.processor.watermark import NONE as NO_TS
 from workbench.schemas import CleanReadingEncoder, codec_for
 from workbench.sinks.columns import WriteBatch
 
+log = logging.getLogger(__name__)
 ARROW_STREAM = b"application/vnd.apache.arrow.stream"
 
 
@@ -95,21 +98,47 @@ class Write:
             )  # fmt: skip
         return list(latest.values())
 
-    def to_sink(self) -> WriteBatch:
-        """The sink's view: one column set per table."""
-        tuples = WriteBatch.from_rows(dead_letters=self.dead_letters, alerts=self.alert_rows(),
-                                      checkpoints=self.checkpoints)  # fmt: skip
-        stats = dict(self.sensor_stats)
-        if stats:  # a key without a value yet has no newest event time: NULL
-            last = stats["last_ts"]
-            stats["last_ts"] = np.where(last == NO_TS, np.nan, last.astype(np.float64))
-        return replace(tuples, readings=self.readings, window_stats=self.windows,
-                       sensor_stats=stats)  # fmt: skip
+    def to_sink(self) -> tuple[WriteBatch, WriteBatch]:
+        """The sink's view, as two transactions: the readings and dead letters first (visible
+        as soon as possible), then what depends on them (windows, alerts, statistics) with the
+        checkpoints. A crash between the two leaves the offsets uncommitted: the batch is
+        read again, its readings found stored, and the rest written then."""
+        first = WriteBatch.from_rows(dead_letters=self.dead_letters)
+        first = replace(first, readings=self.readings)
+        rest = WriteBatch.from_rows(alerts=self.alert_rows())
+        return first, replace(rest, window_stats=self.windows,
+                              sensor_stats=_stats_columns(self.sensor_stats),
+                              processor_state=_checkpoint_columns(self.checkpoints))  # fmt: skip
+
+
+def _checkpoint_columns(checkpoints: list[tuple]) -> dict[str, np.ndarray]:
+    """Checkpoint rows as object columns: the states (megabytes each) are not copied."""
+    if not checkpoints:
+        return {}
+    names = ("consumer_group", "topic", "partition", "next_offset", "state")
+    out = {}
+    for name, values in zip(names, zip(*checkpoints, strict=True), strict=True):
+        col = np.empty(len(values), dtype=object)
+        col[:] = values
+        out[name] = col
+    return out
+
+
+def _stats_columns(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """sensor_stats columns for the sink: a key without a value yet has no newest event
+    time (NULL)."""
+    if not stats:
+        return {}
+    out = dict(stats)
+    last = out["last_ts"]
+    out["last_ts"] = np.where(last == NO_TS, np.nan, last.astype(np.float64))
+    return out
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one write did, handed back to the consume thread."""
+    """What one write did, handed back to the consume thread. ``visible_ms`` is the wall
+    time (epoch ms) its readings became visible in the database."""
 
     stored: int
     duplicates: int
@@ -122,6 +151,7 @@ class WriteResult:
     ended: tuple[tuple[str, int], ...]
     created_ms: np.ndarray
     per_run: dict[str, int]
+    visible_ms: float = 0.0
 
 
 class Publisher:
@@ -236,7 +266,11 @@ class Writer:
         self._jobs.task_done()
 
     def _complete(self, write: Write) -> WriteResult:
-        written = self._store(write)
+        first, rest = write.to_sink()
+        written = self._store(first)
+        visible_ms = time.time() * 1000
+        if rest.tables():
+            self._store(rest)
         self._publisher.publish(write)
         r = write.readings
         per_run: dict[str, int] = {}
@@ -255,6 +289,7 @@ class Writer:
             ended=tuple(write.ended),
             created_ms=write.created_ms,
             per_run=per_run,
+            visible_ms=visible_ms,
         )
 
     def check(self) -> None:
@@ -282,4 +317,66 @@ class Writer:
 
     def stop(self) -> None:
         self._jobs.put(None)
+        self._thread.join()
+
+
+class SideWriter:
+    """Provisional results (open windows, sensor statistics as of now) on a connection of
+    their own, so that they never hold up readings.
+
+    They are best effort by nature: each set supersedes the one before for the windows and
+    sensors it names, and the sinks' merge rules keep a provisional result from replacing a
+    final one (revision -1 never beats 0; statistics over fewer readings never beat more). A
+    set that arrives while the previous one is still being written is merged into the one
+    waiting (the newer row of a window wins), so the writer never falls behind; a failed
+    write is logged and dropped (the finals and the statistics at a run's end are written by
+    the main writer, with the checkpoints).
+    """
+
+    def __init__(self, store: Callable[[WriteBatch], Any]) -> None:
+        self._store = store
+        self._waiting: Write | None = None
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._loop, name="workbench-side-writer",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def submit(self, write: Write) -> None:
+        if not (rows_in(write.windows) or rows_in(write.sensor_stats)):
+            return
+        with self._lock:
+            w = self._waiting
+            self._waiting = write if w is None else Write.merge([w, write])
+            self._lock.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._waiting is None and not self._stopping:
+                    self._lock.wait()
+                if self._waiting is None:
+                    return
+                write, self._waiting, self._busy = self._waiting, None, True
+            try:
+                stats = _stats_columns(write.sensor_stats)
+                self._store(WriteBatch(window_stats=write.windows, sensor_stats=stats))
+            except Exception as exc:  # best effort: the next set, and the finals, follow
+                log.warning("provisional results not written (%s)", exc)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+
+    def drain(self) -> None:
+        """Wait until what was submitted is written (or dropped)."""
+        with self._lock:
+            while self._waiting is not None or self._busy:
+                self._lock.wait()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
         self._thread.join()

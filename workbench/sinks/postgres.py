@@ -29,6 +29,7 @@ each leaf page takes its new rows in one visit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -238,12 +239,24 @@ class PostgresSink(SinkBase):
         stored: dict[str, int] = {}
         with self._conn.transaction(), self._conn.cursor() as cur:
             for name, columns in batch.tables():
+                if name == "processor_state":  # a few big values: no columnar detour
+                    stored[name] = self._checkpoints(cur, columns)
+                    continue
                 rows = prepare(name, columns)
                 if name == "readings":
                     stored[name] = self._readings(cur, rows)
                 else:
                     stored[name] = self._merge(cur, RULES[name], latest(RULES[name], rows))
         return stored
+
+    def _checkpoints(self, cur: psycopg.Cursor, columns: Mapping[str, Any]) -> int:
+        """Checkpoints one statement each, the state sent as a binary parameter: a
+        checkpoint is megabytes, and every copy of it on the way costs memory."""
+        names = ("consumer_group", "topic", "partition", "next_offset", "state")
+        sql = insert_sql(RULES["processor_state"], names, "VALUES (%s, %s, %s, %s, %b)")
+        for row in zip(*(list(columns[n]) for n in names), strict=True):
+            cur.execute(sql, (str(row[0]), str(row[1]), int(row[2]), int(row[3]), row[4]))
+        return len(columns["state"])
 
     def _readings(self, cur: psycopg.Cursor, rows: Prepared) -> int:
         # in key order, each leaf page of the key's btree takes its new rows in one visit

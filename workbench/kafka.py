@@ -198,6 +198,10 @@ FAST_CONSUMER: dict[str, Any] = {
     "max.partition.fetch.bytes": 2 * 1024 * 1024,
     # the prefetch queue: a few batches ahead, not librdkafka's default 64 MB (memory)
     "queued.max.messages.kbytes": 16 * 1024,
+    "queued.min.messages": 20_000,
+    # an empty fetch returns after 10 ms, not 100: data that arrives meanwhile (the embedded
+    # broker does not answer a waiting fetch early) waits less (p50 95 -> 62 ms end to end)
+    "fetch.wait.max.ms": 10,
 }
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -66,6 +65,11 @@ LIVE_RUN_ID = "live"
 END_OF_RUN = b"end-of-run"
 #: Latency samples kept for the percentiles (a uniform reservoir).
 RESERVOIR = 50_000
+#: How long one consume() call waits for its batch to fill.
+CONSUME_WAIT_S = 0.01
+#: A caught-up processor hands over at once when it holds this many rows (a burst), else
+#: when they are WORKBENCH_BATCH_MAX_WAIT_S old (a trickle: fewer transactions).
+HAND_OVER_AT_ONCE = 500
 #: (run, partition) pairs remembered as ended (for callers waiting on a run's end).
 ENDED_KEPT = 10_000
 
@@ -89,14 +93,22 @@ class ProcessorStats:
     _seen: int = field(default=0, repr=False)
 
     def record_latency(self, samples: np.ndarray) -> None:
-        for ms in samples.tolist():
-            self._seen += 1
-            if len(self.latency_ms) < RESERVOIR:
-                self.latency_ms.append(ms)
-            else:
-                j = random.randrange(self._seen)
-                if j < RESERVOIR:
-                    self.latency_ms[j] = ms
+        """Keep a uniform sample of at most :data:`RESERVOIR` latencies (reservoir sampling,
+        a batch at a time)."""
+        n = samples.size
+        if not n:
+            return
+        room = RESERVOIR - len(self.latency_ms)
+        if room > 0:
+            self.latency_ms += samples[:room].tolist()
+            samples = samples[room:]
+        if samples.size:
+            seen = self._seen + min(n, max(room, 0)) + np.arange(1, samples.size + 1)
+            slots = (np.random.random(samples.size) * seen).astype(np.int64)
+            keep = slots < RESERVOIR
+            for j, ms in zip(slots[keep].tolist(), samples[keep].tolist(), strict=True):
+                self.latency_ms[j] = ms
+        self._seen += n
 
     def add(self, result: WriteResult) -> None:
         self.stored += result.stored
@@ -222,10 +234,10 @@ class Processor:
         gc.freeze()  # what exists now lives for the whole run: the collector skips it
         try:
             while not stop.is_set():
-                # With results waiting, look only briefly for more: a short batch means the
-                # processor has caught up, and what it has goes out now (latency); with a
-                # backlog every call returns a full batch (throughput).
-                wait = min(s.batch_max_wait_s, 0.02) if self._pending else s.batch_max_wait_s
+                # consume() waits for a full batch or the timeout: wait only briefly, so a
+                # burst goes on as soon as it is in (latency); with a backlog every call
+                # returns a full batch at once (throughput).
+                wait = min(s.batch_max_wait_s, CONSUME_WAIT_S)
                 messages = self.consumer.consume(num_messages=s.batch_size, timeout=wait)
                 now = time.monotonic()
                 if messages:
@@ -234,8 +246,11 @@ class Processor:
                 self._collect()
                 self._watch_ends(now)
                 if self._pending or self._windows_may_be_due(now):
-                    caught_up = len(messages) < s.batch_size
-                    self._hand_over(now, force=caught_up and bool(self._pending))
+                    # caught up with a burst in hand: out now, not after the batch's age
+                    caught_up = len(messages) < s.batch_size and self._pending_rows() >= (
+                        HAND_OVER_AT_ONCE
+                    )
+                    self._hand_over(now, force=caught_up)
                     if on_batch is not None:
                         on_batch(self.stats)
                 if max_messages is not None and self.stats.consumed >= max_messages:
@@ -249,6 +264,9 @@ class Processor:
         finally:
             self.close()
         return self.stats
+
+    def _pending_rows(self) -> int:
+        return sum(rows_in(w.readings) + len(w.dead_letters) for w in self._pending)
 
     def _take(self, messages: list[kafka.Message], now: float) -> None:
         """One consume() call's messages: columns, decoded, through the steps."""
@@ -323,7 +341,7 @@ class Processor:
         """Merge the pending micro-batches with what is due and give them to the writer,
         when there are enough of them, they are old enough, or ``force``."""
         s = self.settings
-        pending = sum(rows_in(w.readings) + len(w.dead_letters) for w in self._pending)
+        pending = self._pending_rows()
         aged = now - self._pending_since >= s.batch_max_wait_s
         if not (force or pending >= s.batch_size or aged):
             return

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -520,6 +521,8 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
             "batches": stats.batches,
             "per_run": stats.per_run,
         }
+    # this process's own peak resident memory (with --workers, the parent's alone)
+    data["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     _emit(
         args,
         data,

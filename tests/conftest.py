@@ -7,9 +7,11 @@ their own servers (start, kill, stop) start a private stack in a temporary folde
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ WORKBENCH = str(Path(sys.executable).parent / "workbench")
 
 
 #: Fixtures that start servers or run whole pipelines: a test using one is in the slow lane.
-SLOW_FIXTURES = {"stack", "private_stack", "kernel_env"}
+SLOW_FIXTURES = {"stack", "private_stack", "private_database", "kernel_env"}
 #: Modules whose tests start servers of their own or run the `workbench` command.
 SLOW_MODULES = {
     "test_stack.py",
@@ -62,6 +64,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
     st.down()
 
 
+@pytest.fixture
+def private_database(tmp_path: Path):
+    """A PostgreSQL of this test's own, so stopping it disturbs no other test."""
+    from workbench.sinks.postgres import create_schema
+    from workbench.stack.postgres import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path)
+    rec = pg.start(timeout_s=60)
+    create_schema(pg.url(rec))
+    yield pg, rec
+    pg.stop()
+
+
 def own_settings(base: Settings, endpoints: Endpoints, **overrides) -> Settings:
     """``base`` with topics and a consumer group of their own, created on the stack."""
     tag = f"t{uuid.uuid4().hex[:8]}"
@@ -89,6 +104,27 @@ def settings(stack: tuple[Settings, Endpoints]) -> Settings:
 @pytest.fixture
 def endpoints(stack: tuple[Settings, Endpoints]) -> Endpoints:
     return stack[1]
+
+
+@contextlib.contextmanager
+def in_background(processor) -> Iterator[list[BaseException]]:
+    """Run ``processor`` in a thread for the block; stop it after. Yields the list its
+    failure (if any) lands in, so a test can assert on it while it runs."""
+    stop, errors = threading.Event(), []
+
+    def work() -> None:
+        try:
+            processor.run(stop)
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        worker.join(60)
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:

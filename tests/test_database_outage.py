@@ -15,19 +15,8 @@ from workbench.job import simulate
 from workbench.processor.loop import Processor
 from workbench.runs import RunRegistry
 from workbench.simulator.spec import SimulationSpec
-from workbench.sinks.postgres import create_schema
 from workbench.stack import Endpoints
 from workbench.stack.postgres import EmbeddedPostgres
-
-
-@pytest.fixture
-def private_database(tmp_path):
-    """A PostgreSQL of this test's own, so stopping it disturbs no other test."""
-    pg = EmbeddedPostgres(tmp_path)
-    rec = pg.start(timeout_s=60)
-    create_schema(pg.url(rec))
-    yield pg, rec
-    pg.stop()
 
 
 def test_database_down_mid_run_then_back_loses_nothing_and_duplicates_nothing(

@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from conftest import WORKBENCH, cli_env, own_settings
+from conftest import WORKBENCH, cli_env, in_background, own_settings
 
 from workbench.job import simulate
 from workbench.processor.loop import Processor
@@ -161,47 +161,29 @@ def test_two_workers_give_the_same_results(stack, reference):
     assert digest(endpoints.database_url, "det-two") == reference
 
 
-def test_a_database_outage_longer_than_the_idle_timeout_changes_nothing(stack, reference, tmp_path):
-    from workbench.sinks.postgres import create_schema
+def test_a_database_outage_longer_than_the_idle_timeout_changes_nothing(
+    stack, reference, private_database, tmp_path
+):
     from workbench.stack.postgres import EmbeddedPostgres
 
     base, endpoints = stack
-    pg = EmbeddedPostgres(tmp_path)
-    rec = pg.start(timeout_s=60)
+    pg, rec = private_database
     url = pg.url(rec)
-    create_schema(url)
-    try:
-        settings = own_settings(base, endpoints, batch_size=300, idle_timeout_s=1.0)
-        ends = Endpoints(endpoints.bootstrap_servers, url)
-        report = simulate(settings, ends, SPEC, "det-outage")
-        registry = RunRegistry(url)
-        processor = Processor(settings, endpoints.bootstrap_servers, url)
-        stop, errors = threading.Event(), []
-
-        def work() -> None:
-            try:
-                processor.run(stop)
-            except Exception as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=work)
-        worker.start()
-        try:
-            wait_until(lambda: registry.counts("det-outage").stored > report.produced // 4, 60,
-                       "a quarter")  # fmt: skip
-            registry.close()
-            pg.stop()
-            time.sleep(4)  # four idle timeouts with nothing consumed
-            assert worker.is_alive() and not errors, errors
-            rec = EmbeddedPostgres(tmp_path, port=rec.port).start(timeout_s=60)
-            wait_until(lambda: ended(processor, report) or errors, 120, "the run to end")
-        finally:
-            stop.set()
-            worker.join(60)
-        assert not errors, errors
-        assert digest(url, "det-outage") == reference
-    finally:
+    settings = own_settings(base, endpoints, batch_size=300, idle_timeout_s=1.0)
+    report = simulate(settings, Endpoints(endpoints.bootstrap_servers, url), SPEC, "det-outage")
+    registry = RunRegistry(url)
+    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    with in_background(processor) as errors:
+        wait_until(lambda: registry.counts("det-outage").stored > report.produced // 4, 60,
+                   "a quarter")  # fmt: skip
+        registry.close()
         pg.stop()
+        time.sleep(4)  # four idle timeouts with nothing consumed
+        assert not errors, errors
+        EmbeddedPostgres(tmp_path, port=rec.port).start(timeout_s=60)
+        wait_until(lambda: ended(processor, report) or errors, 120, "the run to end")
+    assert not errors, errors
+    assert digest(url, "det-outage") == reference
 
 
 def test_a_reading_from_the_future_makes_no_reading_after_it_late(settings, endpoints):

@@ -431,10 +431,10 @@ _EVER = (BEGINNING, END)
 
 
 def bench_sink(database_url: str, rows: int = 100_000, repeats: int = 3) -> dict[str, Any]:
-    """Rows/s into PostgreSQL: the sink's bulk path (COPY into a staging table + one merge,
-    in one transaction) against a plain ``executemany`` of INSERT ... ON CONFLICT DO
-    NOTHING, on the same readings. Each pass writes new rows (its own run id) and removes
-    them afterwards."""
+    """Rows/s into PostgreSQL: the sink's path (binary COPY built from columns, straight into
+    the readings table, in one transaction) against a plain ``executemany`` of INSERT ... ON
+    CONFLICT DO NOTHING, on the same readings. Each pass writes new rows (its own run id)
+    and removes them afterwards."""
     t0 = 1_767_225_600_000
 
     def batch(run_id: str) -> list[Reading]:
@@ -470,7 +470,7 @@ def bench_sink(database_url: str, rows: int = 100_000, repeats: int = 3) -> dict
         return rows, seconds
 
     cases = {"baseline: executemany INSERT": executemany,
-             "bulk: COPY to stage + merge": bulk}  # fmt: skip
+             "the sink: binary COPY into readings": bulk}  # fmt: skip
     out = [{"name": name, "rows": n, "seconds": round(seconds, 3), "rows_per_s": round(rate),
             "ratio": round(ratio, 2)} for name, n, seconds, rate, ratio in _interleaved(
                 cases, repeats)]  # fmt: skip

@@ -62,10 +62,6 @@ class DeliveryError(WorkbenchError):
     """The broker did not acknowledge every message we produced."""
 
 
-class ReconcileError(WorkbenchError):
-    """A run's accounting does not close: produced != stored + dead-lettered."""
-
-
 class ArchiveError(WorkbenchError):
     """The Parquet archive cannot do what was asked: a bad period, an unknown run, or a write
     that would lose rows the archive already holds."""

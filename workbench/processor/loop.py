@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -194,7 +195,9 @@ class Processor:
         self.intake = Intake(self.machines, self.limits, s.topic_raw)
         self.stats = ProcessorStats()
         self.partitions: dict[int, PartitionState] = {}
-        self._writer = Writer(self._store, Publisher(self.producer, s))
+        # the second stage of each write (windows, checkpoints) has a connection of its own
+        self._rest_sink: Sink = sink or open_sink(database_url, s.connect_timeout_s)
+        self._writer = Writer(self._store, self._store_rest, Publisher(self.producer, s))
         # provisional results go through a connection of their own (see SideWriter)
         self._side_sink: Sink | None = sink
         self._side = SideWriter(self._side_store)
@@ -389,8 +392,13 @@ class Processor:
         self._writer.submit(write)
 
     def _store(self, batch: WriteBatch) -> SinkResult:
-        """In the writer thread: one transaction, retried while the database is down."""
+        """In the writer's first thread: one transaction, retried while the database is
+        down."""
         return self._retrying(lambda: self.sink.write(batch))
+
+    def _store_rest(self, batch: WriteBatch) -> SinkResult:
+        """In the writer's second thread, on its own connection (see :meth:`_store`)."""
+        return self._retrying(lambda: self._rest_sink.write(batch), rest=True)
 
     def _side_store(self, batch: WriteBatch) -> SinkResult:
         """In the side writer's thread: one try, and one more on a new connection."""
@@ -428,7 +436,7 @@ class Processor:
             self._commit(offsets)
             self.last_commit_at = time.monotonic()
 
-    def _retrying(self, action: Callable[[], WriteResult]) -> WriteResult:
+    def _retrying(self, action: Callable[[], Any], rest: bool = False) -> Any:
         """Run a database action; while the database is down, wait and retry with backoff.
 
         A write is one transaction, so a failed attempt left nothing behind, and nothing is
@@ -448,16 +456,22 @@ class Processor:
                 log.warning("database unavailable (%s); retrying in %.1fs", reason, delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 5.0)
-                self._reconnect()
+                self._reconnect(rest)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, rest: bool = False) -> None:
+        old = self._rest_sink if rest else self.sink
         with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
-            self.sink.close()
+            old.close()
         try:
-            self.sink = open_sink(self.database_url, self.settings.connect_timeout_s)
-            log.info("database connection re-established")
+            new = open_sink(self.database_url, self.settings.connect_timeout_s)
         except DatabaseUnavailable as exc:
             log.warning("database still unavailable: %s", exc.reason)
+            return
+        if rest:
+            self._rest_sink = new
+        else:
+            self.sink = new
+        log.info("database connection re-established")
 
     def _commit(self, offsets: dict[int, int]) -> None:
         tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
@@ -555,6 +569,8 @@ class Processor:
             self._side.stop()
             self.producer.flush(10)
             self.sink.close()
+            if self._rest_sink is not self.sink:
+                self._rest_sink.close()
             if self._side_sink is not None and self._side_sink is not self.sink:
                 self._side_sink.close()
 

@@ -243,34 +243,67 @@ def _alert_record(run_id: str, e: AlertEvent) -> dict:
 
 
 class Writer:
-    """A thread that stores and publishes writes in order, at most ``depth`` waiting."""
+    """Two threads that store and publish writes in order, at most ``depth`` waiting.
 
-    def __init__(self, store: Callable[[Write], Any], publisher: Publisher, depth: int = 2) -> None:
+    The first stores each write's readings and dead letters (one transaction: visible), the
+    second what depends on them (windows, alerts, statistics, checkpoints; a second
+    transaction, on a connection of its own) and publishes. So the readings of the next
+    write need not wait for the windows and checkpoints of this one. Offsets are committed
+    (by the consume thread) only after the second stage: a crash in between leaves them
+    uncommitted, the writes are read again, their readings found stored.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[WriteBatch], Any],
+        store_rest: Callable[[WriteBatch], Any],
+        publisher: Publisher,
+        depth: int = 2,
+    ) -> None:
         self._store = store
+        self._store_rest = store_rest
         self._publisher = publisher
         self._jobs: queue.Queue[Write | None] = queue.Queue(maxsize=depth)
+        self._rest: queue.Queue[tuple | None] = queue.Queue(maxsize=depth)
         self._results: queue.SimpleQueue[WriteResult] = queue.SimpleQueue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="workbench-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._readings_loop, name="workbench-writer", daemon=True),
+            threading.Thread(target=self._rest_loop, name="workbench-writer-2", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
 
-    def _loop(self) -> None:
+    def _readings_loop(self) -> None:
         while (write := self._jobs.get()) is not None:
             try:
                 if self._error is None:  # after a failure, nothing more is written
-                    self._results.put(self._complete(write))
+                    first, rest = write.to_sink()
+                    written = self._store(first)
+                    self._rest.put((write, rest, written, time.time() * 1000))
             except BaseException as exc:  # raised again in the consume thread
                 self._error = exc
             finally:
                 self._jobs.task_done()
+        self._rest.put(None)
         self._jobs.task_done()
 
-    def _complete(self, write: Write) -> WriteResult:
-        first, rest = write.to_sink()
-        written = self._store(first)
-        visible_ms = time.time() * 1000
+    def _rest_loop(self) -> None:
+        while (job := self._rest.get()) is not None:
+            try:
+                if self._error is None:
+                    self._results.put(self._complete(*job))
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._rest.task_done()
+        self._rest.task_done()
+
+    def _complete(
+        self, write: Write, rest: WriteBatch, written: Any, visible_ms: float
+    ) -> WriteResult:
         if rest.tables():
-            self._store(rest)
+            self._store_rest(rest)
         self._publisher.publish(write)
         r = write.readings
         per_run: dict[str, int] = {}
@@ -301,7 +334,7 @@ class Writer:
         self._jobs.put(write)
 
     def results(self) -> list[WriteResult]:
-        """The results completed since the last call; raises a failure of the thread."""
+        """The results completed since the last call; raises a failure of the threads."""
         self.check()
         out = []
         while True:
@@ -313,11 +346,13 @@ class Writer:
     def drain(self) -> None:
         """Wait until every write handed over is complete (or failed)."""
         self._jobs.join()
+        self._rest.join()
         self.check()
 
     def stop(self) -> None:
         self._jobs.put(None)
-        self._thread.join()
+        for t in self._threads:
+            t.join()
 
 
 class SideWriter:

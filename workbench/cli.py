@@ -522,7 +522,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
             "per_run": stats.per_run,
         }
     # this process's own peak resident memory (with --workers, the parent's alone)
-    data["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    data["peak_rss_mb"] = _peak_rss_mb()
     _emit(
         args,
         data,
@@ -530,6 +530,19 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         f"absorbed, {data['deadlettered']} dead-lettered",
     )
     return 0
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the program since it
+    started; ``ru_maxrss`` would also count what the parent that forked it held then."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:

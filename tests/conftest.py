@@ -106,11 +106,18 @@ def endpoints(stack: tuple[Settings, Endpoints]) -> Endpoints:
     return stack[1]
 
 
+class Background(list):
+    """The failures of a processor running in a thread (empty while all is well), and the
+    thread."""
+
+    thread: threading.Thread
+
+
 @contextlib.contextmanager
-def in_background(processor) -> Iterator[list[BaseException]]:
+def in_background(processor) -> Iterator[Background]:
     """Run ``processor`` in a thread for the block; stop it after. Yields the list its
     failure (if any) lands in, so a test can assert on it while it runs."""
-    stop, errors = threading.Event(), []
+    stop, errors = threading.Event(), Background()
 
     def work() -> None:
         try:
@@ -118,13 +125,13 @@ def in_background(processor) -> Iterator[list[BaseException]]:
         except Exception as exc:
             errors.append(exc)
 
-    worker = threading.Thread(target=work)
-    worker.start()
+    errors.thread = threading.Thread(target=work)
+    errors.thread.start()
     try:
         yield errors
     finally:
         stop.set()
-        worker.join(60)
+        errors.thread.join(60)
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:

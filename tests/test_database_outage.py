@@ -3,11 +3,10 @@ retries, and ends with every reading stored once and every window exact."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from conftest import own_settings
+from conftest import in_background, own_settings
 from test_processor_state import assert_windows_agree_with_readings
 
 from workbench.errors import DatabaseUnavailable
@@ -30,17 +29,7 @@ def test_database_down_mid_run_then_back_loses_nothing_and_duplicates_nothing(
     registry = RunRegistry(url)
 
     processor = Processor(settings, endpoints.bootstrap_servers, url)
-    stop, errors = threading.Event(), []
-
-    def work() -> None:
-        try:
-            processor.run(stop)
-        except Exception as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    try:
+    with in_background(processor) as errors:
         deadline = time.monotonic() + 60
         while registry.counts("outage").stored < report.produced // 4:
             assert time.monotonic() < deadline and not errors, errors
@@ -49,7 +38,7 @@ def test_database_down_mid_run_then_back_loses_nothing_and_duplicates_nothing(
         pg.stop()  # the database goes away mid-run ...
         stored_before = None
         time.sleep(3)  # ... long enough for several failed attempts
-        assert worker.is_alive() and not errors, errors
+        assert errors.thread.is_alive() and not errors, errors
         rec = EmbeddedPostgres(tmp_path, port=rec.port).start(timeout_s=60)  # ... and comes back
         registry = RunRegistry(url)
         stored_before = registry.counts("outage").stored
@@ -58,9 +47,6 @@ def test_database_down_mid_run_then_back_loses_nothing_and_duplicates_nothing(
         while not {("outage", p) for p in report.partitions} <= processor.ended:
             assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.05)
-    finally:
-        stop.set()
-        worker.join(60)
     assert not errors, errors
     assert registry.counts("outage").stored == report.produced
     registry.close()

@@ -179,7 +179,7 @@ def test_a_database_outage_longer_than_the_idle_timeout_changes_nothing(
         registry.close()
         pg.stop()
         time.sleep(4)  # four idle timeouts with nothing consumed
-        assert not errors, errors
+        assert errors.thread.is_alive() and not errors, errors
         EmbeddedPostgres(tmp_path, port=rec.port).start(timeout_s=60)
         wait_until(lambda: ended(processor, report) or errors, 120, "the run to end")
     assert not errors, errors

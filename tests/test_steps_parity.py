@@ -23,10 +23,10 @@ from workbench.processor.batch import Batch
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
 from workbench.processor.legacy.state import PartitionState as LegacyPartition
-from workbench.processor.legacy.windows import WindowConfig
 from workbench.processor.rules import load_rules
 from workbench.processor.state import EngineConfig, PartitionState
 from workbench.processor.validate import Rejected, Validator
+from workbench.processor.windows import WindowConfig
 from workbench.schemas import READING
 from workbench.simulator.control import ChaosControl
 from workbench.simulator.source import Simulation

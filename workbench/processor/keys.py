@@ -128,10 +128,14 @@ class KeyTable:
         return (self.runs[self.key_run[key]], self.machines.names[self.key_machine[key]],
                 int(self.key_sensor[key]))  # fmt: skip
 
-    def machine_names(self) -> list[str]:
-        """Machine id of each machine key."""
-        names = self.machines.names
-        return [names[m] for m in self.mkey_machine.tolist()]
+    def machine_names(self) -> _Names:
+        """Machine id of each machine key, looked up when asked (a batch's rules read only
+        the new ones)."""
+        return _Names(self.machines.names, self.mkey_machine)
+
+    def sensor_names(self, symbols: Sequence[str]) -> _Names:
+        """Sensor name of each key, looked up when asked."""
+        return _Names(symbols, self.key_sensor)
 
     def drop_runs(self, gone: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forget runs (and their keys); ids are renumbered densely in their old order.
@@ -191,3 +195,16 @@ class KeyTable:
                        arrays["mkey_run"].copy(), g(arrays["mkey_machine"]),
                        arrays["key_mkey"].copy())  # fmt: skip
         return table
+
+
+class _Names:
+    """``names[ids[i]]`` for ``i``, without building the whole list."""
+
+    def __init__(self, names: Sequence[str], ids: np.ndarray) -> None:
+        self._names, self._ids = names, ids
+
+    def __getitem__(self, i: int) -> str:
+        return self._names[self._ids[i]]
+
+    def __len__(self) -> int:
+        return self._ids.size

@@ -142,9 +142,6 @@ class _Ended:
     def __ge__(self, other: set) -> bool:
         return all(x in self._items for x in other)
 
-    def __le__(self, other: object) -> bool:
-        return NotImplemented
-
     def __iter__(self):
         return iter(list(self._items))
 

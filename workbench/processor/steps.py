@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.processor import hysteresis, rolling, stats, windows
+from workbench.processor import rolling, stats, windows
 from workbench.processor.batch import PartitionOutput, Rows
 from workbench.processor.dedup import dedupe
 from workbench.processor.state import PartitionState
@@ -93,7 +93,8 @@ def readings(
         state.last_wall[run] = wall_s
         sel = runs == run if len(table.runs) > 1 else slice(None)
         events = state.alerts.observe(
-            keys[sel], mkeys[sel], table.machine_names(), _sensor_names(table), rows.ts[sel],
+            keys[sel], mkeys[sel], table.machine_names(), table.sensor_names(SENSOR_NAMES),
+            rows.ts[sel],
             rows.value[sel], rows.isnull[sel], rows.status[sel], features.score[sel],
             features.drift[sel],
         )  # fmt: skip
@@ -165,17 +166,12 @@ def forget_dropped(state: PartitionState) -> None:
         state.dropping = set()
 
 
-def _sensor_names(table) -> list[str]:
-    return SENSOR_NAMES[table.key_sensor].tolist()
-
-
 def _readings_out(
     rows: Rows,
     run_ids: np.ndarray,
     late: np.ndarray,
     score: np.ndarray | None = None,
     means: np.ndarray | None = None,
-    machines: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     n = len(rows)
     nan = np.full(n, np.nan)
@@ -248,4 +244,4 @@ def _stats_out(state: PartitionState, keys: np.ndarray) -> dict[str, np.ndarray]
     }
 
 
-__all__ = ["due", "end_run", "forget_dropped", "hysteresis", "process", "readings"]
+__all__ = ["due", "end_run", "forget_dropped", "process", "readings"]

@@ -59,62 +59,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
-from workbench.errors import ConfigError
 from workbench.processor.legacy.rolling import RollingMeans
 from workbench.processor.legacy.watermark import Watermark
+from workbench.processor.windows import WindowConfig
 
 __all__ = ["PROVISIONAL", "AddOutcome", "PartitionWindows", "RollingMeans", "WindowConfig"]
 __all__ += ["WindowResult"]
 
 #: The ``revision`` of a provisional (not yet final) result.
 PROVISIONAL = -1
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """How a partition's readings are windowed.
-
-    Parameters
-    ----------
-    widths_s
-        Tumbling window widths in seconds, aligned to the epoch.
-    allowed_lateness_s
-        Event-time seconds the watermark trails the partition's maximum event time.
-    idle_timeout_s
-        Wall-clock seconds without events after which a partition's watermark follows
-        the wall clock; ``None`` never advances an idle partition.
-    late_policy
-        ``"drop"`` leaves final windows alone; ``"update"`` corrects and re-emits them.
-    quantile
-        The quantile reported per window (0.95 = p95).
-    correction_horizon_s
-        Event-time seconds after a window's end during which ``"update"`` corrects it.
-    """
-
-    widths_s: tuple[int, ...] = (60, 300)
-    allowed_lateness_s: float = 10.0
-    idle_timeout_s: float | None = 30.0
-    late_policy: Literal["drop", "update"] = "update"
-    quantile: float = 0.95
-    correction_horizon_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        if not self.widths_s or any(w <= 0 for w in self.widths_s):
-            raise ConfigError("widths_s", self.widths_s, "one or more positive widths")
-        if len({_ms(w) for w in self.widths_s}) != len(self.widths_s):
-            raise ConfigError("widths_s", self.widths_s, "distinct widths")
-        if self.allowed_lateness_s < 0:
-            raise ConfigError("allowed_lateness_s", self.allowed_lateness_s, "seconds >= 0")
-        if self.idle_timeout_s is not None and self.idle_timeout_s <= 0:
-            raise ConfigError("idle_timeout_s", self.idle_timeout_s, "seconds > 0, or None")
-        if self.late_policy not in ("drop", "update"):
-            raise ConfigError("late_policy", self.late_policy, "'drop' or 'update'")
-        if not 0.0 <= self.quantile <= 1.0:
-            raise ConfigError("quantile", self.quantile, "a number in [0, 1]")
-        if self.correction_horizon_s < 0:
-            raise ConfigError("correction_horizon_s", self.correction_horizon_s, "seconds >= 0")
 
 
 @dataclass(frozen=True)

@@ -292,6 +292,15 @@ def test_nulls_arrive_in_every_supported_form(column):
     assert encode_column("text", text).python() == ["a", None, "b", "a"]
 
 
+def test_text_from_python_objects_is_coded_without_arrow():
+    """The processor's path: object arrays, coded by first appearance; None and NaN are NULL."""
+    col = encode_column("text", objects(["b", None, "a", float("nan"), "b"]))
+    assert col.python() == ["b", None, "a", None, "b"]
+    assert col.values.tolist() == [0, -1, 1, -1, 0] and col.uniques == (b"b", b"a")
+    assert encode_column("bytea", objects([b"\x00", None])).python() == [b"\x00", None]
+    assert encode_column("jsonb", objects([["failure"], None])).python() == ['["failure"]', None]
+
+
 def test_a_dictionary_with_repeated_values_gives_equal_codes_for_equal_values():
     repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, None]), pa.array(["x", "y", "x"]))
     col = encode_column("text", repeated)
@@ -307,6 +316,8 @@ def test_a_dictionary_with_repeated_values_gives_equal_codes_for_equal_values():
         ({"seq": np.arange(2)}, "readings.seq: 2 values, expected 3"),
         ({"seq": np.array([1.5, 2.0, 3.0])}, "readings.seq: int8 values with a fraction"),
         ({"late": objects(["yes"] * 3)}, "readings.late: "),
+        ({"machine_id": objects(["m-1", 5, "m-1"])}, "readings.machine_id: expected text, got int"),
+        ({"value": objects([1.0, "x", None])}, "readings.value: expected float8 values, got str"),
     ],
 )
 def test_a_bad_batch_is_refused_naming_the_column(changes, complaint):

@@ -30,17 +30,23 @@ thousands of times in a batch and is encoded once). Both sinks write from that f
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from workbench.sinks import schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow (~40 MB resident) is imported only when a caller hands over Arrow data: the
+# processor gives numpy columns and need not load it.
 
 __all__ = [
     "ROW_LAYOUTS",
@@ -155,7 +161,7 @@ def prepare(table: str | sa.Table, columns: Mapping[str, Any]) -> Prepared:
             continue
         try:
             col = encode(kind_of(c), columns[c.name])
-        except (TypeError, ValueError, pa.ArrowException) as exc:
+        except _ENCODE_ERRORS() as exc:
             raise ValueError(f"{t.name}.{c.name}: {exc}") from None
         if rows is None:
             rows = len(col.values)
@@ -174,22 +180,50 @@ def encode(kind: str, data: Any) -> Column:
 
     >>> encode("timestamptz", [5, None]).python()
     [5, None]
+    >>> encode("text", np.array(["b", None, "a", "b"], object)).values.tolist()
+    [0, -1, 1, 0]
     """
-    if isinstance(data, pa.ChunkedArray):
-        data = data.combine_chunks()
+    if _is_arrow(data):
+        return _from_arrow(kind, data)
     if kind in FIXED:
         return _fixed(kind, data)
-    if isinstance(data, pa.Array):
-        return _coded(kind, data)
     arr = data if isinstance(data, np.ndarray) else _objects(data)
     if arr.ndim != 1:
         raise ValueError(f"expected one dimension, got shape {arr.shape}")
     if kind == "jsonb":
         arr = np.array([None if v is None else json.dumps(v) for v in arr], dtype=object)
-    if arr.dtype.kind in "UST":
-        arr = arr.astype(object)
-    pa_type = pa.binary() if kind == "bytea" else pa.string()
-    return _coded(kind, pa.array(arr, type=pa_type, from_pandas=True))
+    return _coded_objects(kind, arr.tolist())
+
+
+def _is_arrow(data: Any) -> bool:
+    return type(data).__module__.startswith("pyarrow")
+
+
+def _ENCODE_ERRORS() -> tuple[type[BaseException], ...]:
+    pa = sys.modules.get("pyarrow")
+    return (TypeError, ValueError) + ((pa.ArrowException,) if pa is not None else ())
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _coded_objects(kind: str, values: list[Any]) -> Column:
+    """Codes into the distinct values, in order of first appearance (a dict: one hash per
+    row, no sort)."""
+    index: dict[Any, int] = {}
+    codes = np.fromiter(
+        (-1 if _is_null(v) else index.setdefault(v, len(index)) for v in values),
+        np.int32,
+        count=len(values),
+    )
+    want, name = (bytes, "bytes") if kind == "bytea" else (str, "text")
+    for v in index:
+        if not isinstance(v, want):
+            raise TypeError(f"expected {name}, got {type(v).__name__} {v!r:.40}")
+    uniques = tuple(index) if kind == "bytea" else tuple(str.encode(v) for v in index)
+    null = codes < 0
+    return Column(kind, codes, null if null.any() else None, uniques)
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:
@@ -200,8 +234,21 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
+def _from_arrow(kind: str, data: Any) -> Column:
+    import pyarrow as pa
+
+    if isinstance(data, pa.ChunkedArray):
+        data = data.combine_chunks()
+    if kind in FIXED:
+        return _fixed(kind, data)
+    return _coded(kind, data)
+
+
 def _coded(kind: str, arr: pa.Array) -> Column:
     """Codes into the distinct values: an Arrow hash table, so no sort and no per-row Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if pa.types.is_dictionary(arr.type):
         # a dictionary may repeat values or hold unused ones: re-encode it, so that equal
         # values always have equal codes (the merge rules compare keys by code)
@@ -225,7 +272,9 @@ def _coded(kind: str, arr: pa.Array) -> Column:
 def _fixed(kind: str, data: Any) -> Column:
     dtype = FIXED[kind]
     null = None
-    if isinstance(data, pa.Array):
+    if _is_arrow(data):
+        import pyarrow as pa
+
         if pa.types.is_timestamp(data.type):
             data = data.cast(pa.timestamp("ms", data.type.tz)).cast(pa.int64())
         if data.null_count:
@@ -242,8 +291,18 @@ def _fixed(kind: str, data: Any) -> Column:
         nat = np.isnat(arr)
         null = nat if null is None else null | nat
         arr = arr.astype("datetime64[ms]").view(np.int64)
-    elif arr.dtype == object:  # Python values with None: through Arrow, which knows None
-        return _fixed(kind, pa.array(arr, type=pa.from_numpy_dtype(dtype), from_pandas=True))
+    elif arr.dtype == object:  # Python values, None (or NaN) for NULL
+        values = arr.tolist()
+        nulls = [_is_null(v) for v in values]
+        if any(nulls):
+            null = np.array(nulls)
+            values = [0 if n else v for v, n in zip(values, nulls, strict=True)]
+        for v in values:
+            if isinstance(v, str | bytes) or (kind == "bool" and not isinstance(v, bool | int)):
+                raise TypeError(f"expected {kind} values, got {type(v).__name__} {v!r:.40}")
+        arr = np.array(values, dtype=np.float64 if kind == "float8" else None)
+        if arr.dtype == object or arr.ndim != 1:
+            raise TypeError(f"expected {kind} values, got {arr.dtype} of shape {arr.shape}")
     if arr.dtype.kind == "f":
         nan = np.isnan(arr)
         if nan.any():
@@ -334,21 +393,13 @@ ROW_LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({
                      "end_ts", "magnitude", "source", "detail"),
 })  # fmt: skip
 
-_ARROW = {"int8": pa.int64(), "int4": pa.int32(), "float8": pa.float64(), "bool": pa.bool_(),
-          "timestamptz": pa.int64(), "text": pa.string(), "bytea": pa.binary()}  # fmt: skip
-
 
 def _columns_of(table: str, rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
     names = ROW_LAYOUTS[table]
-    t = schema.metadata.tables[table]
     values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     if len(values) != len(names):
         raise ValueError(f"{table}: rows of {len(values)} fields, expected {len(names)}")
-    out: dict[str, Any] = {}
-    for name, vals in zip(names, values, strict=True):
-        kind = kind_of(t.c[name])
-        out[name] = _objects(vals) if kind == "jsonb" else pa.array(vals, type=_ARROW[kind])
-    return out
+    return {name: _objects(vals) for name, vals in zip(names, values, strict=True)}
 
 
 def _length(columns: Mapping[str, Any]) -> int:

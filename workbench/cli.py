@@ -491,6 +491,9 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.processor.malloc import fix_mmap_threshold
+
+    fix_mmap_threshold()  # a process of its own: batch-sized arrays go back when freed
     endpoints = job.ready_stack(settings, sink=args.sink)
     workers = args.workers or settings.workers
     if workers > 1:

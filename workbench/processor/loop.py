@@ -29,6 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +41,13 @@ from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import ConfigError, DatabaseUnavailable
 from workbench.kafka import TopicPartition
-from workbench.processor import steps
+from workbench.processor import kernels, steps
 from workbench.processor.batch import Batch, PartitionOutput, Rows, concat, rows_in
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
 from workbench.processor.rules import RuleSet, load_rules
 from workbench.processor.state import EngineConfig, PartitionState
+from workbench.processor.warmup import warm_up
 from workbench.processor.windows import WindowConfig
 from workbench.processor.writer import Publisher, SideWriter, Write, Writer, WriteResult
 from workbench.sinks import Sink, WriteBatch, open_sink
@@ -195,6 +197,7 @@ class Processor:
         # the second stage of each write (windows, checkpoints) has a connection of its own
         self._rest_sink: Sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._writer = Writer(self._store, self._store_rest, Publisher(self.producer, s))
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="workbench-checkpoint")
         # provisional results go through a connection of their own (see SideWriter)
         self._side_sink: Sink | None = sink
         self._side = SideWriter(self._side_store)
@@ -225,6 +228,8 @@ class Processor:
         ``max_messages`` were consumed; then write, checkpoint, commit and leave the group."""
         stop = stop or threading.Event()
         s = self.settings
+        if kernels.JIT:  # before joining: the first batch must not wait for code to load
+            warm_up(self.config, self.rules, self.limits)
         self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
         # The idle clock runs from the last message or assignment, whichever is later, so
         # the wait for the group's first assignment (which, after a crash, includes the
@@ -375,7 +380,11 @@ class Processor:
             if offset is None:
                 offset = self._committed_position(p)
             if offset is not None:
-                checkpoints.append((self.group_id, s.topic_raw, p, offset, state.snapshot()))
+                # copied here, encoded (zstd, without the GIL) beside this thread; the last
+                # ones (stopping, handing partitions over) one at a time: less memory at once
+                snapshot = (state.snapshot() if checkpoint
+                            else self._encoder.submit(state.capture().encode))  # fmt: skip
+                checkpoints.append((self.group_id, s.topic_raw, p, offset, snapshot))
                 self._checkpointed.add(p)
         if due:
             self._last_checkpoint = now
@@ -564,6 +573,7 @@ class Processor:
         finally:
             self._writer.stop()
             self._side.stop()
+            self._encoder.shutdown()
             self.producer.flush(10)
             self.sink.close()
             if self._rest_sink is not self.sink:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
+import zstandard
 
 from workbench.errors import ConfigError
 from workbench.processor.decode import MachineTable
@@ -35,6 +35,26 @@ from workbench.processor.watermark import WatermarkState
 from workbench.processor.windows import WindowConfig, WindowState
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A partition's state at one offset, as arrays of its own (see
+    :meth:`PartitionState.capture`)."""
+
+    arrays: dict[str, np.ndarray]
+
+    def encode(self) -> bytes:
+        """One ``.npz`` file, zstd-compressed: ~8x smaller for a few ms (arrays of similar
+        numbers compress well), which is what a checkpoint costs the database."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays)
+        raw = buf.getbuffer()  # not a copy: a checkpoint can be tens of megabytes
+        packed = zstandard.ZstdCompressor(level=3).compress(raw)
+        size = raw.nbytes
+        raw.release()
+        return ZSTD_MAGIC + size.to_bytes(8, "big") + packed
+
 
 #: Version of the checkpoint layout; a checkpoint of another version is not restored.
 FORMAT = 1
@@ -121,25 +141,28 @@ class PartitionState:
 
     # -- checkpoints ---------------------------------------------------------------------
 
+    def capture(self) -> Snapshot:
+        """The whole state as copied arrays, cheap enough for the consume thread; the
+        writer encodes it (:meth:`Snapshot.encode`) off the hot path."""
+        return self._arrays(copy=True)
+
     def snapshot(self) -> bytes:
-        """The whole state as one ``.npz`` file (bytes)."""
+        """The whole state as one checkpoint (bytes), encoded here (no copies kept)."""
+        return self._arrays(copy=False).encode()
+
+    def _arrays(self, copy: bool) -> Snapshot:
         arrays: dict[str, np.ndarray] = {}
         parts = {"keys": self.keys, "dedup": self.dedup, "clock": self.clock,
                  "windows": self.windows, "rolling": self.rolling, "stats": self.stats,
                  "alerts": self.alerts}  # fmt: skip
         for prefix, part in parts.items():
             for name, value in part.arrays().items():
-                arrays[f"{prefix}.{name}"] = np.asarray(value)
-        arrays["changed"] = self.changed
+                # a copy when the state moves on while the snapshot waits to be encoded
+                arrays[f"{prefix}.{name}"] = np.array(value) if copy else np.asarray(value)
+        arrays["changed"] = self.changed.copy()
         header = {"format": FORMAT, "config": self.config.header(), "ended": list(self.ended)}
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        raw = buf.getvalue()
-        # zstd: ~8x smaller for a few ms (arrays of similar numbers compress well), which is
-        # what a checkpoint costs the database every few seconds
-        packed = pa.compress(raw, codec="zstd", asbytes=True)
-        return ZSTD_MAGIC + len(raw).to_bytes(8, "big") + packed
+        return Snapshot(arrays)
 
     @classmethod
     def restore(
@@ -150,7 +173,7 @@ class PartitionState:
         lateness, ...): such a partition starts afresh instead."""
         if data[:4] == ZSTD_MAGIC:
             size = int.from_bytes(data[4:12], "big")
-            data = pa.decompress(data[12:], decompressed_size=size, codec="zstd", asbytes=True)
+            data = zstandard.ZstdDecompressor().decompress(data[12:], max_output_size=size)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         header = json.loads(arrays.pop("header").tobytes())

@@ -44,7 +44,9 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from workbench.processor.loop import Processor
+    from workbench.processor.malloc import fix_mmap_threshold
 
+    fix_mmap_threshold()
     try:
         processor = Processor(settings, bootstrap, database_url, group_id=group_id)
         stats = processor.run(stop, idle_timeout_s=idle_timeout_s, max_messages=max_messages)

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,7 @@ from workbench.config import Settings
 from workbench.errors import DeliveryError
 from workbench.processor.batch import concat, rows_in
 from workbench.processor.hysteresis import AlertEvent
+from workbench.processor.state import Snapshot
 from workbench.processor.watermark import NONE as NO_TS
 from workbench.schemas import CleanReadingEncoder, codec_for
 from workbench.sinks.columns import WriteBatch
@@ -112,16 +114,25 @@ class Write:
 
 
 def _checkpoint_columns(checkpoints: list[tuple]) -> dict[str, np.ndarray]:
-    """Checkpoint rows as object columns: the states (megabytes each) are not copied."""
+    """Checkpoint rows as object columns; the states (megabytes each) are not copied. A
+    state may come as a :class:`Snapshot` or the future of its encoding (the consume thread
+    does not compress)."""
     if not checkpoints:
         return {}
     names = ("consumer_group", "topic", "partition", "next_offset", "state")
+    rows = [(*row[:4], _encoded(row[4])) for row in checkpoints]
     out = {}
-    for name, values in zip(names, zip(*checkpoints, strict=True), strict=True):
+    for name, values in zip(names, zip(*rows, strict=True), strict=True):
         col = np.empty(len(values), dtype=object)
         col[:] = values
         out[name] = col
     return out
+
+
+def _encoded(state: Future[bytes] | Snapshot | bytes) -> bytes:
+    if isinstance(state, Future):
+        return state.result()
+    return state.encode() if isinstance(state, Snapshot) else state
 
 
 def _stats_columns(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -125,7 +125,10 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     assert result == json.loads(out.read_text())
     assert result["raw_eps"] > 0 and result["processor_eps"] > 0
     assert result["ratio"] == pytest.approx(result["processor_eps"] / result["raw_eps"], abs=1e-3)
-    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    for key, pattern in (("latency_ms", "steady"), ("latency_ticks_ms", "ticks")):
+        lat = result[key]
+        assert lat["pattern"] == pattern and lat["samples"] > 0
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert result["peak_rss_mb"] > 0
     assert {"cpu", "cores", "memory_gib", "python"} <= set(result["machine"])
     archived = result["archive"]  # the processor's readings, written as the archive does

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from workbench.errors import ConfigError
 from workbench.processor import steps
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
@@ -178,3 +179,18 @@ def test_freed_batch_arrays_go_back_to_the_system_once_the_threshold_is_fixed():
                              text=True, check=True, timeout=120)  # fmt: skip
         freed[how] = int(out.stdout)
     assert freed["fixed"] >= 30 and freed["default"] < 10, freed
+
+
+def test_a_checkpoint_restores_under_another_rolling_history():
+    """The history only bounds how late a reading may be for exact means, so a restart with
+    another WORKBENCH_ROLLING_HISTORY_S keeps the partition's state and applies the new one."""
+    rules = load_rules()
+    state, intake = fed(stream(120, 2))
+    longer = EngineConfig(CONFIG.windows, rolling_history_s=600.0)
+    restored = PartitionState.restore(longer, rules, intake.machines, state.snapshot())
+    assert restored.rolling.history_ms == 600_000
+    assert restored.rolling.keep_ms == 600_000 + 300_000
+    assert restored.keys.n_keys == state.keys.n_keys and restored.keys.n_keys > 0
+    other = EngineConfig(WindowConfig(idle_timeout_s=None, allowed_lateness_s=30.0))
+    with pytest.raises(ConfigError, match="checkpoint"):
+        PartitionState.restore(other, rules, intake.machines, state.snapshot())

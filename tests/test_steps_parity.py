@@ -34,6 +34,8 @@ from workbench.simulator.spec import SimulationSpec
 
 PARTITIONS = 4
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The per-reading rolling means keep 600 s of history (the engine's default is a setting).
+LEGACY_HISTORY_S = 600.0
 NOW_MS = 1_796_000_000_000  # validation's wall clock: after every event time used here
 
 
@@ -109,7 +111,8 @@ class Columnar:
     """The new steps over one partition."""
 
     def __init__(self, cfg: WindowConfig, rules, machines: MachineTable) -> None:
-        self.state = PartitionState(EngineConfig(cfg), rules, machines)
+        self.state = PartitionState(EngineConfig(cfg, rolling_history_s=LEGACY_HISTORY_S), rules,
+                                    machines)  # fmt: skip
         self.intake = Intake(machines, rules.validation, "raw")
         self.readings: dict[tuple, tuple] = {}
         self.windows: dict[tuple, dict] = {}
@@ -271,7 +274,8 @@ def test_a_checkpoint_mid_stream_changes_nothing():
     data = first.state.snapshot()
     assert data[:4] == b"WBZ1"
     second = Columnar(cfg, rules, MachineTable(["z-other", "m-0003"]))
-    second.state = PartitionState.restore(EngineConfig(cfg), rules, second.intake.machines, data)
+    config = EngineConfig(cfg, rolling_history_s=LEGACY_HISTORY_S)
+    second.state = PartitionState.restore(config, rules, second.intake.machines, data)
     feed(second, msgs[half:], half)
     for name in ("readings", "windows", "events", "stats"):
         combined = getattr(first, name)

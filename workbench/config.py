@@ -189,6 +189,10 @@ class Settings:
     window_widths_s: tuple[int, ...] = _env(_widths, default=(60, 300))
     #: Watermark = max event time seen on a partition minus this.
     allowed_lateness_s: float = _env(_float(0, inclusive=True), default=10.0)
+    #: Rolling means stay exact for a reading this far (event time) behind its sensor's
+    #: newest; a later one gets none. Each sensor keeps this plus the widest window of
+    #: values: memory grows with it (at 5,000 machines, ~90 MB per 100 s).
+    rolling_history_s: float = _env(_float(0, inclusive=True), default=60.0)
     #: A quiet partition's windows close after this much wall time without events.
     idle_timeout_s: float = _env(_float(0), default=30.0)
     #: Provisional (still open) window results and sensor statistics are written at most this

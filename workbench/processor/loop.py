@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,7 @@ class Processor:
                 late_policy=s.late_policy,
             ),
             max_clock_jump_s=s.max_clock_jump_s,
+            rolling_history_s=s.rolling_history_s,
         )
         self.database_url = database_url
         # PostgreSQL or SQLite by the URL's scheme; the benchmark passes a sink of its own
@@ -203,8 +204,9 @@ class Processor:
         self._side = SideWriter(self._side_store)
         self._pending: list[Write] = []  # outputs not yet handed to the writer
         self._pending_since = 0.0
-        self._last_checkpoint = time.monotonic()
         self._checkpointed: set[int] = set()  # partitions with a checkpoint of ours
+        self._checkpoint_at: dict[int, float] = {}  # ... and when the last was taken
+        self._encoding: Future[bytes] | None = None  # the checkpoint being encoded
         self._last_provisional = 0.0
         self._position: dict[int, int] = {}  # next offset to read, per partition
         self._idle_since: dict[int, float | None] = {}
@@ -369,25 +371,26 @@ class Processor:
                             sensor_stats=concat(extra.sensor_stats))  # fmt: skip
         self._pending = []
         self._pending_since = now
-        due = checkpoint or now - self._last_checkpoint >= s.checkpoint_interval_s
         checkpoints = []
+        rotating = None if checkpoint else self._next_checkpoint(now)
         for p, state in self.partitions.items():
             # A partition's first commit always comes with a checkpoint: whoever owns it
             # next must find state at least as old as the committed offset.
-            if not due and (p in self._checkpointed or p not in write.offsets):
+            first = p not in self._checkpointed and p in write.offsets
+            if not (checkpoint or first or p == rotating):
                 continue
+            self._checkpoint_at[p] = now  # its turn, even when there is no offset to save
             offset = write.offsets.get(p, self._position.get(p))
             if offset is None:
                 offset = self._committed_position(p)
-            if offset is not None:
-                # copied here, encoded (zstd, without the GIL) beside this thread; the last
-                # ones (stopping, handing partitions over) one at a time: less memory at once
-                snapshot = (state.snapshot() if checkpoint
-                            else self._encoder.submit(state.capture().encode))  # fmt: skip
-                checkpoints.append((self.group_id, s.topic_raw, p, offset, snapshot))
-                self._checkpointed.add(p)
-        if due:
-            self._last_checkpoint = now
+            if offset is None:
+                continue
+            if checkpoint:  # stopping or handing over: one at a time, encoded here
+                snapshot: Any = state.snapshot()
+            else:  # copied here, encoded (zstd, without the GIL) beside this thread
+                snapshot = self._encoding = self._encoder.submit(state.capture().encode)
+            checkpoints.append((self.group_id, s.topic_raw, p, offset, snapshot))
+            self._checkpointed.add(p)
         for state in self.partitions.values():
             steps.forget_dropped(state)
         self._side.submit(Write(windows=concat(extra.provisional),
@@ -396,6 +399,18 @@ class Processor:
         if write.empty:
             return
         self._writer.submit(write)
+
+    def _next_checkpoint(self, now: float) -> int | None:
+        """The partition whose checkpoint is due (the longest without one), if no other is
+        being encoded: partitions take turns, so one state's copy at a time is in memory."""
+        if self._encoding is not None and not self._encoding.done():
+            return None
+        due = [
+            (self._checkpoint_at.get(p, 0.0), p)
+            for p in self.partitions
+            if now - self._checkpoint_at.get(p, 0.0) >= self.settings.checkpoint_interval_s
+        ]
+        return min(due)[1] if due else None  # fmt: skip
 
     def _store(self, batch: WriteBatch) -> SinkResult:
         """In the writer's first thread: one transaction, retried while the database is
@@ -537,6 +552,7 @@ class Processor:
             state.last_wall = dict.fromkeys(range(len(state.keys.runs)), time.monotonic())
             self.partitions[tp.partition] = state
             self._checkpointed.add(tp.partition)
+            self._checkpoint_at[tp.partition] = time.monotonic()
             tp.offset = offset
             self._position[tp.partition] = offset
             log.info("partition %d: state restored, resuming at offset %d", tp.partition, offset)
@@ -564,6 +580,7 @@ class Processor:
         for p in revoked:
             self.partitions.pop(p, None)
             self._checkpointed.discard(p)
+            self._checkpoint_at.pop(p, None)
             self._position.pop(p, None)
             self._idle_since.pop(p, None)
 

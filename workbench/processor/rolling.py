@@ -80,8 +80,7 @@ class RollingState:
         if widths.size == 0 or (widths <= 0).any() or history_ms < 0:
             raise ValueError(f"positive widths and history_ms >= 0 needed, got {widths_ms}")
         self.widths_ms = widths
-        self.history_ms = int(history_ms)
-        self.keep_ms = self.history_ms + int(widths.max())
+        self.set_history(history_ms)
         self.n_keys = 0
         n_w = widths.size
         self.offset = np.zeros(0, np.int64)
@@ -121,6 +120,14 @@ class RollingState:
         if np.unique(ids).size != ids.size:
             raise ValueError("key ids to keep must be distinct")
         self._repack(ids, extra=0)
+
+    def set_history(self, history_ms: int) -> None:
+        """How far behind its key's newest a reading may be for exact means (see the module
+        docstring); buffers keep that plus the widest width."""
+        if history_ms < 0:
+            raise ValueError(f"history_ms >= 0 needed, got {history_ms}")
+        self.history_ms = int(history_ms)
+        self.keep_ms = self.history_ms + int(self.widths_ms.max())
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The state as plain arrays (for ``np.savez``): settings, per-key scalars, and the

@@ -118,7 +118,7 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     proc = workbench(
         settings, "bench", "--machines", "20", "--duration", "20", "--repeats", "1",
         "--latency-rate", "200", "--latency-seconds", "3", "--sink-rows", "2000", "--json",
-        "--out", str(out),
+        "--rss-machines", "200", "--rss-duration", "10s", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -129,7 +129,9 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
         lat = result[key]
         assert lat["pattern"] == pattern and lat["samples"] > 0
         assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert result["peak_rss_mb"] > 0
+    assert result["peak_rss_mb"] == result["memory"]["peak_rss_mb"] > 0
+    assert (result["memory"]["machines"], result["memory"]["duration_s"]) == (200, 10.0)
+    assert result["memory"]["consumed"] == result["memory"]["readings"] > 0
     assert {"cpu", "cores", "memory_gib", "python"} <= set(result["machine"])
     archived = result["archive"]  # the processor's readings, written as the archive does
     assert archived["readings"] == result["processor"]["rows"][1]["events"]

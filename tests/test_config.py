@@ -65,3 +65,37 @@ def test_bad_values_name_the_variable_and_what_was_expected(name, value, expecte
     with pytest.raises(ConfigError) as err:
         Settings.from_env({name: value})
     assert name in str(err.value) and expected in str(err.value)
+
+
+def test_the_state_horizons_are_settings_that_reach_the_engine():
+    """The two settings that size a processor's state in memory: read from the environment,
+    refused when negative, and handed to the engine (and a checkpoint's header) as given."""
+    from workbench.errors import ConfigError
+    from workbench.processor.state import EngineConfig
+    from workbench.processor.windows import WindowConfig
+
+    s = Settings.from_env({"WORKBENCH_ROLLING_HISTORY_S": "120",
+                           "WORKBENCH_CORRECTION_HORIZON_S": "0"})  # fmt: skip
+    assert (s.rolling_history_s, s.correction_horizon_s) == (120.0, 0.0)
+    assert Settings.from_env({}).rolling_history_s == 60.0
+    with pytest.raises(ConfigError, match="WORKBENCH_ROLLING_HISTORY_S='-1'"):
+        Settings.from_env({"WORKBENCH_ROLLING_HISTORY_S": "-1"})
+    config = EngineConfig(WindowConfig(correction_horizon_s=s.correction_horizon_s),
+                          rolling_history_s=s.rolling_history_s)  # fmt: skip
+    assert config.header()["correction_horizon_s"] == 0.0
+    assert config.header()["rolling_history_s"] == 120.0
+
+
+def test_a_processor_builds_its_engine_from_the_settings():
+    from workbench.bench import NullSink
+    from workbench.processor.loop import Processor
+
+    s = Settings.from_env({"WORKBENCH_ROLLING_HISTORY_S": "90",
+                           "WORKBENCH_CORRECTION_HORIZON_S": "30"})  # fmt: skip
+    processor = Processor(s, "127.0.0.1:9", "postgresql://nobody@127.0.0.1:9/none",
+                          sink=NullSink())  # fmt: skip
+    try:
+        assert processor.config.rolling_history_s == 90.0
+        assert processor.config.windows.correction_horizon_s == 30.0
+    finally:
+        processor.close()

@@ -396,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="machines of the peak-memory section (5000)",
     )  # fmt: skip
     p.add_argument(
+        "--rss-duration", type=_duration, default=60.0,
+        help="event time of the peak-memory section (60s; state grows until the longest "
+             "horizon, window width + correction horizon, is covered)",
+    )  # fmt: skip
+    p.add_argument(
         "--sink-rows", type=_positive_int, default=100_000, help="rows per sink batch (100000)"
     )
     p.add_argument(
@@ -718,6 +723,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         latency_rate=args.latency_rate,
         latency_s=args.latency_seconds,
         rss_machines=args.rss_machines,
+        rss_duration_s=args.rss_duration,
     )
     out = (
         Path(args.out) if args.out else project_root() / "reports" / "bench" / f"bench-{stamp}.json"

@@ -200,6 +200,9 @@ class Settings:
     provisional_interval_s: float = _env(_float(0, inclusive=True), default=5.0)
     #: What a reading later than its final window does: "drop" or "update" (re-emit).
     late_policy: str = _env(_choice("drop", "update"), default="update")
+    #: Under "update", a final window stays correctable this long (event time) after its end,
+    #: its values kept in memory meanwhile: the largest share of a processor's state.
+    correction_horizon_s: float = _env(_float(0, inclusive=True), default=600.0)
     #: Alert rules and validation ranges (TOML); empty means the shipped rules/default.toml.
     rules_file: str | None = _env(_optional_text, default=None)
     #: How often a processor checkpoints each partition's state with a batch.

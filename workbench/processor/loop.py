@@ -180,6 +180,7 @@ class Processor:
                 allowed_lateness_s=s.allowed_lateness_s,
                 idle_timeout_s=s.idle_timeout_s,
                 late_policy=s.late_policy,
+                correction_horizon_s=s.correction_horizon_s,
             ),
             max_clock_jump_s=s.max_clock_jump_s,
             rolling_history_s=s.rolling_history_s,

@@ -360,16 +360,16 @@ class WindowState:
 
     def _make_room(self, slots: int, values: int) -> None:
         """Room for a stopped :func:`add` to go on: free slots, and ``values`` free at the
-        arena's top. The arena is compacted into a new one twice what the live windows hold
-        (final ones trimmed to their length), so that compactions stay rare (each copies
-        the live values once) and memory within a few times the live values."""
+        arena's top. The arena is compacted into a new one half as large again as what the
+        live windows hold (final ones trimmed to their length): each compaction copies the
+        live values once, and comes after as many new values as half of them."""
         self._grow_slots(slots)
         if self._meta[TOP] + values > self._arena.size:
             w = self._windows
             final = (w["key"] >= 0) & w["closed"]
             w["capacity"][final] = w["length"][final]
             used = int(w["capacity"][w["key"] >= 0].sum())
-            arena = np.empty(max(MIN_ARENA, 2 * (used + values)))
+            arena = np.empty(max(MIN_ARENA, (3 * (used + values)) // 2))
             self._meta[TOP] = _compact(w, self._arena, arena)
             self._arena = arena
 

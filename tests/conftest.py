@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# The suite compares the kernels with numba's JIT, the plain-Python path and their
+# references; the ahead-of-time build is proven equal to the JIT in test_kernel_aot.py.
+os.environ.setdefault("WORKBENCH_AOT", "0")
+
 from workbench import job, kafka
 from workbench.config import PREFIX, Settings
 from workbench.stack import Endpoints, Stack

@@ -231,7 +231,7 @@ class Processor:
         ``max_messages`` were consumed; then write, checkpoint, commit and leave the group."""
         stop = stop or threading.Event()
         s = self.settings
-        if kernels.JIT:  # before joining: the first batch must not wait for code to load
+        if kernels.MODE == "jit":  # before joining: the first batch must not wait for code
             warm_up(self.config, self.rules, self.limits)
         self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
         # The idle clock runs from the last message or assignment, whichever is later, so

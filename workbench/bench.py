@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from workbench.archive.writer import BEGINNING, END, to_arrow
 from workbench.config import Settings
 from workbench.errors import ConfigError
 from workbench.processor.loop import Processor
+from workbench.processor.malloc import peak_rss_mb
 from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
 from workbench.schemas import READING
@@ -77,10 +77,6 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _median_rate(samples: list[tuple[int, float]]) -> tuple[int, float, float]:

@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import resource
 import signal
 import sys
 import threading
@@ -496,7 +495,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    from workbench.processor.malloc import fix_mmap_threshold
+    from workbench.processor.malloc import fix_mmap_threshold, peak_rss_mb
 
     fix_mmap_threshold()  # a process of its own: batch-sized arrays go back when freed
     endpoints = job.ready_stack(settings, sink=args.sink)
@@ -530,7 +529,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
             "per_run": stats.per_run,
         }
     # this process's own peak resident memory (with --workers, the parent's alone)
-    data["peak_rss_mb"] = _peak_rss_mb()
+    data["peak_rss_mb"] = peak_rss_mb()
     _emit(
         args,
         data,
@@ -538,19 +537,6 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         f"absorbed, {data['deadlettered']} dead-lettered",
     )
     return 0
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory. Linux's VmHWM belongs to the program since it
-    started; ``ru_maxrss`` would also count what the parent that forked it held then."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:

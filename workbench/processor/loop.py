@@ -201,7 +201,7 @@ class Processor:
         self._writer = Writer(self._store, self._store_rest, Publisher(self.producer, s))
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="workbench-checkpoint")
         # provisional results go through a connection of their own (see SideWriter)
-        self._side_sink: Sink | None = sink
+        self._side_sink: Sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._side = SideWriter(self._side_store)
         self._pending: list[Write] = []  # outputs not yet handed to the writer
         self._pending_since = 0.0
@@ -411,7 +411,7 @@ class Processor:
             for p in self.partitions
             if now - self._checkpoint_at.get(p, 0.0) >= self.settings.checkpoint_interval_s
         ]
-        return min(due)[1] if due else None  # fmt: skip
+        return min(due)[1] if due else None
 
     def _store(self, batch: WriteBatch) -> SinkResult:
         """In the writer's first thread: one transaction, retried while the database is
@@ -420,24 +420,15 @@ class Processor:
 
     def _store_rest(self, batch: WriteBatch) -> SinkResult:
         """In the writer's second thread, on its own connection (see :meth:`_store`)."""
-        return self._retrying(lambda: self._rest_sink.write(batch), rest=True)
+        return self._retrying(lambda: self._rest_sink.write(batch), "_rest_sink")
 
     def _side_store(self, batch: WriteBatch) -> SinkResult:
         """In the side writer's thread: one try, and one more on a new connection."""
-        for attempt in (1, 2):
-            try:
-                if self._side_sink is None:
-                    self._side_sink = open_sink(self.database_url,
-                                                self.settings.connect_timeout_s)  # fmt: skip
-                return self._side_sink.write(batch)
-            except _UNAVAILABLE:
-                sink, self._side_sink = self._side_sink, None
-                if sink is not None:
-                    with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
-                        sink.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._side_sink.write(batch)
+        except _UNAVAILABLE:
+            self._reconnect("_side_sink")
+            return self._side_sink.write(batch)
 
     def _collect(self) -> None:
         """Take the writer's results: stats, ended runs, and commit their offsets."""
@@ -458,7 +449,7 @@ class Processor:
             self._commit(offsets)
             self.last_commit_at = time.monotonic()
 
-    def _retrying(self, action: Callable[[], Any], rest: bool = False) -> Any:
+    def _retrying(self, action: Callable[[], Any], which: str = "sink") -> Any:
         """Run a database action; while the database is down, wait and retry with backoff.
 
         A write is one transaction, so a failed attempt left nothing behind, and nothing is
@@ -478,21 +469,18 @@ class Processor:
                 log.warning("database unavailable (%s); retrying in %.1fs", reason, delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 5.0)
-                self._reconnect(rest)
+                self._reconnect(which)
 
-    def _reconnect(self, rest: bool = False) -> None:
-        old = self._rest_sink if rest else self.sink
+    def _reconnect(self, which: str = "sink") -> None:
+        """Replace the connection in attribute ``which`` (``sink``, ``_rest_sink`` or
+        ``_side_sink``) with a new one; keep the old when the database is still down."""
         with contextlib.suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
-            old.close()
+            getattr(self, which).close()
         try:
-            new = open_sink(self.database_url, self.settings.connect_timeout_s)
+            setattr(self, which, open_sink(self.database_url, self.settings.connect_timeout_s))
         except DatabaseUnavailable as exc:
             log.warning("database still unavailable: %s", exc.reason)
             return
-        if rest:
-            self._rest_sink = new
-        else:
-            self.sink = new
         log.info("database connection re-established")
 
     def _commit(self, offsets: dict[int, int]) -> None:
@@ -594,10 +582,9 @@ class Processor:
             self._encoder.shutdown()
             self.producer.flush(10)
             self.sink.close()
-            if self._rest_sink is not self.sink:
-                self._rest_sink.close()
-            if self._side_sink is not None and self._side_sink is not self.sink:
-                self._side_sink.close()
+            for other in (self._rest_sink, self._side_sink):
+                if other is not self.sink:
+                    other.close()
 
 
 __all__ = ["LIVE_RUN_ID", "Processor", "ProcessorStats", "Rows"]

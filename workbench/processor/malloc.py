@@ -1,4 +1,4 @@
-"""Keep a long-running processor's resident memory near what it uses.
+"""Keep a long-running processor's resident memory near what it uses, and measure it.
 
 glibc's allocator raises its mmap threshold each time a large block is freed, so after the
 first few batches, batch-sized arrays come from the heap, and a heap fragmented by them is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import resource
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +35,16 @@ def fix_mmap_threshold(threshold: int = THRESHOLD_BYTES) -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to fix
         log.debug("mallopt is not available: the allocator keeps its own policy")
         return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB). Linux's VmHWM belongs to the program since
+    it started; ``ru_maxrss`` would also count what the parent that forked it held then."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -181,7 +181,7 @@ class PartitionState:
             for name, value in part.arrays().items():
                 # a copy when the state moves on while the snapshot waits to be encoded
                 arrays[f"{prefix}.{name}"] = np.array(value) if copy else np.asarray(value)
-        arrays["changed"] = self.changed.copy()
+        arrays["changed"] = self.changed.copy() if copy else self.changed
         header = {"format": FORMAT, "config": self.config.header(), "ended": list(self.ended)}
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
         return Snapshot(arrays)

@@ -54,7 +54,7 @@ def warm_up(config: EngineConfig, rules: RuleSet, limits: Limits) -> float:
     _feed(intake, state, [(b"", b"")], len(messages), control=True, wall_s=wall_s)
     steps.due(state, wall_s, provisional=False, idle_since=wall_s, idle_timeout_s=0.0)
     steps.forget_dropped(state)
-    state.capture().encode()
+    state.snapshot()
     seconds = time.perf_counter() - t0
     log.debug("kernels warmed up in %.2fs", seconds)
     return seconds

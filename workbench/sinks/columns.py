@@ -161,7 +161,7 @@ def prepare(table: str | sa.Table, columns: Mapping[str, Any]) -> Prepared:
             continue
         try:
             col = encode(kind_of(c), columns[c.name])
-        except _ENCODE_ERRORS() as exc:
+        except _encode_errors() as exc:
             raise ValueError(f"{t.name}.{c.name}: {exc}") from None
         if rows is None:
             rows = len(col.values)
@@ -199,7 +199,7 @@ def _is_arrow(data: Any) -> bool:
     return type(data).__module__.startswith("pyarrow")
 
 
-def _ENCODE_ERRORS() -> tuple[type[BaseException], ...]:
+def _encode_errors() -> tuple[type[BaseException], ...]:
     pa = sys.modules.get("pyarrow")
     return (TypeError, ValueError) + ((pa.ArrowException,) if pa is not None else ())
 
@@ -209,19 +209,22 @@ def _is_null(v: Any) -> bool:
 
 
 def _coded_objects(kind: str, values: list[Any]) -> Column:
-    """Codes into the distinct values, in order of first appearance (a dict: one hash per
-    row, no sort)."""
+    """Codes into the distinct values, in order of first appearance: one dict lookup per
+    row (no sort, no call per row); NULLs (None, NaN) are found among the distinct values."""
     index: dict[Any, int] = {}
-    codes = np.fromiter(
-        (-1 if _is_null(v) else index.setdefault(v, len(index)) for v in values),
-        np.int32,
-        count=len(values),
-    )
+    codes = np.array([index.setdefault(v, len(index)) for v in values], np.int32)
+    distinct = list(index)
+    nulls = [_is_null(v) for v in distinct]
+    if any(nulls):
+        remap = np.cumsum([not n for n in nulls], dtype=np.int32) - 1
+        remap[np.array(nulls)] = -1
+        codes = remap[codes]
+        distinct = [v for v, n in zip(distinct, nulls, strict=True) if not n]
     want, name = (bytes, "bytes") if kind == "bytea" else (str, "text")
-    for v in index:
+    for v in distinct:
         if not isinstance(v, want):
             raise TypeError(f"expected {name}, got {type(v).__name__} {v!r:.40}")
-    uniques = tuple(index) if kind == "bytea" else tuple(str.encode(v) for v in index)
+    uniques = tuple(distinct) if kind == "bytea" else tuple(str.encode(v) for v in distinct)
     null = codes < 0
     return Column(kind, codes, null if null.any() else None, uniques)
 

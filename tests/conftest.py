@@ -196,3 +196,24 @@ def run_notebook(name: str, out_dir: Path, **parameters) -> dict:
         progress_bar=False, cwd=str(NOTEBOOKS),
     )  # fmt: skip
     return recorded(out)
+
+
+def assert_incremental_checkpoints(sink, group: str) -> None:
+    """A sink stores a checkpoint's new segments with it, deletes those it drops in the
+    same transaction, and reads the last checkpoint back with the segments still stored."""
+    from workbench.processor.state import Checkpoint
+    from workbench.processor.writer import _checkpoint_tables
+    from workbench.sinks.columns import WriteBatch
+
+    def write(offset: int, checkpoint: Checkpoint) -> None:
+        states, segments, dropped = _checkpoint_tables([(group, "raw", 3, offset, checkpoint)])
+        sink.write(WriteBatch(processor_state=states, processor_state_segments=segments,
+                              dropped_segments=dropped))  # fmt: skip
+
+    write(10, Checkpoint(b"one", {0: b"zero", 1: b"one"}))
+    assert sink.checkpoint(group, "raw", 3) == (10, b"one", {0: b"zero", 1: b"one"})
+    write(20, Checkpoint(b"two", {2: b"\x00two"}, dropped=[0]))
+    assert sink.checkpoint(group, "raw", 3) == (20, b"two", {1: b"one", 2: b"\x00two"})
+    write(30, Checkpoint(b"three"))  # nothing new, nothing dropped
+    assert sink.checkpoint(group, "raw", 3) == (30, b"three", {1: b"one", 2: b"\x00two"})
+    assert sink.checkpoint(group, "raw", 4) is None

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import pytest
 from conftest import WORKBENCH, cli_env, in_background, own_settings
 
@@ -48,6 +49,12 @@ def digest(url: str, run_id: str) -> dict:
 
 def cli_env_plain() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+
+
+def stored_segments(url: str, group: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM processor_state_segments "
+                            "WHERE consumer_group = %s", (group,)).fetchone()[0]  # fmt: skip
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:
@@ -104,7 +111,9 @@ def test_tiny_batches_give_the_same_results(stack, reference):
 
 def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
     base, endpoints = stack
-    settings = own_settings(base, endpoints, batch_size=200, checkpoint_interval_s=0.3)
+    # small cold segments: many are sealed, stored with checkpoints and restored after kills
+    settings = own_settings(base, endpoints, batch_size=200, checkpoint_interval_s=0.3,
+                            cold_segment_values=300)  # fmt: skip
     report = simulate(settings, endpoints, SPEC, "det-kill")
     registry = RunRegistry(endpoints.database_url)
     env = cli_env(settings)
@@ -124,6 +133,7 @@ def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        assert stored_segments(endpoints.database_url, settings.consumer_group) > 0
         processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
         stop = threading.Event()
         worker = threading.Thread(target=processor.run, args=(stop,))
@@ -141,7 +151,7 @@ def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
 
 def test_two_workers_give_the_same_results(stack, reference):
     base, endpoints = stack
-    settings = own_settings(base, endpoints, batch_size=500)
+    settings = own_settings(base, endpoints, batch_size=500, cold_segment_values=1000)
     report = simulate(settings, endpoints, SPEC, "det-two")
     proc = subprocess.Popen([WORKBENCH, "-q", "process", "--workers", "2", "--json"],
                             env=cli_env(settings), stdout=subprocess.PIPE,

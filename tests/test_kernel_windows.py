@@ -23,13 +23,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.processor import windows
+from workbench.processor import cold, windows
 from workbench.processor.legacy.windows import PartitionWindows, WindowResult
 from workbench.processor.windows import NONE, WindowConfig, WindowRows, WindowState
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of 60 s and of 300 s
 M, S = "m-0001", "temperature"
+
+
+@pytest.fixture(autouse=True)
+def small_cold_segments(monkeypatch):
+    """Cold segments of a few hundred values, so that these streams seal many and read
+    corrected windows back from them."""
+    monkeypatch.setattr(cold, "SEGMENT_VALUES", 300)
 
 
 def at(seconds: float) -> int:
@@ -321,7 +328,7 @@ def test_checkpoint_mid_stream_behaves_the_same():
             buf = io.BytesIO()
             np.savez(buf, **two.state.arrays())
             with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as npz:
-                two.state = WindowState.from_arrays(dict(npz), two.cfg)
+                two.state = WindowState.from_arrays(dict(npz), two.cfg, two.state.cold.sealed)
     assert out[1] == out[2]
     revisions = [r for rows in out[1] if len(rows) == 14 for r in rows[-1]]
     assert max(revisions) > 0 and -1 in revisions  # corrections and provisional rows
@@ -425,7 +432,8 @@ class Twin:
         self.state.grow(len(self.keys))
         self.batch: list[tuple] = []
         self.seen = {"final": 0, "provisional": 0, "revision>0": 0, "late": 0, "dropped": 0,
-                     "beyond horizon": 0}  # fmt: skip
+                     "beyond horizon": 0, "read back": 0}  # fmt: skip
+        self.stored: dict[int, bytes] = {}  # cold segments "in the database"
 
     def add(self, run: int, machine: str, sensor: str, ts: int, value: float | None) -> None:
         pw = self.legacy[run]
@@ -477,12 +485,17 @@ class Twin:
         assert self.state.ended_ms[run] == self.legacy[run]._ended_ms
 
     def checkpoint(self) -> None:
-        """Carry on from the state's arrays, saved and loaded as a checkpoint is."""
+        """Carry on from the state's arrays, saved and loaded as a checkpoint is, with the
+        cold segments stored as a sink stores them: each new one once, the unused deleted."""
         self.flush()
         buf = io.BytesIO()
-        np.savez(buf, **self.state.arrays())
+        arrays = self.state.arrays()
+        np.savez(buf, **arrays)
+        self.stored.update(self.state.cold.take_new())
+        self.stored = {s: self.stored[s] for s in arrays["cold_sealed"].tolist()}
+        self.seen["read back"] += self.state.cold.decompressed
         with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as npz:
-            self.state = WindowState.from_arrays(dict(npz), self.cfg)
+            self.state = WindowState.from_arrays(dict(npz), self.cfg, self.stored)
 
     def compare(self, want: list[list[WindowResult]], rows: WindowRows) -> None:
         """Rows equal to the reference's, run by run, in the same order: every field
@@ -542,6 +555,7 @@ def replay(
     twin.provisional()
     for run in range(len(twin.legacy)):
         twin.close(run)
+    twin.seen["read back"] += twin.state.cold.decompressed
     return twin.seen
 
 
@@ -634,6 +648,7 @@ def test_parity_on_skab_runs_interleaved_delayed_and_one_ended_mid_stream(name):
     seen = replay(twin, events, seed=4, closes=closes)
     assert seen["late"] > 500 and seen["dropped"] > 100 and seen["final"] > 1000
     assert seen["beyond horizon"] > 5 and (name == "drop" or seen["revision>0"] > 100)
+    assert name == "drop" or seen["read back"] > 10  # corrections of windows in cold segments
 
 
 def crafted_events(seed: int) -> list:
@@ -674,6 +689,7 @@ def test_parity_on_a_crafted_multi_run_stream(name):
     assert seen["late"] > 500 and seen["dropped"] > 50 and seen["provisional"] > 5000
     assert name == "drop" or seen["revision>0"] > 100
     assert name == "update-long" or seen["beyond horizon"] > 10  # (its horizon is 2 hours)
+    assert name == "drop" or seen["read back"] > 10
 
 
 def small_stream_parity() -> dict:

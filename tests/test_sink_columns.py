@@ -142,6 +142,13 @@ def full_batch(run: str) -> WriteBatch:
             "next_offset": np.array([41]),
             "state": objects([b"\x93NUMPY\x00"]),
         },
+        processor_state_segments={
+            "consumer_group": objects([f"g-{run}"] * 2),
+            "topic": objects(["raw"] * 2),
+            "partition": np.array([3, 3], np.int32),
+            "segment": np.array([0, 7]),
+            "data": objects([b"(\xb5/\xfd", b""]),
+        },
     )
 
 
@@ -185,7 +192,7 @@ def _plain(v):
 
 def of_run(table: str, run: str):
     """A filter on the rows ``full_batch(run)`` wrote to ``table``."""
-    if table == "processor_state":
+    if table.startswith("processor_state"):
         return lambda t: t.c.consumer_group == f"g-{run}"
     if table == "dead_letters":
         return lambda t: t.c.topic == f"raw-{run}"

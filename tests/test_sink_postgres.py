@@ -4,6 +4,7 @@ import uuid
 
 import psycopg
 import pytest
+from conftest import assert_incremental_checkpoints
 
 from workbench.processor.validate import Reading
 from workbench.runs import RunRegistry
@@ -119,3 +120,8 @@ def test_the_reader_role_may_select_and_nothing_else(endpoints, run_id):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()
+
+
+def test_checkpoints_are_stored_incrementally(endpoints, run_id):
+    with PostgresSink(endpoints.database_url) as sink:
+        assert_incremental_checkpoints(sink, run_id)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import WORKBENCH, cli_env, readings_in
+from conftest import WORKBENCH, assert_incremental_checkpoints, cli_env, readings_in
 
 from workbench.errors import ConfigError, DatabaseUnavailable
 from workbench.job import simulate
@@ -85,7 +85,7 @@ def test_the_same_batch_twice_leaves_the_same_rows(sink):
     # the same rows; only the emitted_at / updated_at stamps of upserts may move
     assert [len(t) for t in after] == [50, 1, 1, 1, 1]
     assert after[:2] == before[:2]
-    assert sink.checkpoint("g", "raw", 0) == (51, b"state")
+    assert sink.checkpoint("g", "raw", 0) == (51, b"state", {})
     assert sink.checkpoint("g", "raw", 1) is None
 
 
@@ -262,3 +262,7 @@ def test_sqlite_process_killed_mid_run_then_restarted_loses_and_duplicates_nothi
         total
     )
     assert count(db, "SELECT count(*) FROM window_stats WHERE NOT final") == 0
+
+
+def test_checkpoints_are_stored_incrementally(sink):
+    assert_incremental_checkpoints(sink, "g")

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.processor import steps
+from workbench.processor import cold, steps
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
 from workbench.processor.rules import load_rules
 from workbench.processor.state import ZSTD_MAGIC, EngineConfig, PartitionState, Snapshot
 from workbench.processor.warmup import _feed, warm_up
 from workbench.processor.windows import WindowConfig
-from workbench.processor.writer import _checkpoint_columns
+from workbench.processor.writer import _checkpoint_tables
 from workbench.simulator.physics import FactoryConfig
 from workbench.simulator.source import Simulation
 
@@ -63,12 +63,12 @@ def test_a_capture_keeps_the_state_it_was_taken_of_while_the_state_moves_on():
     _feed(intake, state, messages[half:], half, control=False, wall_s=0.0)
     after = state.snapshot()
     late = captured.encode()  # encoded after the state moved on, as the writer does
-    assert late == before
-    assert late != after
-    assert npz_of(late)["header"].tobytes() == npz_of(before)["header"].tobytes()
+    assert late.state == before.state
+    assert late.state != after.state
+    assert npz_of(late.state)["header"].tobytes() == npz_of(before.state)["header"].tobytes()
 
 
-def test_the_writer_encodes_snapshots_futures_and_bytes_alike():
+def test_the_writer_encodes_snapshots_futures_and_checkpoints_alike():
     from concurrent.futures import ThreadPoolExecutor
 
     state, _ = fed(stream(60, 2))
@@ -77,9 +77,10 @@ def test_the_writer_encodes_snapshots_futures_and_bytes_alike():
         future = pool.submit(state.capture().encode)
         rows = [("g", "raw", 0, 10, state.capture()), ("g", "raw", 1, 11, future),
                 ("g", "raw", 2, 12, data)]  # fmt: skip
-        cols = _checkpoint_columns(rows)
-    assert cols["state"].tolist() == [data, data, data]
+        cols, segments, dropped = _checkpoint_tables(rows)
+    assert cols["state"].tolist() == [data.state] * 3
     assert cols["partition"].tolist() == [0, 1, 2] and cols["next_offset"].tolist() == [10, 11, 12]
+    assert segments == {} and dropped == []
 
 
 def test_a_checkpoint_compressed_by_the_former_library_is_restored():
@@ -94,14 +95,14 @@ def test_a_checkpoint_compressed_by_the_former_library_is_restored():
     raw = buf.getvalue()
     old = ZSTD_MAGIC + len(raw).to_bytes(8, "big") + pa.compress(raw, codec="zstd", asbytes=True)
     restored = PartitionState.restore(CONFIG, rules, intake.machines, old)
-    assert restored.snapshot() == state.snapshot()
+    assert restored.snapshot().state == state.snapshot().state
 
 
 def test_a_snapshot_is_one_npz_with_a_header_and_no_pickles():
     state, _ = fed(stream(60, 2))
-    arrays = npz_of(state.snapshot())
+    arrays = npz_of(state.snapshot().state)
     header = json.loads(arrays.pop("header").tobytes())
-    assert header["format"] == 1 and header["config"] == CONFIG.header()
+    assert header["format"] == 2 and header["config"] == CONFIG.header()
     assert all(a.dtype != object for a in arrays.values())
     assert {name.partition(".")[0] for name in arrays} == {
         "keys", "dedup", "clock", "windows", "rolling", "stats", "alerts", "changed"}  # fmt: skip
@@ -187,10 +188,51 @@ def test_a_checkpoint_restores_under_another_rolling_history():
     rules = load_rules()
     state, intake = fed(stream(120, 2))
     longer = EngineConfig(CONFIG.windows, rolling_history_s=600.0)
-    restored = PartitionState.restore(longer, rules, intake.machines, state.snapshot())
+    restored = PartitionState.restore(longer, rules, intake.machines, state.snapshot().state)
     assert restored.rolling.history_ms == 600_000
     assert restored.rolling.keep_ms == 600_000 + 300_000
     assert restored.keys.n_keys == state.keys.n_keys and restored.keys.n_keys > 0
     other = EngineConfig(WindowConfig(idle_timeout_s=None, allowed_lateness_s=30.0))
     with pytest.raises(ConfigError, match="checkpoint"):
-        PartitionState.restore(other, rules, intake.machines, state.snapshot())
+        PartitionState.restore(other, rules, intake.machines, state.snapshot().state)
+
+
+def test_checkpoints_are_incremental_each_cold_segment_stored_once(monkeypatch):
+    """Final windows wait out their horizon in sealed cold segments; a checkpoint carries
+    only the segments no earlier one carried, and names those it no longer needs. Stored as
+    a sink stores them, the last checkpoint restores the same state."""
+    monkeypatch.setattr(cold, "SEGMENT_VALUES", 300)
+    config = EngineConfig(WindowConfig(idle_timeout_s=None, correction_horizon_s=300.0))
+    rules = load_rules()
+    machines = MachineTable()
+    intake = Intake(machines, rules.validation, "raw")
+    state = PartitionState(config, rules, machines)
+    messages = stream(900, 4)
+    stored: dict[int, bytes] = {}
+    carried: list[set[int]] = []
+    dropped: set[int] = set()
+    step = len(messages) // 30
+    for i in range(30):
+        _feed(intake, state, messages[i * step : (i + 1) * step], i * step, control=False,
+              wall_s=0.0)  # fmt: skip
+        steps.due(state, 0.0, provisional=False, idle_since=None, idle_timeout_s=None)
+        checkpoint = state.capture().encode()
+        assert not set(checkpoint.segments) & set(stored)  # each carried once
+        carried.append(set(checkpoint.segments))
+        stored.update(checkpoint.segments)
+        for n in checkpoint.dropped:
+            del stored[n]
+        dropped.update(checkpoint.dropped)
+    assert len(stored) >= 3 and len(dropped) >= 3  # many sealed; the oldest past the horizon
+    assert max(map(len, carried)) < len(stored) + len(dropped)  # no checkpoint carries all
+    w = state.windows._windows
+    live = w["key"] >= 0
+    assert (live & (w["cold"] >= 0)).sum() > 50  # final windows wait in cold segments...
+    assert not (live & w["closed"] & (w["cold"] < 0)).any()  # ... none in the arena
+
+    restored = PartitionState.restore(config, rules, machines, checkpoint.state, stored)
+    assert restored.snapshot().state == state.snapshot().state
+    missing = dict(stored)
+    missing.pop(min(missing))
+    with pytest.raises(ConfigError, match="segment"):
+        PartitionState.restore(config, rules, machines, checkpoint.state, missing)

@@ -272,10 +272,11 @@ def test_a_checkpoint_mid_stream_changes_nothing():
     first = Columnar(cfg, rules, MachineTable())
     feed(first, msgs[:half], 0)
     data = first.state.snapshot()
-    assert data[:4] == b"WBZ1"
+    assert data.state[:4] == b"WBZ1"
     second = Columnar(cfg, rules, MachineTable(["z-other", "m-0003"]))
     config = EngineConfig(cfg, rolling_history_s=LEGACY_HISTORY_S)
-    second.state = PartitionState.restore(config, rules, second.intake.machines, data)
+    second.state = PartitionState.restore(config, rules, second.intake.machines, data.state,
+                                          data.segments)  # fmt: skip
     feed(second, msgs[half:], half)
     for name in ("readings", "windows", "events", "stats"):
         combined = getattr(first, name)

@@ -201,8 +201,11 @@ class Settings:
     #: What a reading later than its final window does: "drop" or "update" (re-emit).
     late_policy: str = _env(_choice("drop", "update"), default="update")
     #: Under "update", a final window stays correctable this long (event time) after its end,
-    #: its values kept in memory meanwhile: the largest share of a processor's state.
+    #: its values kept meanwhile in compressed cold segments.
     correction_horizon_s: float = _env(_float(0, inclusive=True), default=600.0)
+    #: Values per sealed cold segment (final windows' values; each stored once with a
+    #: checkpoint): smaller segments are read back faster and compress less.
+    cold_segment_values: int = _env(_int(1), default=262_144)
     #: Alert rules and validation ranges (TOML); empty means the shipped rules/default.toml.
     rules_file: str | None = _env(_optional_text, default=None)
     #: How often a processor checkpoints each partition's state with a batch.

@@ -46,7 +46,7 @@ from workbench.processor.batch import Batch, PartitionOutput, Rows, concat, rows
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
 from workbench.processor.rules import RuleSet, load_rules
-from workbench.processor.state import EngineConfig, PartitionState
+from workbench.processor.state import Checkpoint, EngineConfig, PartitionState
 from workbench.processor.warmup import warm_up
 from workbench.processor.windows import WindowConfig
 from workbench.processor.writer import Publisher, SideWriter, Write, Writer, WriteResult
@@ -181,6 +181,7 @@ class Processor:
                 idle_timeout_s=s.idle_timeout_s,
                 late_policy=s.late_policy,
                 correction_horizon_s=s.correction_horizon_s,
+                cold_segment_values=s.cold_segment_values,
             ),
             max_clock_jump_s=s.max_clock_jump_s,
             rolling_history_s=s.rolling_history_s,
@@ -207,7 +208,7 @@ class Processor:
         self._pending_since = 0.0
         self._checkpointed: set[int] = set()  # partitions with a checkpoint of ours
         self._checkpoint_at: dict[int, float] = {}  # ... and when the last was taken
-        self._encoding: Future[bytes] | None = None  # the checkpoint being encoded
+        self._encoding: Future[Checkpoint] | None = None  # the checkpoint being encoded
         self._last_provisional = 0.0
         self._position: dict[int, int] = {}  # next offset to read, per partition
         self._idle_since: dict[int, float | None] = {}
@@ -528,9 +529,10 @@ class Processor:
                 saved = None
             state = None
             if saved is not None:
-                offset, data = saved
+                offset, data, segments = saved
                 try:
-                    state = PartitionState.restore(self.config, self.rules, self.machines, data)
+                    state = PartitionState.restore(self.config, self.rules, self.machines, data,
+                                                   segments)  # fmt: skip
                 except (ConfigError, ValueError, KeyError, OSError) as exc:
                     log.warning("partition %d: not restoring the checkpoint at offset %d "
                                 "(%s); starting afresh", tp.partition, offset, exc)  # fmt: skip

@@ -7,7 +7,10 @@ watermarks of the partition's runs (:mod:`~workbench.processor.watermark`), wind
 means, sensor statistics and rule hysteresis. A checkpoint is all of it as plain arrays in
 one zstd-compressed ``np.savez`` file (names prefixed by the step, plus a JSON header with
 the format version and the settings the arrays depend on), written in the same database
-transaction as the batch it follows, with the offset it was taken at. No pickles: a
+transaction as the batch it follows, with the offset it was taken at. The values of final
+windows, most of a partition's state, are not in it: they are in sealed cold segments
+(:mod:`~workbench.processor.cold`), each stored once, with the first checkpoint that refers
+to it, and deleted with the first that no longer does: checkpoints are incremental. No pickles: a
 checkpoint does not depend on the classes that wrote it, and the rules are not in it: a
 restored partition applies the rules file of the process that restores it.
 """
@@ -18,7 +21,8 @@ import io
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,16 +43,34 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A partition's checkpoint as it is stored: the state, and the cold segments
+    (:mod:`~workbench.processor.cold`) to store with it and to delete."""
+
+    #: everything but the sealed cold segments: see :meth:`Snapshot.encode`
+    state: bytes
+    #: sealed segments no earlier checkpoint carried, by number (compressed already)
+    segments: Mapping[int, bytes] = field(default_factory=dict)
+    #: segments earlier checkpoints carried that this one no longer refers to
+    dropped: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """A partition's state at one offset, as arrays of its own (see
-    :meth:`PartitionState.capture`)."""
+    :meth:`PartitionState.capture`), and the cold segments new or dropped since the last."""
 
     arrays: dict[str, np.ndarray]
+    segments: Mapping[int, bytes] = field(default_factory=dict)
+    dropped: Sequence[int] = ()
 
-    def encode(self) -> bytes:
-        """One ``.npz`` file, zstd-compressed as it is written (the file itself, tens of
-        megabytes at thousands of machines, never exists uncompressed): ~8x smaller (arrays
-        of similar numbers compress well), which is what a checkpoint costs the database."""
+    def encode(self) -> Checkpoint:
+        """The arrays as one ``.npz`` file, zstd-compressed as it is written (never whole
+        and uncompressed in memory): ~8x smaller (arrays of similar numbers compress well),
+        which is what a checkpoint costs the database."""
+        return Checkpoint(self._npz(), self.segments, self.dropped)
+
+    def _npz(self) -> bytes:
         out = io.BytesIO()
         out.write(ZSTD_MAGIC + bytes(8))  # the uncompressed size goes here at the end
         with zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
@@ -78,7 +100,7 @@ class _Counted:
 
 
 #: Version of the checkpoint layout; a checkpoint of another version is not restored.
-FORMAT = 1
+FORMAT = 2
 #: The first bytes of a zstd-compressed checkpoint (then its size, then the frame).
 ZSTD_MAGIC = b"WBZ1"
 #: Ended runs remembered per partition (their late readings are recognised as such).
@@ -164,12 +186,13 @@ class PartitionState:
     # -- checkpoints ---------------------------------------------------------------------
 
     def capture(self) -> Snapshot:
-        """The whole state as copied arrays, cheap enough for the consume thread; the
-        writer encodes it (:meth:`Snapshot.encode`) off the hot path."""
+        """The state as copied arrays, cheap enough for the consume thread; the writer
+        encodes it (:meth:`Snapshot.encode`) off the hot path. Sealed cold segments are
+        immutable: each comes once, with the first snapshot that refers to it."""
         return self._arrays(copy=True)
 
-    def snapshot(self) -> bytes:
-        """The whole state as one checkpoint (bytes), encoded here (no copies kept)."""
+    def snapshot(self) -> Checkpoint:
+        """The state as one checkpoint, encoded here (no copies kept)."""
         return self._arrays(copy=False).encode()
 
     def _arrays(self, copy: bool) -> Snapshot:
@@ -184,15 +207,22 @@ class PartitionState:
         arrays["changed"] = self.changed.copy() if copy else self.changed
         header = {"format": FORMAT, "config": self.config.header(), "ended": list(self.ended)}
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        return Snapshot(arrays)
+        cold = self.windows.cold
+        return Snapshot(arrays, cold.take_new(), cold.take_dropped())
 
     @classmethod
     def restore(
-        cls, config: EngineConfig, rules: RuleSet, machines: MachineTable, data: bytes
+        cls,
+        config: EngineConfig,
+        rules: RuleSet,
+        machines: MachineTable,
+        data: bytes,
+        segments: Mapping[int, bytes] | None = None,
     ) -> PartitionState:
-        """Rebuild from :meth:`snapshot` bytes. Raises :class:`ConfigError` when the checkpoint
-        is of another format or was taken under settings its arrays depend on (window widths,
-        lateness, ...): such a partition starts afresh instead."""
+        """Rebuild from a checkpoint's state and the cold segments stored with it and with
+        earlier ones. Raises :class:`ConfigError` when the checkpoint is of another format,
+        was taken under settings its arrays depend on (window widths, lateness, ...) or
+        lacks a segment: such a partition starts afresh instead."""
         if data[:4] == ZSTD_MAGIC:
             size = int.from_bytes(data[4:12], "big")
             data = zstandard.ZstdDecompressor().decompress(data[12:], max_output_size=size)
@@ -218,7 +248,10 @@ class PartitionState:
         state.clock = WatermarkState.from_arrays(
             parts["clock"], _ms(w.allowed_lateness_s), _ms(config.max_clock_jump_s)
         )
-        state.windows = WindowState.from_arrays(parts["windows"], w)
+        try:
+            state.windows = WindowState.from_arrays(parts["windows"], w, segments)
+        except KeyError as exc:
+            raise ConfigError("checkpoint", exc.args[0], "every segment it refers to") from None
         state.rolling = RollingState.from_arrays(parts["rolling"])
         state.rolling.set_history(_ms(config.rolling_history_s))
         state.stats = SensorStatsState.from_arrays(parts["stats"])

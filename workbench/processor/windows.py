@@ -41,12 +41,14 @@ relative); the rest is exact.
 Storage: windows are rows of one structured array (no Python object per window), chained
 per (key, width). Their values live in one float64 arena, each window a run of it sized
 after the key's previous window and moved to twice the size if it fills up; when the
-arena's end is reached it is compacted into a new one twice the live size. A window's
-values are appended as they come and kept in order from the first: a window that took some
-out of order has them sorted and merged in when it is next read (a provisional or final
-result), at no more cost than an insertion each. A window is forgotten at its final
-emission, under ``"update"`` once its correction horizon has passed: memory is bounded as
-the reference's.
+arena's end is reached it is compacted into a new one half as large again as the live
+values. A window's values are appended as they come and kept in order from the first: a
+window that took some out of order has them sorted and merged in when it is next read (a
+provisional or final result), at no more cost than an insertion each. A window is forgotten
+at its final emission, under ``"update"`` once its correction horizon has passed; until
+then its values wait, sorted, in a compressed cold segment (:mod:`~workbench.processor.cold`),
+and come back into the arena only if a late reading corrects the window. So the arena holds
+the open windows, and memory grows with the widths far more than with the horizon.
 
 >>> cfg = WindowConfig(widths_s=(60,), allowed_lateness_s=10.0, late_policy="update")
 >>> state = WindowState(cfg)
@@ -75,12 +77,14 @@ the reference's.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from workbench.errors import ConfigError
+from workbench.processor.cold import ColdStore
 from workbench.processor.kernels import kernel
 
 __all__ = ["NONE", "WindowConfig", "WindowRows", "WindowState", "add", "advance", "close_run"]
@@ -106,6 +110,9 @@ class WindowConfig:
         The quantile reported per window (0.95 = p95).
     correction_horizon_s
         Event-time seconds after a window's end during which ``"update"`` corrects it.
+    cold_segment_values
+        Values per sealed cold segment (:mod:`~workbench.processor.cold`; None: its
+        default). Not part of the results: a checkpoint restores under any.
     """
 
     widths_s: tuple[int, ...] = (60, 300)
@@ -114,6 +121,7 @@ class WindowConfig:
     late_policy: Literal["drop", "update"] = "update"
     quantile: float = 0.95
     correction_horizon_s: float = 600.0
+    cold_segment_values: int | None = None
 
     def __post_init__(self) -> None:
         if not self.widths_s or any(w <= 0 for w in self.widths_s):
@@ -130,12 +138,14 @@ class WindowConfig:
             raise ConfigError("quantile", self.quantile, "a number in [0, 1]")
         if self.correction_horizon_s < 0:
             raise ConfigError("correction_horizon_s", self.correction_horizon_s, "seconds >= 0")
+        if self.cold_segment_values is not None and self.cold_segment_values < 1:
+            raise ConfigError("cold_segment_values", self.cold_segment_values, "an integer >= 1")
 
 
 #: "No watermark yet" (and "no run end yet").
 NONE = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
-VERSION = 1
+VERSION = 2
 
 #: One window of one key and width. ``next``/``prev`` chain the windows of a (key, width),
 #: newest first (``next`` chains free slots too); ``offset``, ``length``, ``capacity`` place
@@ -149,6 +159,7 @@ WINDOW = np.dtype(
         ("capacity", np.int64),
         ("offset", np.int64),
         ("sorted", np.int64),  # how many of its first values are in order
+        ("cold", np.int64),  # -1: its values are in the arena; else its cold segment
         ("shift", np.float64),  # its first value
         ("sum", np.float64),
         ("sum_c", np.float64),
@@ -172,9 +183,10 @@ WINDOW = np.dtype(
 #: The fields a checkpoint keeps, per window (the values go alongside, window after window).
 _SAVED = ("key", "run", "width", "end", "nulls", "late", "revision", "length", "closed")
 _SAVED += ("changed", "correction", "shift", "sum", "sum_c", "dsum", "dsum_c", "dsq", "dsq_c")
+_SAVED += ("cold", "offset")  # (the offset of a cold one, in its segment)
 
 # meta: the arena's and the slot table's counters, and what a stopped add() needs
-TOP, FREE_HEAD, FREE_COUNT, NEED_SLOTS, NEED_VALUES = range(5)
+TOP, FREE_HEAD, FREE_COUNT, NEED_SLOTS, NEED_VALUES, NEED_THAW = range(6)
 # plan of one reading, per width: drop it, or open a new window, or this slot
 DROP, NEW = -2, -1
 MIN_CAPACITY = 8
@@ -237,13 +249,16 @@ class WindowState:
         self._head = np.full((0, self.widths_ms.size), -1, np.int64)  # per key and width
         self._windows = np.zeros(0, WINDOW)
         self._arena = np.empty(MIN_ARENA)
-        self._meta = np.zeros(5, np.int64)
-        self._meta[FREE_HEAD] = -1
+        self._meta = np.zeros(6, np.int64)
+        self._meta[FREE_HEAD] = self._meta[NEED_THAW] = -1
+        #: the values of final windows until their horizon (none under "drop")
+        self.cold = ColdStore(config.cold_segment_values)
         self._ended = np.zeros(0, np.int64)
         self._next_due = np.zeros(0, np.int64)  # per run: no advance() work below this mark
         self._plan = np.empty((2, self.widths_ms.size), np.int64)
         self._partials = np.empty(PARTIALS)
         self._grow_slots(MIN_SLOTS)
+        self._last_segment = 0
 
     @property
     def n_runs(self) -> int:
@@ -280,13 +295,15 @@ class WindowState:
             self._ended, self._next_due = self._ended[runs], self._next_due[runs]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Plain arrays for a checkpoint: the live windows' fields, their values window after
-        window, the runs' ends."""
+        """Plain arrays for a checkpoint: the live windows' fields, the values of those in
+        the arena window after window, the runs' ends, the open cold segment (the sealed
+        ones travel apart: :meth:`ColdStore.take_new`)."""
+        self.collect()
         live = np.flatnonzero(self._windows["key"] >= 0)
         longest = int(self._windows["length"][live].max(initial=0))
         _sort_all(self._windows, self._arena, np.empty(2 * longest))
         w = self._windows[live]
-        length = w["length"]
+        length = np.where(w["cold"] < 0, w["length"], 0)
         starts = np.cumsum(length) - length
         index = np.arange(int(length.sum())) + np.repeat(w["offset"] - starts, length)
         return {
@@ -296,11 +313,20 @@ class WindowState:
             "ended_ms": self._ended.copy(),
             "values": self._arena[index],
             **{f"window_{name}": w[name].copy() for name in _SAVED},
+            # where a hot window's values are in the arena is of no use in a checkpoint
+            "window_offset": np.where(w["cold"] < 0, 0, w["offset"]),
+            **{f"cold_{name}": value for name, value in self.cold.arrays().items()},
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], config: WindowConfig) -> WindowState:
-        """Rebuild from :meth:`arrays` (under the same widths)."""
+    def from_arrays(
+        cls,
+        arrays: dict[str, np.ndarray],
+        config: WindowConfig,
+        segments: Mapping[int, bytes] | None = None,
+    ) -> WindowState:
+        """Rebuild from :meth:`arrays` (under the same widths) and the sealed cold segments
+        they name (``KeyError`` if one is missing)."""
         version = int(arrays["version"])
         if version != VERSION:
             raise ValueError(f"window state version {version}, this code reads {VERSION}")
@@ -308,6 +334,9 @@ class WindowState:
         if not np.array_equal(arrays["widths_ms"], state.widths_ms):
             saved = arrays["widths_ms"].tolist()
             raise ValueError(f"window widths {saved} ms, configured {state.widths_ms.tolist()}")
+        cold = {name[5:]: value for name, value in arrays.items() if name.startswith("cold_")}
+        state.cold = ColdStore.from_arrays(cold, segments or {}, config.cold_segment_values)
+        state._last_segment = state.cold.open_id
         state.grow(int(arrays["n_keys"]))
         state._grow_runs(arrays["ended_ms"].size)
         state._ended[:] = arrays["ended_ms"]
@@ -317,10 +346,11 @@ class WindowState:
         w = state._windows
         for name in _SAVED:
             w[name][slots] = arrays[f"window_{name}"]
-        length = w["length"][slots]
-        w["offset"][slots] = np.cumsum(length) - length
+        hot = w["cold"][slots] < 0
+        length = np.where(hot, w["length"][slots], 0)
+        w["offset"][slots] = np.where(hot, np.cumsum(length) - length, w["offset"][slots])
         w["capacity"][slots] = length
-        w["sorted"][slots] = length
+        w["sorted"][slots] = w["length"][slots]
         total = int(length.sum())
         state._arena = np.empty(_pow2(max(MIN_ARENA, 2 * total)))
         state._arena[:total] = arrays["values"]
@@ -366,12 +396,52 @@ class WindowState:
         self._grow_slots(slots)
         if self._meta[TOP] + values > self._arena.size:
             w = self._windows
-            final = (w["key"] >= 0) & w["closed"]
+            hot = (w["key"] >= 0) & (w["cold"] < 0)
+            final = hot & w["closed"]
             w["capacity"][final] = w["length"][final]
-            used = int(w["capacity"][w["key"] >= 0].sum())
+            used = int(w["capacity"][hot].sum())
             arena = np.empty(max(MIN_ARENA, (3 * (used + values)) // 2))
             self._meta[TOP] = _compact(w, self._arena, arena)
             self._arena = arena
+
+    def _thaw(self, s: int) -> None:
+        """Window ``s``'s values back from its cold segment into the arena (for a
+        correction)."""
+        w = self._windows[s : s + 1]  # a view: assignments go to the table
+        n = int(w["length"][0])
+        values = self.cold.values(int(w["cold"][0]), int(w["offset"][0]), n)
+        self._make_room(0, n)
+        top = int(self._meta[TOP])
+        self._arena[top : top + n] = values
+        self._meta[TOP] = top + n
+        w["offset"], w["capacity"], w["sorted"], w["cold"] = top, n, n, -1
+
+    def _freeze(self, slots: np.ndarray) -> None:
+        """The values of the windows ``slots`` that are final and still correctable out of
+        the arena, into the open cold segment."""
+        w = self._windows
+        slots = slots[(w["key"][slots] >= 0) & w["closed"][slots] & (w["cold"][slots] < 0)]
+        if not slots.size:
+            return
+        n = int(w["length"][slots].sum())
+        start = self.cold.reserve(n)
+        segment = self.cold.commit(n)
+        _freeze(w, self._arena, slots, self.cold.buffer, start, segment)
+        if self.cold.sealed and segment != self._last_segment:
+            self.collect()
+        self._last_segment = segment
+        # the arena is sized by its busiest moment (just before the widest windows end): once
+        # they are out, compact it if most of it is free
+        used = int(w["capacity"][(w["key"] >= 0) & (w["cold"] < 0)].sum())
+        if self._arena.size > max(MIN_ARENA, 3 * used):
+            arena = np.empty(max(MIN_ARENA, (3 * used) // 2))
+            self._meta[TOP] = _compact(w, self._arena, arena)
+            self._arena = arena
+
+    def collect(self) -> None:
+        """Drop the sealed cold segments no window refers to any more."""
+        w = self._windows
+        self.cold.collect(np.unique(w["cold"][(w["key"] >= 0) & (w["cold"] >= 0)]))
 
     def _marks(self, run_wm: np.ndarray) -> np.ndarray:
         run_wm = np.asarray(run_wm, np.int64)
@@ -443,7 +513,10 @@ def add(
                      state._ended, state._next_due, state.widths_ms, state.update,
                      state.horizon_ms, keys, runs, ts_ms, values, isnull, late, wm_before,
                      dropped, start)  # fmt: skip
-        if start < n:
+        if start < n and state._meta[NEED_THAW] >= 0:
+            state._thaw(int(state._meta[NEED_THAW]))
+            state._meta[NEED_THAW] = -1
+        elif start < n:
             state._make_room(int(state._meta[NEED_SLOTS]), int(state._meta[NEED_VALUES]))
     return dropped
 
@@ -460,6 +533,7 @@ def advance(state: WindowState, run_wm: np.ndarray) -> WindowRows:
     rows = state._rows(slots[:n], final=True)
     _evict(state._windows, state._head, state._meta, due, wm, state.update, state.horizon_ms,
            state._next_due)  # fmt: skip
+    state._freeze(slots[:n])
     return rows
 
 
@@ -524,6 +598,9 @@ def _add(win, head, arena, meta, plan, ended, next_due, widths, update, horizon,
             if s == NEW:
                 s = _find(win, head, key, wi, end)
             plan[0, wi] = s
+            if s >= 0 and win[s]["cold"] >= 0:  # a correction: its values back first
+                meta[NEED_THAW] = s
+                return i
             if s == NEW:
                 slots_needed += 1
                 values_needed += _first_capacity(win, head[key, wi])
@@ -586,6 +663,7 @@ def _new_window(win, head, meta, key, run, wi, end, closed, capacity):
     w["key"], w["run"], w["width"], w["end"] = key, run, wi, end
     w["nulls"], w["late"], w["revision"] = 0, 0, -1
     w["offset"], w["length"], w["capacity"], w["sorted"] = meta[TOP], 0, capacity, 0
+    w["cold"] = -1
     meta[TOP] += capacity
     w["closed"], w["changed"], w["correction"] = closed, False, False
     w["shift"], w["sum"], w["sum_c"] = 0.0, 0.0, 0.0
@@ -669,7 +747,7 @@ def _sort(win, arena, s, scratch):
 @kernel
 def _sort_all(win, arena, scratch):
     for s in range(win.size):
-        if win[s]["key"] >= 0:
+        if win[s]["key"] >= 0 and win[s]["cold"] < 0:
             _sort(win, arena, s, scratch)
 
 
@@ -922,13 +1000,27 @@ def _compact(win, old, new):
     top = 0
     for s in range(win.size):
         w = win[s]
-        if w["key"] >= 0:
+        if w["key"] >= 0 and w["cold"] < 0:
             off = w["offset"]
             for j in range(w["length"]):
                 new[top + j] = old[off + j]
             w["offset"] = top
             top += w["capacity"]
     return top
+
+
+@kernel
+def _freeze(win, arena, slots, buffer, start, segment):
+    """The (sorted) values of the windows ``slots`` to ``buffer`` from ``start`` on, one after
+    another; each window now refers to them there, in cold segment ``segment``."""
+    at = start
+    for s in slots:
+        w = win[s]
+        off, n = w["offset"], w["length"]
+        for j in range(n):
+            buffer[at + j] = arena[off + j]
+        w["offset"], w["capacity"], w["cold"] = at, 0, segment
+        at += n
 
 
 @kernel

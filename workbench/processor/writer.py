@@ -33,10 +33,10 @@ from workbench.config import Settings
 from workbench.errors import DeliveryError
 from workbench.processor.batch import concat, rows_in
 from workbench.processor.hysteresis import AlertEvent
-from workbench.processor.state import Snapshot
+from workbench.processor.state import Checkpoint, Snapshot
 from workbench.processor.watermark import NONE as NO_TS
 from workbench.schemas import CleanReadingEncoder, codec_for
-from workbench.sinks.columns import WriteBatch
+from workbench.sinks.columns import ROW_LAYOUTS, WriteBatch
 
 log = logging.getLogger(__name__)
 ARROW_STREAM = b"application/vnd.apache.arrow.stream"
@@ -108,19 +108,34 @@ class Write:
         first = WriteBatch.from_rows(dead_letters=self.dead_letters)
         first = replace(first, readings=self.readings)
         rest = WriteBatch.from_rows(alerts=self.alert_rows())
+        states, segments, dropped = _checkpoint_tables(self.checkpoints)
         return first, replace(rest, window_stats=self.windows,
                               sensor_stats=_stats_columns(self.sensor_stats),
-                              processor_state=_checkpoint_columns(self.checkpoints))  # fmt: skip
+                              processor_state=states, processor_state_segments=segments,
+                              dropped_segments=dropped)  # fmt: skip
 
 
-def _checkpoint_columns(checkpoints: list[tuple]) -> dict[str, np.ndarray]:
-    """Checkpoint rows as object columns; the states (megabytes each) are not copied. A
-    state may come as a :class:`Snapshot` or the future of its encoding (the consume thread
-    does not compress)."""
-    if not checkpoints:
+def _checkpoint_tables(checkpoints: list[tuple]) -> tuple[dict, dict, list[tuple]]:
+    """Checkpoint rows, the new segments of each and the segments to delete, as object
+    columns (states and segments, megabytes each, are not copied). A checkpoint may come as
+    a :class:`Snapshot` or the future of its encoding (the consume thread does not
+    compress)."""
+    states, segments, dropped = [], [], []
+    for group, topic, partition, offset, state in checkpoints:
+        done = _encoded(state)
+        states.append((group, topic, partition, offset, done.state))
+        segments += [(group, topic, partition, n, data) for n, data in done.segments.items()]
+        dropped += [(group, topic, partition, n) for n in done.dropped]
+    return (
+        _objects(ROW_LAYOUTS["processor_state"], states),
+        _objects(ROW_LAYOUTS["processor_state_segments"], segments),
+        dropped,
+    )
+
+
+def _objects(names: tuple[str, ...], rows: list[tuple]) -> dict[str, np.ndarray]:
+    if not rows:
         return {}
-    names = ("consumer_group", "topic", "partition", "next_offset", "state")
-    rows = [(*row[:4], _encoded(row[4])) for row in checkpoints]
     out = {}
     for name, values in zip(names, zip(*rows, strict=True), strict=True):
         col = np.empty(len(values), dtype=object)
@@ -129,7 +144,7 @@ def _checkpoint_columns(checkpoints: list[tuple]) -> dict[str, np.ndarray]:
     return out
 
 
-def _encoded(state: Future[bytes] | Snapshot | bytes) -> bytes:
+def _encoded(state: Future[Checkpoint] | Snapshot | Checkpoint) -> Checkpoint:
     if isinstance(state, Future):
         return state.result()
     return state.encode() if isinstance(state, Snapshot) else state

@@ -3,10 +3,25 @@ form of the per-reading processor (converted to columns on the way in)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Self
 
 from workbench.sinks.columns import WriteBatch, WriteResult
+
+#: Tables of a few big binary values each (checkpoints), written row by row.
+BLOBS = ("processor_state", "processor_state_segments")
+#: Deletes a checkpoint segment no checkpoint refers to any more.
+DROP_SEGMENT = ("DELETE FROM processor_state_segments WHERE consumer_group = ? AND topic = ? "
+                "AND partition = ? AND segment = ?")  # fmt: skip
+
+
+class StoredCheckpoint(NamedTuple):
+    """A partition's last checkpoint as stored: the offset it was taken at, the state, and
+    the stored segments of it (by number; a few may be left over, unused)."""
+
+    next_offset: int
+    state: bytes
+    segments: Mapping[int, bytes]
 
 
 class SinkBase:

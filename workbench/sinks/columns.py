@@ -347,7 +347,11 @@ class WriteBatch:
     alerts: Mapping[str, Any] = field(default_factory=dict)
     sensor_stats: Mapping[str, Any] = field(default_factory=dict)
     processor_state: Mapping[str, Any] = field(default_factory=dict)
+    processor_state_segments: Mapping[str, Any] = field(default_factory=dict)
     chaos_events: Mapping[str, Any] = field(default_factory=dict)
+    #: checkpoint segments no checkpoint refers to any more, deleted in the same transaction
+    #: (consumer_group, topic, partition, segment)
+    dropped_segments: Sequence[tuple[str, str, int, int]] = ()
 
     def tables(self) -> list[tuple[str, Mapping[str, Any]]]:
         """The tables this batch writes, in the order a sink writes them: facts first, the
@@ -376,7 +380,7 @@ class WriteBatch:
 
 #: The order a sink writes a batch's tables in.
 TABLE_ORDER = ("readings", "dead_letters", "window_stats", "alerts", "sensor_stats",
-               "chaos_events", "processor_state")  # fmt: skip
+               "chaos_events", "processor_state_segments", "processor_state")  # fmt: skip
 
 #: Row tuples of :meth:`WriteBatch.from_rows`: the table's column names in tuple order.
 ROW_LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -392,6 +396,7 @@ ROW_LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sensor_stats": ("run_id", "machine_id", "sensor_type", "n", "nulls", "late", "mean", "std",
                      "ewma", "ewstd", "quantile", "baseline", "score", "drifts", "last_ts"),
     "processor_state": ("consumer_group", "topic", "partition", "next_offset", "state"),
+    "processor_state_segments": ("consumer_group", "topic", "partition", "segment", "data"),
     "chaos_events": ("run_id", "event_id", "kind", "machine_id", "sensor_type", "start_ts",
                      "end_ts", "magnitude", "source", "detail"),
 })  # fmt: skip

@@ -11,7 +11,7 @@ never makes a second one. What happens when the key is there already depends on 
 - sensor_stats: the statistics over more (or as many) readings, ``n``, win;
 - alerts: the newer (or equal) ``updated_ts`` wins; what the alert is (rule, kind,
   severity, machine, sensor, start, opening, detects) stays as first stored;
-- processor_state: the checkpoint written last always wins.
+- processor_state and its segments: the checkpoint written last always wins.
 
 A winning row replaces every other column, stamps (``emitted_at``, ``updated_at``,
 ``saved_at``) included, which take their default (now). :func:`latest` picks the winner
@@ -94,6 +94,7 @@ RULES: Mapping[str, MergeRule] = _rules(
     MergeRule(schema.sensor_stats, update=True, newer="n"),
     MergeRule(schema.alerts, update=True, newer="updated_ts", keep=_ALERT_IDENTITY),
     MergeRule(schema.processor_state, update=True),
+    MergeRule(schema.processor_state_segments, update=True),
 )
 
 

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from workbench.errors import DatabaseUnavailable
 from workbench.sinks import pgcopy, schema
-from workbench.sinks.base import SinkBase
+from workbench.sinks.base import BLOBS, DROP_SEGMENT, SinkBase, StoredCheckpoint
 from workbench.sinks.columns import ROW_LAYOUTS, Prepared, WriteBatch, WriteResult, prepare
 from workbench.sinks.merge import RULES, MergeRule, in_key_order, insert_sql, latest
 from workbench.sinks.timeseries import apply_timescale
@@ -57,7 +57,6 @@ ALERT_COLUMNS = ROW_LAYOUTS["alerts"]
 SENSOR_STATS_COLUMNS = ROW_LAYOUTS["sensor_stats"]
 DEAD_LETTER_COLUMNS = ROW_LAYOUTS["dead_letters"]
 CHAOS_EVENT_COLUMNS = ROW_LAYOUTS["chaos_events"]
-CHECKPOINT_COLUMNS = ROW_LAYOUTS["processor_state"]
 
 
 def libpq_url(url: str) -> str:
@@ -239,24 +238,27 @@ class PostgresSink(SinkBase):
         stored: dict[str, int] = {}
         with self._conn.transaction(), self._conn.cursor() as cur:
             for name, columns in batch.tables():
-                if name == "processor_state":  # a few big values: no columnar detour
-                    stored[name] = self._checkpoints(cur, columns)
+                if name in BLOBS:  # a few big values: no columnar detour
+                    stored[name] = self._blobs(cur, name, columns)
                     continue
                 rows = prepare(name, columns)
                 if name == "readings":
                     stored[name] = self._readings(cur, rows)
                 else:
                     stored[name] = self._merge(cur, RULES[name], latest(RULES[name], rows))
+            if batch.dropped_segments:
+                cur.executemany(DROP_SEGMENT.replace("?", "%s"), list(batch.dropped_segments))
         return stored
 
-    def _checkpoints(self, cur: psycopg.Cursor, columns: Mapping[str, Any]) -> int:
-        """Checkpoints one statement each, the state sent as a binary parameter: a
-        checkpoint is megabytes, and every copy of it on the way costs memory."""
-        names = ("consumer_group", "topic", "partition", "next_offset", "state")
-        sql = insert_sql(RULES["processor_state"], names, "VALUES (%s, %s, %s, %s, %b)")
+    def _blobs(self, cur: psycopg.Cursor, name: str, columns: Mapping[str, Any]) -> int:
+        """Checkpoints (or their segments) one statement each, the blob sent as a binary
+        parameter: a checkpoint is megabytes, and every copy of it on the way costs
+        memory."""
+        names = ROW_LAYOUTS[name]
+        sql = insert_sql(RULES[name], names, "VALUES (%s, %s, %s, %s, %b)")
         for row in zip(*(list(columns[n]) for n in names), strict=True):
             cur.execute(sql, (str(row[0]), str(row[1]), int(row[2]), int(row[3]), row[4]))
-        return len(columns["state"])
+        return len(columns[names[-1]])
 
     def _readings(self, cur: psycopg.Cursor, rows: Prepared) -> int:
         # in key order, each leaf page of the key's btree takes its new rows in one visit
@@ -284,15 +286,22 @@ class PostgresSink(SinkBase):
         cur.execute(insert_sql(rule, names, f"SELECT {cols} FROM {stage}"))
         return cur.rowcount
 
-    def checkpoint(self, group: str, topic: str, partition: int) -> tuple[int, bytes] | None:
-        """The last checkpoint of a partition: (next offset, state), or None."""
-        row = self._conn.execute(
-            "SELECT next_offset, state FROM processor_state WHERE consumer_group = %s "
-            "AND topic = %s AND partition = %s",
-            (group, topic, partition),
-        ).fetchone()
+    def checkpoint(self, group: str, topic: str, partition: int) -> StoredCheckpoint | None:
+        """The last checkpoint of a partition, with its segments; None if it has none."""
+        where = "WHERE consumer_group = %s AND topic = %s AND partition = %s"
+        key = (group, topic, partition)
+        with self._conn.transaction():  # one snapshot for both
+            self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = self._conn.execute(
+                f"SELECT next_offset, state FROM processor_state {where}", key
+            ).fetchone()
+            segments = self._conn.execute(
+                f"SELECT segment, data FROM processor_state_segments {where}", key
+            ).fetchall()
         self._conn.commit()
-        return (row[0], bytes(row[1])) if row else None
+        if row is None:
+            return None
+        return StoredCheckpoint(row[0], bytes(row[1]), {s: bytes(d) for s, d in segments})
 
     def close(self) -> None:
         self._conn.close()

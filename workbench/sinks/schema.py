@@ -186,18 +186,39 @@ sensor_stats = Table(
     comment="The processor's online statistics per machine and sensor, as of its last flush.",
 )
 
-processor_state = Table(
+
+def _checkpoint_table(name: str, *columns: Column, key: tuple[str, ...] = (), **kw) -> Table:
+    """A table of a consumer group's checkpoints, one partition of a topic at a time."""
+    partition = ("consumer_group", "topic", "partition")
+    return Table(
+        name,
+        metadata,
+        Column("consumer_group", Text, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        *columns,
+        Column("saved_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint(*partition, *key, name=f"{name}_pkey"),
+        **kw,
+    )
+
+
+processor_state = _checkpoint_table(
     "processor_state",
-    metadata,
-    Column("consumer_group", Text, nullable=False),
-    Column("topic", Text, nullable=False),
-    Column("partition", Integer, nullable=False),
     Column("next_offset", BigInteger, nullable=False),
     Column("state", LargeBinary, nullable=False),
-    Column("saved_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("consumer_group", "topic", "partition", name="processor_state_pkey"),
     comment="Checkpoints of a partition's windows, statistics and alerts, with the offset they "
     "were taken at: the next owner of the partition restores them and resumes there.",
+)
+
+processor_state_segments = _checkpoint_table(
+    "processor_state_segments",
+    Column("segment", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    key=("segment",),
+    comment="The values of final windows that late readings may still correct, in sealed "
+    "zstd-compressed segments: written once, with the first checkpoint that refers to them, "
+    "and deleted with the first one that no longer does (incremental checkpoints).",
 )
 
 #: Indexes earlier versions of the schema made and this one does not want: creating the

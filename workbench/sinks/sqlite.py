@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from workbench.errors import ConfigError, DatabaseUnavailable
 from workbench.sinks import schema
-from workbench.sinks.base import SinkBase
+from workbench.sinks.base import DROP_SEGMENT, SinkBase, StoredCheckpoint
 from workbench.sinks.columns import Column, WriteBatch, prepare
 from workbench.sinks.merge import RULES, insert_sql, latest
 
@@ -145,18 +145,27 @@ class SqliteSink(SinkBase):
                 before = self._changes()
                 self._conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
                 stored[name] = self._changes() - before
+            if batch.dropped_segments:
+                self._conn.exec_driver_sql(DROP_SEGMENT, list(batch.dropped_segments))
         return stored
 
-    def checkpoint(self, group: str, topic: str, partition: int) -> tuple[int, bytes] | None:
-        """The last checkpoint of a partition: (next offset, state), or None."""
-        p = schema.processor_state
+    def checkpoint(self, group: str, topic: str, partition: int) -> StoredCheckpoint | None:
+        """The last checkpoint of a partition, with its segments; None if it has none."""
+        p, g = schema.processor_state, schema.processor_state_segments
         with self._conn.begin():
             row = self._conn.execute(
                 sa.select(p.c.next_offset, p.c.state).where(
                     p.c.consumer_group == group, p.c.topic == topic, p.c.partition == partition
                 )
             ).first()
-        return (row[0], bytes(row[1])) if row else None
+            segments = self._conn.execute(
+                sa.select(g.c.segment, g.c.data).where(
+                    g.c.consumer_group == group, g.c.topic == topic, g.c.partition == partition
+                )
+            ).all()
+        if row is None:
+            return None
+        return StoredCheckpoint(row[0], bytes(row[1]), {s: bytes(d) for s, d in segments})
 
     def close(self) -> None:
         self._conn.close()

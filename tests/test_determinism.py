@@ -111,9 +111,9 @@ def test_tiny_batches_give_the_same_results(stack, reference):
 
 def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
     base, endpoints = stack
-    # small cold segments: many are sealed, stored with checkpoints and restored after kills
+    # small cold segments: many are sealed, stored with checkpoints, restored after kills
     settings = own_settings(base, endpoints, batch_size=200, checkpoint_interval_s=0.3,
-                            cold_segment_values=300)  # fmt: skip
+                            cold_segment_values=50)  # fmt: skip
     report = simulate(settings, endpoints, SPEC, "det-kill")
     registry = RunRegistry(endpoints.database_url)
     env = cli_env(settings)
@@ -133,20 +133,40 @@ def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        assert stored_segments(endpoints.database_url, settings.consumer_group) > 0
-        processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-        stop = threading.Event()
-        worker = threading.Thread(target=processor.run, args=(stop,))
-        worker.start()
-        try:  # the end-of-run markers may have been processed before the last kill
-            wait_until(lambda: finished(registry, report), 120, "the run to end")
-            time.sleep(1.0)  # the last statistics go out with the batch after
-        finally:
-            stop.set()
-            worker.join(60)
     finally:
         registry.close()
+    # the end-of-run markers may have been processed before the last kill
+    run_to_the_end(settings, endpoints, report)
     assert digest(endpoints.database_url, "det-kill") == reference
+
+
+def test_a_hand_over_with_final_windows_in_cold_segments_gives_the_same_results(stack, reference):
+    """Two thirds of the stream, then a checkpoint with its cold segments (the values of
+    the final windows, which late readings may still correct) in the database; a new
+    processor restores them and finishes."""
+    base, endpoints = stack
+    settings = own_settings(base, endpoints, batch_size=300, cold_segment_values=50)
+    report = simulate(settings, endpoints, SPEC, "det-cold")
+    first = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    first.run(max_messages=report.produced * 2 // 3)
+    assert stored_segments(endpoints.database_url, settings.consumer_group) > 0
+    run_to_the_end(settings, endpoints, report)
+    assert digest(endpoints.database_url, "det-cold") == reference
+
+
+def run_to_the_end(settings, endpoints, report) -> None:
+    registry = RunRegistry(endpoints.database_url)
+    processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run, args=(stop,))
+    worker.start()
+    try:
+        wait_until(lambda: finished(registry, report), 120, "the run to end")
+        time.sleep(1.0)  # the last statistics go out with the batch after
+    finally:
+        stop.set()
+        worker.join(60)
+        registry.close()
 
 
 def test_two_workers_give_the_same_results(stack, reference):

@@ -28,7 +28,7 @@ digits).
 >>> seg = store.commit(3)
 >>> store.values(seg, first, 3).tolist()
 [1.0, 2.0, 3.0]
->>> _ = store.reserve(3)  # no room left: the open segment is sealed first
+>>> _ = store.reserve(3)  # they would not fit: the open segment is sealed first
 >>> seg in store.sealed
 True
 >>> store.values(seg, first, 3).tolist()  # read back from the compressed segment
@@ -92,9 +92,14 @@ class ColdStore:
         return self.size
 
     def commit(self, n: int) -> int:
-        """Take the ``n`` values written after :meth:`reserve`; the open segment's number."""
+        """Take the ``n`` values written after :meth:`reserve` into the open segment
+        (:attr:`open_id`); its number. It is sealed at once if that made it full: write
+        the values before."""
         self.size += n
-        return self.open_id
+        segment = self.open_id
+        if self.size >= self.segment_values:
+            self._seal()
+        return segment
 
     def values(self, segment: int, offset: int, n: int) -> np.ndarray:
         """The ``n`` values at ``offset`` of a segment (a copy)."""

@@ -425,11 +425,11 @@ class WindowState:
             return
         n = int(w["length"][slots].sum())
         start = self.cold.reserve(n)
-        segment = self.cold.commit(n)
-        _freeze(w, self._arena, slots, self.cold.buffer, start, segment)
-        if self.cold.sealed and segment != self._last_segment:
+        _freeze(w, self._arena, slots, self.cold.buffer, start, self.cold.open_id)
+        self.cold.commit(n)  # (after the values are in: it may seal the segment)
+        if self.cold.open_id != self._last_segment:  # one was sealed: any to drop?
             self.collect()
-        self._last_segment = segment
+            self._last_segment = self.cold.open_id
         # the arena is sized by its busiest moment (just before the widest windows end): once
         # they are out, compact it if most of it is free
         used = int(w["capacity"][(w["key"] >= 0) & (w["cold"] < 0)].sum())

@@ -251,29 +251,37 @@ CASES = [
     (enc(), b"", decode.KEY_MISMATCH),
     (enc(), b"m-\xff\xfe", decode.KEY_MISMATCH),
     (enc(sensor_type="unknown"), b"m-9", decode.KEY_MISMATCH),  # the key is checked first
-    (enc(ts=946_684_800_000 - 1), None, decode.BAD_TIME),
-    (enc(ts=FAR_FUTURE), None, decode.BAD_TIME),
-    (enc(ts=-5, value=math.nan), None, decode.BAD_TIME),  # time is checked first
-    (enc(value=math.nan), None, decode.NOT_FINITE),
-    (enc(sensor_type="flow", value=-math.inf), None, decode.NOT_FINITE),  # no range needed
-    (enc(value=1000.5), None, decode.OUT_OF_RANGE),
+    (enc(ts=946_684_800_000 - 1), b"m-0001", decode.BAD_TIME),
+    (enc(ts=FAR_FUTURE), b"m-0001", decode.BAD_TIME),
+    (enc(ts=-5, value=math.nan), b"m-0001", decode.BAD_TIME),  # time is checked first
+    (enc(value=math.nan), b"m-0001", decode.NOT_FINITE),
+    (enc(sensor_type="flow", value=-math.inf), b"m-0001", decode.NOT_FINITE),  # no range needed
+    (enc(value=1000.5), b"m-0001", decode.OUT_OF_RANGE),
     (enc(value=-100.25), b"m-0001", decode.OUT_OF_RANGE),
-    (enc(sensor_type="vibration", value=-0.5), None, decode.OUT_OF_RANGE),
-    (enc(sensor_type="pressure", value=2e3 + 1), None, decode.OUT_OF_RANGE),
-    (enc(sensor_type="battery", value=-1e-300), None, decode.OUT_OF_RANGE),
+    (enc(sensor_type="vibration", value=-0.5), b"m-0001", decode.OUT_OF_RANGE),
+    (enc(sensor_type="pressure", value=2e3 + 1), b"m-0001", decode.OUT_OF_RANGE),
+    (enc(sensor_type="battery", value=-1e-300), b"m-0001", decode.OUT_OF_RANGE),
+    (enc(machine_id="", value=None), b"", decode.BAD_ID),
+    (enc(machine_id="m\x00-1"), b"m\x00-1", decode.BAD_ID),  # PostgreSQL refuses NUL
+    (enc(machine_id="m-1\n"), b"m-1\n", decode.BAD_ID),
+    (enc(machine_id="x" * 129), b"x" * 129, decode.BAD_ID),
+    (enc(machine_id="\x00", ts=5), None, decode.BAD_ID),  # the id is checked first
+    (enc(), None, decode.NULL_KEY),
+    (enc(ts=5), None, decode.NULL_KEY),  # the key is checked before the time
 ]
 CASE_IDS = [f"{i}-{decode.REASON_NAMES[code]}" for i, (*_, code) in enumerate(CASES)]
 ACCEPTED = [
     (enc(), b"m-0001"),
-    (enc(value=None), None),
-    (enc(value=1000.0), None),  # bounds are inclusive
-    (enc(sensor_type="vibration", value=0.0), None),
-    (enc(sensor_type="pressure", value=-1e300), None),  # no lower bound
-    (enc(sensor_type="flow", value=1e300), None),  # no range at all
-    (enc(ts=946_684_800_000), None),
-    (enc(machine_id="", value=None), b""),
-    (body(HEAD, zigzag(0), zigzag(0), b"\x80\x00", b"\x06"), None),  # 2-byte zero: allowed
-    (body(HEAD, zigzag(0), zigzag(0), b"\x00", b"\xff" * 9 + b"\x7f"), None),  # 10th byte
+    (enc(value=None), b"m-0001"),
+    (enc(value=1000.0), b"m-0001"),  # bounds are inclusive
+    (enc(sensor_type="vibration", value=0.0), b"m-0001"),
+    (enc(sensor_type="pressure", value=-1e300), b"m-0001"),  # no lower bound
+    (enc(sensor_type="flow", value=1e300), b"m-0001"),  # no range at all
+    (enc(ts=946_684_800_000), b"m-0001"),
+    (body(HEAD, zigzag(0), zigzag(0), b"\x80\x00", b"\x06"), b"m-0001"),  # 2-byte zero: allowed
+    (body(HEAD, zigzag(0), zigzag(0), b"\x00", b"\xff" * 9 + b"\x7f"), b"m-0001"),  # 10th byte
+    (enc(machine_id="x" * 128), b"x" * 128),  # the longest id
+    (enc(machine_id="Ω" * 64), "Ω".encode() * 64),  # 128 bytes
 ]
 
 
@@ -306,20 +314,21 @@ def test_what_legacy_accepts_is_accepted_with_its_fields(value, key):
     ],
 )
 def test_stricter_than_fastavro_where_it_reads_nonsense(value, code, fastavro_reads):
-    legacy = Validator(LIMITS).check(value, None, "r")
+    legacy = Validator(LIMITS).check(value, b"m-0001", "r")
     assert isinstance(legacy, Reading)  # what legacy let through
     assert fastavro_reads in (legacy.sensor_type, legacy.value, legacy.seq, legacy.status_code)
-    d, _ = run_batch([value], [None])
+    d, _ = run_batch([value], [b"m-0001"])
     assert d.reason.tolist() == [code]
-    (text,) = reasons(d, LIMITS, [0], [value], [None])
+    (text,) = reasons(d, LIMITS, [0], [value], [b"m-0001"])
     assert text.startswith("corrupt reading body: ") and text != "corrupt reading body: None"
 
 
 def test_enum_index_minus_one_is_rejected_with_legacy_text():
     value = body(HEAD, zigzag(-1), zigzag(0), b"\x00\x00")  # fastavro: 'unknown'
-    d, (legacy,) = run_batch([value], [None])
+    d, (legacy,) = run_batch([value], [b"m-0001"])
     assert d.reason.tolist() == [decode.BAD_ENUM]
-    assert reasons(d, LIMITS, [0], [value], [None]) == [legacy.reason] == ["unknown sensor type"]
+    texts = reasons(d, LIMITS, [0], [value], [b"m-0001"])
+    assert texts == [legacy.reason] == ["unknown sensor type"]
 
 
 def test_a_key_that_is_not_utf8_is_compared_as_legacy_decodes_it():
@@ -334,7 +343,7 @@ def test_a_key_that_is_not_utf8_is_compared_as_legacy_decodes_it():
 
 def test_validate_batch_leaves_decode_rejections_alone():
     values = [None, enc(value=math.nan, ts=0)[:-1], enc(sensor_type="unknown", ts=0), enc(ts=0)]
-    d = decode_batch(values, [None] * 4)
+    d = decode_batch(values, [b"m-0001"] * 4)
     validate_batch(d, LIMITS, now_ms())
     assert d.reason.tolist() == [
         decode.NOT_SINGLE_OBJECT, decode.CORRUPT, decode.UNKNOWN_SENSOR, decode.BAD_TIME
@@ -354,7 +363,7 @@ def test_an_empty_batch_and_a_batch_of_nones():
 def test_max_future_is_measured_from_the_given_clock():
     now = 1_800_000_000_000
     lim = Limits(max_future_s=60.0)
-    d = decode_batch([enc(ts=now + 60_000), enc(ts=now + 60_001)], [None, None])
+    d = decode_batch([enc(ts=now + 60_000), enc(ts=now + 60_001)], [b"m-0001"] * 2)
     validate_batch(d, lim, now)
     assert d.reason.tolist() == [decode.OK, decode.BAD_TIME]
 
@@ -404,9 +413,10 @@ def test_fuzz_decisions_fields_and_texts_match_legacy(seed):
     seen = set(d.reason.tolist())
     assert {decode.OK, decode.NOT_SINGLE_OBJECT, decode.WRONG_SCHEMA, decode.CORRUPT,
             decode.TRAILING_BYTES, decode.UNKNOWN_SENSOR, decode.KEY_MISMATCH, decode.BAD_TIME,
-            decode.NOT_FINITE, decode.OUT_OF_RANGE} <= seen  # fmt: skip
+            decode.NOT_FINITE, decode.OUT_OF_RANGE, decode.BAD_ID,
+            decode.NULL_KEY} <= seen  # fmt: skip
     assert seen & STRICTER
-    assert sum(isinstance(r, Reading) for r in legacy) > len(values) / 10
+    assert sum(isinstance(r, Reading) for r in legacy) > len(values) / 20
 
 
 # --- machine interning --------------------------------------------------------------

@@ -66,7 +66,7 @@ def full_batch(run: str) -> WriteBatch:
             "topic": objects([f"raw-{run}"] * 3),
             "partition": np.array([0, 1, 1], np.int32),
             "offset": np.array([7, 8, 9]),
-            "run_id": objects([run, None, run]),
+            "run_id": objects([run, "live", run]),
             "reason": objects(["undecodable", "unknown sensor ü", ""]),
             "key": objects([b"m-1", None, b""]),
             "payload": objects([b"\x00\xff\x00", b"x", b"\x00"]),  # trailing NUL bytes
@@ -386,6 +386,20 @@ def test_every_table_round_trips_through_both_sinks(url, run):
         assert stored(url, table, names, of_run(table, run)) == expected(table, columns), table
 
 
+def test_dead_letters_of_two_runs_at_one_broker_position_are_both_kept(url, run):
+    """A broker that keeps topics in memory numbers offsets from 0 again after a restart:
+    the same (topic, partition, offset) in another run is another message."""
+
+    def dead(run_id: str) -> WriteBatch:
+        return WriteBatch.from_rows(dead_letters=[(f"raw-{run}", 0, 5, run_id, "bad", None,
+                                                   b"x")])  # fmt: skip
+
+    with open_sink(url) as sink:
+        assert sink.write(dead(f"{run}-a")).dead_letters_inserted == 1
+        assert sink.write(dead(f"{run}-b")).dead_letters_inserted == 1
+        assert sink.write(dead(f"{run}-a")).dead_letters_inserted == 0  # a redelivery
+
+
 def test_the_legacy_row_tuples_still_write(url, run):
     row = (run, "m-1", "pressure", 1, T0, None, 0, True, None, 2.0, 2.0)
     with open_sink(url) as sink:
@@ -469,36 +483,57 @@ def test_a_failing_batch_stores_nothing_of_any_table(url, run):
     assert stored(url, "window_stats", ["count"], of_run("window_stats", run)) == []
 
 
-def test_the_schema_migration_rekeys_an_older_readings_table_once(endpoints, caplog):
+@pytest.fixture
+def new_database(endpoints):
+    """The URL of a database of its own on the test server, dropped afterwards."""
     name = f"migrate_{uuid.uuid4().hex[:8]}"
     with connect(endpoints.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = endpoints.database_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        create_schema(url)
-        with connect(url) as conn:  # the keys and indexes an earlier version made
-            conn.execute(
-                "ALTER TABLE readings DROP CONSTRAINT readings_pkey, ADD CONSTRAINT "
-                "readings_pkey PRIMARY KEY (run_id, machine_id, sensor_type, seq, ts)"
-            )
-            conn.execute("CREATE INDEX readings_machine_ts ON readings (machine_id, ts)")
-        with open_sink(url) as sink:
-            sink.write(WriteBatch(readings=readings("old", range(50))))
-        caplog.set_level(logging.INFO, "workbench.sinks.postgres")
-        create_schema(url)
-        assert caplog.text.count("schema change") == 2
-        with connect(url) as conn:
-            indexes = dict(conn.execute(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'"
-            ).fetchall())  # fmt: skip
-        assert sorted(indexes) == ["readings_pkey", "readings_ts_brin"]
-        assert "(run_id, machine_id, sensor_type, ts, seq)" in indexes["readings_pkey"]
-        caplog.clear()
-        create_schema(url)  # idempotent: nothing more to change
-        assert "schema change" not in caplog.text
-        with open_sink(url) as sink:  # the rows stayed, and the new key refuses them again
-            again = sink.write(WriteBatch(readings=readings("old", range(40, 60))))
-        assert (again.readings_inserted, again.readings_duplicate) == (10, 10)
+        yield endpoints.database_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with connect(endpoints.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_schema_migration_puts_the_run_into_the_dead_letters_key(new_database):
+    create_schema(new_database)
+    with connect(new_database) as conn:  # the key an earlier version made
+        conn.execute(
+            "ALTER TABLE dead_letters DROP CONSTRAINT dead_letters_pkey, ADD CONSTRAINT "
+            'dead_letters_pkey PRIMARY KEY (topic, partition, "offset")'
+        )
+    create_schema(new_database)
+    with connect(new_database) as conn:
+        (key,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'dead_letters_pkey'"
+        ).fetchone()
+    assert '(run_id, topic, partition, "offset")' in key
+
+
+def test_the_schema_migration_rekeys_an_older_readings_table_once(new_database, caplog):
+    url = new_database
+    create_schema(url)
+    with connect(url) as conn:  # the keys and indexes an earlier version made
+        conn.execute(
+            "ALTER TABLE readings DROP CONSTRAINT readings_pkey, ADD CONSTRAINT "
+            "readings_pkey PRIMARY KEY (run_id, machine_id, sensor_type, seq, ts)"
+        )
+        conn.execute("CREATE INDEX readings_machine_ts ON readings (machine_id, ts)")
+    with open_sink(url) as sink:
+        sink.write(WriteBatch(readings=readings("old", range(50))))
+    caplog.set_level(logging.INFO, "workbench.sinks.postgres")
+    create_schema(url)
+    assert caplog.text.count("schema change") == 2
+    with connect(url) as conn:
+        indexes = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'"
+        ).fetchall())  # fmt: skip
+    assert sorted(indexes) == ["readings_pkey", "readings_ts_brin"]
+    assert "(run_id, machine_id, sensor_type, ts, seq)" in indexes["readings_pkey"]
+    caplog.clear()
+    create_schema(url)  # idempotent: nothing more to change
+    assert "schema change" not in caplog.text
+    with open_sink(url) as sink:  # the rows stayed, and the new key refuses them again
+        again = sink.write(WriteBatch(readings=readings("old", range(40, 60))))
+    assert (again.readings_inserted, again.readings_duplicate) == (10, 10)

@@ -91,14 +91,14 @@ def test_the_same_batch_twice_leaves_the_same_rows(sink):
 
 def test_row_layout_matches_the_postgres_sink(sink):
     sink.write(readings=[reading(1, value=None)], alerts=[alert("open", 5, 3)],
-               dead_letters=[("raw", 2, 9, None, "bad", None, b"\x01")])  # fmt: skip
+               dead_letters=[("raw", 2, 9, "r", "bad", None, b"\x01")])  # fmt: skip
     (r,) = rows(sink, schema.readings, "ts", "value", "late", "score")
     assert r[0].isoformat() == "2026-01-01T00:00:01"  # UTC, read back without a zone
     assert r[1:] == (None, False, 0.5)
     (a,) = rows(sink, schema.alerts, "detects", "opened_ts", "closed_ts")
     assert a == (["failure"], a[1], None) and a[1].second == 3  # JSON and times round-trip
     (d,) = rows(sink, schema.dead_letters, "key", "payload", "run_id")
-    assert d == (None, b"\x01", None)  # LargeBinary as BLOB
+    assert d == (None, b"\x01", "r")  # LargeBinary as BLOB
     with sqlite3.connect(sink.url.removeprefix("sqlite:///")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 

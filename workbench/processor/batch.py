@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.processor.hysteresis import AlertEvent
+from workbench.processor.validate import escaped, id_problem
 
 
 @dataclass
@@ -95,6 +96,9 @@ class Batch:
     run_names: list[str]
     control: np.ndarray
     created_ms: np.ndarray
+    #: why a run's ``run_id`` header cannot be a run id, by run code: its messages are
+    #: dead letters (its name in ``run_names`` is escaped, to be stored as their run id)
+    run_problems: dict[int, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -123,7 +127,12 @@ class Batch:
                 last, last_code, last_marker = h, *_run_of(h, names)
             runs[i] = last_code
             control[i] = last_marker
-        run_names = [n.decode(errors="replace") or live_run for n in names]
+        run_names, problems = [], {}
+        for code, name in enumerate(names):  # in code order
+            text, problem = _run_name(name)
+            run_names.append(text or live_run)
+            if problem:
+                problems[code] = f"run_id header {text!r} is not an id: {problem}"
         return cls(
             [m.value() for m in messages],
             [m.key() for m in messages],
@@ -133,6 +142,7 @@ class Batch:
             run_names,
             control,
             np.array([m.timestamp()[1] for m in messages], np.int64),
+            problems,
         )
 
     def next_offsets(self) -> dict[int, int]:
@@ -147,6 +157,26 @@ class Batch:
 
 #: The header value of an end-of-run control message.
 END_OF_RUN = b"end-of-run"
+
+
+def _run_name(raw: bytes) -> tuple[str, str | None]:
+    """A run id header as text, and why it cannot be a run id (None if it can). A bad one
+    comes back with its control characters and undecodable bytes escaped, cut to
+    MAX_ID_BYTES characters: storable, and recognisable in a dead letter."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return _escaped(raw.decode(errors="backslashreplace")), "it is not UTF-8"
+    problem = id_problem(text) if text else None
+    return (_escaped(text) if problem else text), problem
+
+
+def _escaped(text: str) -> str:
+    return escaped(text, MAX_RUN_NAME)
+
+
+#: The longest run name kept for a bad run id header (in characters).
+MAX_RUN_NAME = 128
 
 
 def _run_of(headers: list | None, names: dict[bytes, int]) -> tuple[int, bool]:

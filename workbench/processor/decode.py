@@ -61,6 +61,11 @@ BAD_ENUM = 10  # negative sensor_type index (fastavro wraps it around)
 BAD_UNION = 11  # negative union branch (fastavro wraps it around)
 OVERLONG_VARINT = 12  # a varint longer than 10 bytes (fastavro shifts past 64 bits)
 INT_OVERFLOW = 13  # status_code outside int32 (fastavro reads any long)
+BAD_ID = 14  # machine_id empty, longer than MAX_ID_BYTES, or with a control character
+NULL_KEY = 15  # no Kafka key (a reading's key is its machine_id)
+
+#: The longest machine id (and run id) accepted, in UTF-8 bytes.
+MAX_ID_BYTES = 128
 
 REASON_NAMES = {
     OK: "ok", NOT_SINGLE_OBJECT: "not single-object encoding", WRONG_SCHEMA: "wrong schema",
@@ -69,7 +74,7 @@ REASON_NAMES = {
     BAD_TIME: "implausible event time", NOT_FINITE: "value not finite",
     OUT_OF_RANGE: "value outside physical range", BAD_ENUM: "negative enum index",
     BAD_UNION: "negative union branch", OVERLONG_VARINT: "overlong varint",
-    INT_OVERFLOW: "int outside 32 bits",
+    INT_OVERFLOW: "int outside 32 bits", BAD_ID: "machine_id not an id", NULL_KEY: "no key",
 }  # fmt: skip
 
 # what a legacy reader says when fastavro itself accepts the message (the stricter cases)
@@ -103,6 +108,7 @@ class Decoded:
     value : float64, NaN for a null (``isnull`` True). status : int32.
     machine_start, machine_len : the machine id's bytes in ``buf`` (length -1 when not read).
     machine_hash : int64 hash of those bytes (0 when not read), for interning.
+    has_key : bool, whether the message has a Kafka key.
     reason : int8 reason code, OK (0) for a good reading.
     """
 
@@ -119,6 +125,7 @@ class Decoded:
     machine_len: np.ndarray
     machine_hash: np.ndarray
     reason: np.ndarray
+    has_key: np.ndarray
 
     def __len__(self) -> int:
         return self.reason.size
@@ -147,7 +154,7 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
         ts=np.empty(n, np.int64), sensor=np.empty(n, np.int16), value=np.empty(n, np.float64),
         isnull=np.empty(n, np.bool_), status=np.empty(n, np.int32), seq=np.empty(n, np.int64),
         machine_start=np.empty(n, np.int64), machine_len=np.empty(n, np.int64),
-        machine_hash=np.empty(n, np.int64), reason=np.empty(n, np.int8),
+        machine_hash=np.empty(n, np.int64), reason=np.empty(n, np.int8), has_key=klengths >= 0,
     )  # fmt: skip
     _decode(
         buf, starts, lengths, kbuf, kstarts, klengths, _FINGERPRINT, len(SYMBOLS), UNKNOWN,

@@ -14,7 +14,7 @@ import numpy as np
 
 from workbench.processor.batch import Batch, Rows
 from workbench.processor.decode import OK, Decoded, MachineTable, decode_batch
-from workbench.processor.validate import Limits, reasons, validate_batch
+from workbench.processor.validate import Limits, escaped, reasons, validate_batch
 
 
 @dataclass
@@ -55,14 +55,51 @@ class Intake:
     def take(self, batch: Batch, now_ms: int) -> Taken:
         decoded = decode_batch(batch.values, batch.keys)
         validate_batch(decoded, self.limits, now_ms)
-        valid = (decoded.reason == OK) & ~batch.control
+        bad_run = np.zeros(batch.size, np.bool_)
+        if batch.run_problems:  # every message of such a run, end-of-run markers too
+            bad_run = np.isin(batch.run, list(batch.run_problems))
+            batch.control[bad_run] = False
+        valid = (decoded.reason == OK) & ~batch.control & ~bad_run
         machine = self.machines.intern(decoded, np.flatnonzero(valid))
-        bad = np.flatnonzero((decoded.reason != OK) & ~batch.control)
+        bad = np.flatnonzero(((decoded.reason != OK) | bad_run) & ~batch.control)
         dead: list[tuple] = []
         if bad.size:
-            texts = reasons(decoded, self.limits, bad, batch.values, batch.keys)
-            for i, text in zip(bad.tolist(), texts, strict=True):
-                dead.append((self.topic, int(batch.partition[i]), int(batch.offset[i]),
-                             batch.run_names[batch.run[i]], text, batch.keys[i],
-                             batch.values[i]))  # fmt: skip
+            rejected = bad[~bad_run[bad]]
+            said = reasons(decoded, self.limits, rejected, batch.values, batch.keys)
+            texts = dict(zip(rejected.tolist(), said, strict=True))
+            for i in bad.tolist():
+                run = int(batch.run[i])
+                text = batch.run_problems.get(run) or texts[i]
+                dead.append(dead_letter(self.topic, int(batch.partition[i]), int(batch.offset[i]),
+                                        batch.run_names[run], text, batch.keys[i],
+                                        batch.values[i]))  # fmt: skip
         return Taken(batch, decoded, valid, machine, dead)
+
+
+#: The most of a rejected message's value a dead letter keeps (topic and table alike).
+MAX_DEAD_PAYLOAD = 64 * 1024
+#: ... and of its key.
+MAX_DEAD_KEY = 1024
+
+
+def dead_letter(
+    topic: str, partition: int, offset: int, run: str, reason: str,
+    key: bytes | None, value: bytes | None,
+) -> tuple:  # fmt: skip
+    """A dead-letter row: a value or key too large for the dead-letter topic (whose
+    messages must fit the broker's limit, as the raw one did without headers) is cut, and
+    the reason says how large it was.
+
+    >>> dead_letter("raw", 0, 7, "r", "corrupt", b"k", bytes(70_000))[4:6]
+    ('corrupt (value of 70000 bytes, the first 65536 kept)', b'k')
+    """
+    cut = []
+    if value is not None and len(value) > MAX_DEAD_PAYLOAD:
+        cut.append(f"value of {len(value)} bytes, the first {MAX_DEAD_PAYLOAD} kept")
+        value = value[:MAX_DEAD_PAYLOAD]
+    if key is not None and len(key) > MAX_DEAD_KEY:
+        cut.append(f"key of {len(key)} bytes, the first {MAX_DEAD_KEY} kept")
+        key = key[:MAX_DEAD_KEY]
+    if cut:
+        reason = f"{reason} ({'; '.join(cut)})"
+    return (topic, partition, offset, escaped(run), escaped(reason), key, value)

@@ -95,6 +95,46 @@ class Limits:
     max_future_s: float = 7 * 86_400.0
 
 
+def id_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a machine or run id (None if it can): empty, longer than
+    :data:`~workbench.processor.decode.MAX_ID_BYTES` bytes, or holding a control character
+    (a NUL byte, which PostgreSQL's text refuses, a newline, ...).
+
+    >>> id_problem("m-0001") is None, id_problem("m" + chr(0) + "-1"), id_problem("")
+    (True, 'it holds a control character', 'it is empty')
+    """
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size == 0:
+        return "it is empty"
+    if size > decode.MAX_ID_BYTES:
+        return f"it is {size} bytes long, more than {decode.MAX_ID_BYTES}"
+    if any(c < " " or c == "\x7f" for c in name):
+        return "it holds a control character"
+    return None
+
+
+def escaped(text: str, limit: int | None = None) -> str:
+    """``text`` with its control characters written as ``\\xNN`` (storable as text
+    anywhere, readable in a log), cut to ``limit`` characters.
+
+    >>> print(escaped("m" + chr(0) + "-1"))
+    m\\x00-1
+    """
+    if text.isprintable():
+        return text[:limit]
+    out = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}" for c in text)
+    return out[:limit]
+
+
+def _id_text(name: str, problem: str) -> str:
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return f"machine_id {shown!r} is not an id: {problem}"
+
+
+#: The dead-letter reason of a reading without a Kafka key.
+NO_KEY_TEXT = "no Kafka key: a reading's key must be its machine_id"
+
+
 class Validator:
     """:func:`check` plus the physical range of each sensor type and timestamp sanity.
 
@@ -114,6 +154,11 @@ class Validator:
         result = check(value, key, run_id)
         if isinstance(result, Rejected):
             return result
+        problem = id_problem(result.machine_id)
+        if problem is not None:
+            return Rejected(_id_text(result.machine_id, problem))
+        if key is None:
+            return Rejected(NO_KEY_TEXT)
         lim = self.limits
         ts = result.ts_ms
         if ts < lim.min_ts_ms or ts > self._max_ts_ms():
@@ -152,7 +197,8 @@ def _range_text(sensor: str, v: float, bounds: tuple[float | None, float | None]
 def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None:
     """:meth:`Validator.check`'s checks on a decoded batch, vectorised: set the ``reason``
     of each row that decoded but fails one, the first failing check winning as in the
-    legacy order (event time, then a finite value, then the sensor's physical range).
+    legacy order (a plain machine id, a key, event time, then a finite value, then the
+    sensor's physical range).
 
     ``now_ms`` is the wall clock (epoch ms) the batch is judged by: event time may be at
     most ``limits.max_future_s`` past it.
@@ -160,7 +206,8 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
     >>> from workbench.schemas import READING
     >>> rec = {"machine_id": "m-1", "ts": 1_767_225_600_000, "sensor_type": "temperature",
     ...        "value": 900.0, "status_code": 0, "seq": 0}
-    >>> d = decode.decode_batch([READING.encode(rec), READING.encode(rec | {"ts": 5})], [None] * 2)
+    >>> messages = [READING.encode(rec), READING.encode(rec | {"ts": 5})]
+    >>> d = decode.decode_batch(messages, [b"m-1"] * 2)
     >>> lim = Limits(ranges={"temperature": (-50.0, 250.0)})
     >>> validate_batch(d, lim, now_ms=1_767_225_600_000)
     >>> d.reason.tolist() == [decode.OUT_OF_RANGE, decode.BAD_TIME]
@@ -172,6 +219,12 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
     """
     reason, ts, v = decoded.reason, decoded.ts, decoded.value
     ok = reason == decode.OK
+    bad = ok & ~_plain_ids(decoded)
+    reason[bad] = decode.BAD_ID
+    ok &= ~bad
+    bad = ok & ~decoded.has_key
+    reason[bad] = decode.NULL_KEY
+    ok &= ~bad
     late_limit = int(now_ms + limits.max_future_s * 1000.0)
     bad = ok & ((ts < limits.min_ts_ms) | (ts > late_limit))
     reason[bad] = decode.BAD_TIME
@@ -184,6 +237,16 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
         sensor = np.where(ok, decoded.sensor, 0)  # -1 where the sensor was not read
         bad = ok & ~decoded.isnull & ((v < low[sensor]) | (v > high[sensor]))
         reason[bad] = decode.OUT_OF_RANGE
+
+
+def _plain_ids(decoded: decode.Decoded) -> np.ndarray:
+    """Per row: whether its machine id (where one was read) is 1 to MAX_ID_BYTES bytes
+    without a control character (UTF-8 was checked by the decoder)."""
+    start, size = decoded.machine_start, np.maximum(decoded.machine_len, 0)
+    control = (decoded.buf < 0x20) | (decoded.buf == 0x7F)
+    before = np.concatenate([[0], np.cumsum(control, dtype=np.int64)])
+    clean = before[start + size] == before[start]
+    return (size >= 1) & (size <= decode.MAX_ID_BYTES) & clean
 
 
 def _bounds(limits: Limits) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +274,12 @@ def reasons(
         code = int(decoded.reason[i])
         if code == decode.OK:
             raise ValueError(f"row {i} is not rejected")
-        if code in (decode.BAD_TIME, decode.NOT_FINITE, decode.OUT_OF_RANGE):
+        if code == decode.BAD_ID:
+            name = decoded.machine_id(i)
+            out.append(_id_text(name, id_problem(name) or "?"))
+        elif code == decode.NULL_KEY:
+            out.append(NO_KEY_TEXT)
+        elif code in (decode.BAD_TIME, decode.NOT_FINITE, decode.OUT_OF_RANGE):
             sensor, v = decode.SYMBOLS[decoded.sensor[i]], float(decoded.value[i])
             if code == decode.BAD_TIME:
                 out.append(_time_text(int(decoded.ts[i])))

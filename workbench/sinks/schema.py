@@ -85,12 +85,16 @@ dead_letters = Table(
     Column("topic", Text, nullable=False),
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
-    Column("run_id", Text, comment="when it could be read from the message"),
+    Column(
+        "run_id", Text, nullable=False, comment="the run id header (the live run's id without one)"
+    ),
     Column("reason", Text, nullable=False),
     Column("key", LargeBinary),
     Column("payload", LargeBinary),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("topic", "partition", "offset", name="dead_letters_pkey"),
+    # the run first: a broker that keeps its topics in memory numbers offsets from 0 again
+    # after a restart, so a position alone repeats across runs
+    PrimaryKeyConstraint("run_id", "topic", "partition", "offset", name="dead_letters_pkey"),
     comment="Messages the processor could not use, with the reason and the original bytes.",
 )
 

@@ -41,8 +41,10 @@ def test_run_on_a_fresh_machine_starts_and_stops_its_own_stack(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["produced"] == summary["stored"] == readings_in(2, 5)
-    status = json.loads(workbench(settings, "status", "--json").stdout)
+    stopped = workbench(settings, "status", "--json")
+    status = json.loads(stopped.stdout)
     assert not status["broker"]["running"] and not status["database"]["running"]
+    assert stopped.returncode == 1  # a health check: not every part answers
     leftovers = [
         p.pid
         for p in psutil.process_iter(["cmdline"])
@@ -56,7 +58,9 @@ def test_up_status_down_as_json(tmp_path):
     try:
         up = workbench(settings, "up", "--json")
         assert up.returncode == 0, up.stderr
-        status = json.loads(workbench(settings, "status", "--json").stdout)
+        running = workbench(settings, "status", "--json")
+        assert running.returncode == 0, running.stderr
+        status = json.loads(running.stdout)
         assert set(status) == {"broker", "database"}
         for part in status.values():
             assert part["running"] is True and part["embedded"] is True

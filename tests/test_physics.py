@@ -95,8 +95,10 @@ def test_five_thousand_machines_step_as_vectors():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"), [({"machines": 0}, "machines"), ({"rate_hz": 0}, "rate")]
-)
+    ("kwargs", "name"),
+    [({"machines": 0}, "machines"), ({"rate_hz": 0}, "rate"), ({"seed": -1}, "seed"),
+     ({"seed": 2**63}, "seed")],  # numpy takes no negative seed, the registry a bigint
+)  # fmt: skip
 def test_bad_factory_parameters_are_named(kwargs, name):
     with pytest.raises(ConfigError, match=name):
         FactoryConfig(**kwargs)

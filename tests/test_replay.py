@@ -294,6 +294,35 @@ def test_a_file_with_unknown_columns_gets_a_list_of_them_and_how_to_map_them(tmp
     assert [r.values for r in src.rows()] == [[3.5]]
 
 
+def test_nab_columns_separated_by_semicolons_are_recognised(tmp_path):
+    path = tmp_path / "nab_semicolon.csv"
+    path.write_text("timestamp;value\n2014-01-01 00:00:00;3.5\n2014-01-01 00:05:00;4.0\n")
+    src = CsvSource.open(path, overrides=Overrides(labels_file=""))
+    assert src.mapping.name == "nab" and src.mapping.separator == ";"
+    assert [r.values for r in src.rows()] == [[3.5], [4.0]]
+
+
+def test_absurd_lines_and_fields_are_one_line_errors_in_bounded_memory(tmp_path, monkeypatch):
+    from workbench.simulator import csvsource
+
+    monkeypatch.setattr(csvsource, "MAX_LINE", 4096)  # (1 MiB in use; a small file here)
+    one_line = tmp_path / "sparse.csv"  # as a sparse or binary file reads: no newline at all
+    one_line.write_bytes(b"\x00" * 10_000)
+    with pytest.raises(MappingError, match="header line is longer than 4096"):
+        CsvSource.open(one_line)
+    long_row = tmp_path / "long_row.csv"
+    long_row.write_text("timestamp,value\n2014-01-01 00:00:00,1\n" + "9" * 10_000 + "\n")
+    src = CsvSource.open(long_row, overrides=Overrides(labels_file=""))
+    with pytest.raises(MappingError, match="line 3 is longer than 4096"):
+        list(src.rows())
+    big_field = tmp_path / "big_field.csv"  # over csv's field limit (128 KiB), in one line
+    big_field.write_text('timestamp,value\n2014-01-01 00:00:00,"' + "9" * 200_000 + '"\n')
+    monkeypatch.setattr(csvsource, "MAX_LINE", 1 << 20)
+    src = CsvSource.open(big_field, overrides=Overrides(labels_file=""))
+    with pytest.raises(MappingError, match="line 2: field larger than field limit"):
+        list(src.rows())
+
+
 def test_mappings_reject_typos_and_colliding_sensor_types():
     with pytest.raises(MappingError, match="unknown key"):
         mapping_from_toml("x", {"time": {"column": "t", "fromat": "iso"}, "sensors": {"a": "flow"}})

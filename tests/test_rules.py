@@ -53,6 +53,25 @@ def assert_names(exc: RulesError, *words: str) -> None:
         assert word in message, f"{word!r} not in {message!r}"
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"\x00\x01\xff\xfe", ["not UTF-8", "0xff", "position 2"]), (b"", ["empty"]),
+     (b"# comments only\n", ["empty"])],
+)  # fmt: skip
+def test_a_file_that_is_not_a_rules_file_is_one_line(tmp_path, content, words):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert_names(info.value, *words)
+
+
+def test_a_directory_as_rules_file_is_one_line(tmp_path):
+    with pytest.raises(RulesError, match="directory"):
+        load_rules(tmp_path)
+
+
 # --- the shipped files -------------------------------------------------------------------
 
 

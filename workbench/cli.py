@@ -477,7 +477,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         for name, part in status.items()
     ]
     _emit(args, status, "\n".join(lines))
-    return 0
+    # a health check's answer: 1 unless every part answers
+    return 0 if all(part["running"] for part in status.values()) else 1
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -133,14 +133,22 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
         if shipped.is_file():
             p = shipped
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         shipped = ", ".join(sorted(f.stem for f in rules_dir().glob("*.toml")))
         raise ConfigError(
             "rules_file", str(path), f"an existing .toml rules file, or one of: {shipped}"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise RulesError(p, "the file", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                                        f"at position {exc.start})") from None  # fmt: skip
+    except OSError as exc:  # a directory, no permission, ...
+        raise RulesError(p, "the file", exc.strerror or str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(p, "TOML", str(exc)) from None
+    if not data:
+        raise RulesError(p, "the file", "it is empty: no [[rule]] and no [validation] (an "
+                                        "empty rules file would check nothing)")  # fmt: skip
     return parse_rules(data, p)
 
 

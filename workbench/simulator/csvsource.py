@@ -59,19 +59,43 @@ class BadRow(NamedTuple):
     raw: str
 
 
-class _Tap:
-    """Passes lines to the csv reader and keeps those of the current row (for bad rows)."""
+#: The longest line (and field) read, in characters: a sensor file's lines are short, and a
+#: file that is one huge line (a binary or sparse file) must not be read whole into memory.
+MAX_LINE = 1 << 20
 
-    def __init__(self, f: Any) -> None:
-        self.f, self.lines = f, []
+
+class _Tap:
+    """Passes lines to the csv reader and keeps those of the current row (for bad rows);
+    a line longer than :data:`MAX_LINE` is an error, not a memory blow-up."""
+
+    def __init__(self, f: Any, path: Path) -> None:
+        self.f, self.path, self.lines, self.number = f, path, [], 0
 
     def __iter__(self) -> _Tap:
         return self
 
     def __next__(self) -> str:
-        line = next(self.f)
+        line = self.f.readline(MAX_LINE + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > MAX_LINE:
+            raise MappingError(f"{self.path}: line {self.number} is longer than {MAX_LINE} "
+                               "characters: not a CSV file of sensor readings?")  # fmt: skip
         self.lines.append(line)
         return line
+
+
+def _fields(reader: Any, tap: _Tap) -> Iterator[list[str]]:
+    """The reader's rows; a row it cannot parse (a field over csv's limit) is an error
+    naming the line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MappingError(f"{tap.path}: line {tap.number}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -102,7 +126,11 @@ class CsvSource:
         if overrides.labels_file:  # a labels file given as a flag is relative to the cwd
             overrides = replace(overrides, labels_file=str(Path(overrides.labels_file).resolve()))
         with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
-            header_line = f.readline().rstrip("\r\n")
+            header_line = f.readline(MAX_LINE + 1)
+        if len(header_line) > MAX_LINE:
+            raise MappingError(f"{path}: the header line is longer than {MAX_LINE} characters: "
+                               "not a CSV file of sensor readings?")  # fmt: skip
+        header_line = header_line.rstrip("\r\n")
         if not header_line:
             raise MappingError(f"{path} is empty: no header line")
         m, header = resolve(path, header_line, mapping, overrides)
@@ -160,11 +188,11 @@ class CsvSource:
         machine = self.machine_id.replace("{session}", "1")
         index = 0
         with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            tap = _Tap(f)
+            tap = _Tap(f, self.path)
             reader = csv.reader(tap, delimiter=m.separator)
-            next(reader, None)
+            next(_fields(reader, tap), None)
             tap.lines = []
-            for fields in reader:
+            for fields in _fields(reader, tap):
                 lines, tap.lines = tap.lines, []
                 if not fields:
                     continue

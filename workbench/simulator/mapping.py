@@ -349,15 +349,22 @@ def resolve(
 
 
 def _detect(header_line: str, overrides: Overrides) -> Mapping | None:
-    """The shipped mapping whose own columns the header has (most columns wins), overridden."""
+    """The shipped mapping whose own columns the header has (most columns wins), overridden.
+    Without a separator given, the header is split by the mapping's own and, failing that,
+    by the one the header line suggests (NAB's columns in a semicolon file fit ``nab``)."""
     fits = []
     for name in shipped_mappings():
         mapping = load_mapping(name)
-        header = split_header(header_line, overrides.separator or mapping.separator)
-        if not mapping.missing(header):
-            fits.append((len(mapping.columns()), name, mapping))
+        tried = [overrides.separator] if overrides.separator else [mapping.separator]
+        tried += [] if overrides.separator else [guess_separator(header_line)]
+        for sep in dict.fromkeys(tried):
+            if not mapping.missing(split_header(header_line, sep)):
+                fits.append((len(mapping.columns()), name, sep != mapping.separator, sep))
+                break
     if not fits:
         return None
-    _, name, mapping = max(fits)
-    log.info("no --mapping given: using the shipped mapping %r, whose columns the file has", name)
-    return mapping.apply(overrides)
+    _, name, other, sep = max(fits)
+    log.info("no --mapping given: using the shipped mapping %r, whose columns the file has%s",
+             name, f" (separated by {sep!r})" if other else "")  # fmt: skip
+    found = load_mapping(name).apply(overrides)
+    return dataclasses.replace(found, separator=sep) if other else found

@@ -87,6 +87,9 @@ class FactoryConfig:
             raise ConfigError("machines", self.machines, "a whole number from 1 to 100000")
         if not 0 < self.rate_hz <= 1000:
             raise ConfigError("rate", self.rate_hz, "samples per second, > 0 and <= 1000")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            # numpy seeds take no negative number, and the run registry stores a bigint
+            raise ConfigError("seed", self.seed, f"a whole number from 0 to {2**63 - 1}")
         for sensor, rate in self.sensor_rates_hz.items():
             if sensor not in SENSORS:
                 raise ConfigError("sensor_rates_hz", sensor, f"one of {', '.join(SENSORS)}")

@@ -1,16 +1,18 @@
 """The embedded stack: real Tansu and PostgreSQL processes, started, reused, killed, stopped."""
 
+import json
 import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from conftest import isolated_settings
 
-from workbench import kafka
-from workbench.errors import StackError
+from workbench import job, kafka
+from workbench.errors import DatabaseUnavailable, StackError
 from workbench.sinks.postgres import check_database, connect
 from workbench.stack import Stack
 
@@ -124,3 +126,53 @@ def test_external_parts_are_checked_not_started(tmp_path, stack):
         "running": True,
         "address": endpoints.bootstrap_servers,
     }
+
+
+def methods(hba: Path) -> set[str]:
+    """The authentication methods of a pg_hba.conf's entries."""
+    lines = hba.read_text().splitlines()
+    return {line.split()[-1] for line in lines if line.strip() and not line.startswith("#")}
+
+
+def refused(url: str) -> str:
+    with pytest.raises(DatabaseUnavailable) as info:
+        check_database(url, 2)
+    return str(info.value)
+
+
+def test_every_database_connection_needs_the_password(tmp_path):
+    """No trust: a local user without the password, or with a wrong one, is refused (the
+    superuser could otherwise run programs as the server's user)."""
+    settings = isolated_settings(tmp_path / "state", reader_password="reader-secret")
+    st = Stack(settings)
+    try:
+        endpoints, _ = st.up()
+        secret = st.postgres.secret_path
+        assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text().strip()) >= 32
+        assert methods(st.postgres.data_dir / "pg_hba.conf") == {"scram-sha-256"}
+        assert check_database(endpoints.database_url, 2)  # the workbench's own URL has it
+        host = endpoints.database_url.split("@", 1)[1]
+        assert "password" in refused(f"postgresql://postgres@{host}")
+        assert "password" in refused(f"postgresql://postgres:wrong@{host}")
+        job.prepare(settings, endpoints)  # creates the reader role with its password
+        assert check_database(f"postgresql://workbench_reader:reader-secret@{host}", 2)
+        assert "password" in refused(f"postgresql://workbench_reader:@{host}")
+        assert "password" in refused(f"postgresql://workbench_reader:nope@{host}")
+        status = st.status()["database"]
+        assert secret.read_text().strip() not in json.dumps(status)  # printed redacted
+        assert status["password_file"] == str(secret)
+    finally:
+        st.down()
+
+
+def test_a_data_directory_that_trusted_everyone_gets_a_password(private):
+    """As an earlier version left it: trust for every local connection, no secret file."""
+    private.up()
+    private.down()
+    hba = private.postgres.data_dir / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    private.postgres.secret_path.unlink()
+    endpoints, _ = private.up()
+    assert methods(hba) == {"scram-sha-256"}
+    assert private.postgres.password() and check_database(endpoints.database_url, 2)
+    assert "password" in refused(f"postgresql://postgres@{endpoints.database_url.split('@')[1]}")

@@ -29,6 +29,7 @@ each leaf page takes its new rows in one visit.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -72,16 +73,24 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, fit for logs and error messages.
+    """The URL with its passwords replaced, in the user part and in the query string,
+    fit for logs and error messages.
 
     >>> redact("postgresql://grafana:s3cret@db:5432/workbench")
     'postgresql://grafana:***@db:5432/workbench'
+    >>> redact("postgresql://db/workbench?user=a&password=s3cret&sslmode=disable")
+    'postgresql://db/workbench?user=a&password=***&sslmode=disable'
     """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = _QUERY_SECRET.sub(r"\1=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+#: libpq's parameters that hold a secret, in a URL's query string
+_QUERY_SECRET = re.compile(r"(?i)\b(password|sslpassword)=[^&]*")
 
 
 def connect(url: str, timeout_s: float = 5.0, **kwargs: Any) -> psycopg.Connection:

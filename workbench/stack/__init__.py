@@ -149,9 +149,10 @@ class Stack:
             result["database"] = {
                 "embedded": True,
                 "running": rec is not None,
-                "address": self.postgres.url(rec) if rec else None,
+                "address": self.postgres.address(rec) if rec else None,
                 "pid": rec.pid if rec else None,
                 "data_dir": str(self.postgres.data_dir),
+                "password_file": str(self.postgres.secret_path),
                 "log": str(self.postgres.log_path),
             }
         else:

@@ -9,6 +9,7 @@ every bad message is a dead letter with a reason.
 from __future__ import annotations
 
 import random
+import subprocess
 import uuid
 
 import psycopg
@@ -18,7 +19,7 @@ from conftest import own_settings
 from workbench import kafka
 from workbench.processor.batch import Batch
 from workbench.processor.decode import MachineTable
-from workbench.processor.intake import MAX_DEAD_PAYLOAD, Intake
+from workbench.processor.intake import MAX_DEAD_PAYLOAD, SKIPPED, Intake
 from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.producer import RecordProducer
@@ -107,6 +108,28 @@ def test_an_oversized_message_is_cut_to_fit_the_dead_letter_topic():
     (row,) = taken.dead_letters
     assert len(row[6]) == MAX_DEAD_PAYLOAD and len(row[5]) == 1024
     assert "value of 1500000 bytes" in row[4] and "key of 5000 bytes" in row[4]
+
+
+def test_an_operator_skips_a_message_whatever_it_holds():
+    rules = load_rules()
+    intake = Intake(MachineTable(), rules.validation, "raw", skip=[(0, 1)])
+    good = READING.encode(GOOD)
+    messages = [Message(i, b"m-1", good, b"r") for i in range(3)]
+    taken = intake.take(Batch.from_messages(messages, "live"), T0 + 1000)
+    assert taken.valid.tolist() == [True, False, True]
+    ((_, partition, offset, _, reason, _, value),) = taken.dead_letters
+    assert (partition, offset, reason, value) == (0, 1, SKIPPED, good)
+
+
+def test_skip_takes_partition_colon_offset(tmp_path):
+    from conftest import WORKBENCH, cli_env, isolated_settings
+
+    settings = isolated_settings(tmp_path / "state")
+    for bad in ("2", "a:1", "1:-3"):
+        proc = subprocess.run([WORKBENCH, "process", "--skip", bad], env=cli_env(settings),
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 2 and "PARTITION:OFFSET" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything started
 
 
 def bad_messages(rng: random.Random, n: int) -> list[tuple[bytes | None, bytes | None, bytes]]:

@@ -58,6 +58,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _position(text: str) -> tuple[int, int]:
+    """``PARTITION:OFFSET`` of a raw message."""
+    partition, _, offset = text.partition(":")
+    if not (partition.isdigit() and offset.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not PARTITION:OFFSET (e.g. 2:1534)")
+    return int(partition), int(offset)
+
+
 def _chaos(text: str) -> dict[str, float]:
     try:
         return parse_chaos(text)
@@ -174,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=_positive_float, help="stop after this many idle seconds")
     p.add_argument("--max-messages", type=_positive_int, help="stop after this many messages")
     p.add_argument("--group", help="consumer group (default WORKBENCH_CONSUMER_GROUP)")
+    p.add_argument(
+        "--skip",
+        type=_position,
+        action="append",
+        default=[],
+        metavar="PARTITION:OFFSET",
+        help="dead-letter the raw message at this position unread, whatever it holds "
+        "(repeatable): the way past a message that stops the processor",
+    )
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -506,14 +523,13 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
         total = run_workers(settings, endpoints.bootstrap_servers, endpoints.database_url,
                             workers, group_id=args.group, idle_timeout_s=args.idle_timeout,
-                            max_messages=args.max_messages)  # fmt: skip
+                            max_messages=args.max_messages, skip=tuple(args.skip))  # fmt: skip
         data = {k: total.get(k, 0) for k in ("consumed", "stored", "duplicates", "deadlettered",
                                               "batches")}  # fmt: skip
         data |= {"per_run": total.get("per_run", {}), "workers": total["workers"]}
     else:
-        processor = Processor(
-            settings, endpoints.bootstrap_servers, endpoints.database_url, group_id=args.group
-        )
+        processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url,
+                              group_id=args.group, skip=args.skip)  # fmt: skip
         stop = threading.Event()
         # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
         for sig in (signal.SIGINT, signal.SIGTERM):

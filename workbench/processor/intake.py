@@ -8,6 +8,7 @@ each partition's valid readings.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,17 +48,33 @@ class Taken:
 class Intake:
     """Decode and validate batches; machines interned in one table for the whole process."""
 
-    def __init__(self, machines: MachineTable, limits: Limits, topic: str) -> None:
+    def __init__(
+        self,
+        machines: MachineTable,
+        limits: Limits,
+        topic: str,
+        skip: Collection[tuple[int, int]] = (),
+    ) -> None:
         self.machines = machines
         self.limits = limits
         self.topic = topic
+        #: (partition, offset) of messages an operator told the processor to skip
+        self.skip = frozenset(skip)
 
     def take(self, batch: Batch, now_ms: int) -> Taken:
         decoded = decode_batch(batch.values, batch.keys)
         validate_batch(decoded, self.limits, now_ms)
         bad_run = np.zeros(batch.size, np.bool_)
-        if batch.run_problems:  # every message of such a run, end-of-run markers too
-            bad_run = np.isin(batch.run, list(batch.run_problems))
+        problems = dict(batch.run_problems)
+        if self.skip:  # dead letters whatever they hold, as a run with a bad header
+            skipped = np.zeros(batch.size, np.bool_)
+            for p, o in self.skip:
+                skipped |= (batch.partition == p) & (batch.offset == o)
+            if skipped.any():
+                batch.run = np.where(skipped, -1, batch.run)
+                problems[-1] = SKIPPED
+        if problems:  # every message of such a run, end-of-run markers too
+            bad_run = np.isin(batch.run, list(problems))
             batch.control[bad_run] = False
         valid = (decoded.reason == OK) & ~batch.control & ~bad_run
         machine = self.machines.intern(decoded, np.flatnonzero(valid))
@@ -69,13 +86,15 @@ class Intake:
             texts = dict(zip(rejected.tolist(), said, strict=True))
             for i in bad.tolist():
                 run = int(batch.run[i])
-                text = batch.run_problems.get(run) or texts[i]
+                text = problems.get(run) or texts[i]
+                name = batch.run_names[run] if run >= 0 else "skipped"
                 dead.append(dead_letter(self.topic, int(batch.partition[i]), int(batch.offset[i]),
-                                        batch.run_names[run], text, batch.keys[i],
-                                        batch.values[i]))  # fmt: skip
+                                        name, text, batch.keys[i], batch.values[i]))  # fmt: skip
         return Taken(batch, decoded, valid, machine, dead)
 
 
+#: The dead-letter reason of a message skipped by ``workbench process --skip``.
+SKIPPED = "skipped by the operator (workbench process --skip PARTITION:OFFSET)"
 #: The most of a rejected message's value a dead letter keeps (topic and table alike).
 MAX_DEAD_PAYLOAD = 64 * 1024
 #: ... and of its key.

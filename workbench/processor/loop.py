@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,6 +168,7 @@ class Processor:
         group_id: str | None = None,
         rules: RuleSet | None = None,
         sink: Sink | None = None,
+        skip: Collection[tuple[int, int]] = (),
     ) -> None:
         self.settings = s = settings
         self.bootstrap = bootstrap
@@ -194,7 +195,8 @@ class Processor:
         )
         self.producer = kafka.make_producer(bootstrap)
         self.machines = MachineTable()
-        self.intake = Intake(self.machines, self.limits, s.topic_raw)
+        # (partition, offset) an operator wants past: dead letters, whatever they hold
+        self.intake = Intake(self.machines, self.limits, s.topic_raw, skip)
         self.stats = ProcessorStats()
         self.partitions: dict[int, PartitionState] = {}
         # the second stage of each write (windows, checkpoints) has a connection of its own

@@ -36,6 +36,7 @@ def _worker(
     stop: Any,
     results: Any,
     level: int,
+    skip: tuple[tuple[int, int], ...] = (),
 ) -> None:
     """A worker's body (in its own process): run a processor until ``stop`` is set."""
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s worker {index} %(name)s: "
@@ -48,7 +49,7 @@ def _worker(
 
     fix_mmap_threshold()
     try:
-        processor = Processor(settings, bootstrap, database_url, group_id=group_id)
+        processor = Processor(settings, bootstrap, database_url, group_id=group_id, skip=skip)
         stats = processor.run(stop, idle_timeout_s=idle_timeout_s, max_messages=max_messages)
         summary = asdict(stats)
         summary.pop("latency_ms", None)
@@ -67,6 +68,7 @@ def run_workers(
     idle_timeout_s: float | None = None,
     max_messages: int | None = None,
     stop: Any = None,
+    skip: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
     """Run ``workers`` processors in separate processes until they stop (idle timeout,
     ``max_messages`` each, or ``stop`` set: an ``multiprocessing`` event, or None to stop on
@@ -91,6 +93,7 @@ def run_workers(
                 stop,
                 results,
                 level,
+                skip,
             ),
         )
         for i in range(workers)

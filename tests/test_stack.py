@@ -176,3 +176,13 @@ def test_a_data_directory_that_trusted_everyone_gets_a_password(private):
     assert methods(hba) == {"scram-sha-256"}
     assert private.postgres.password() and check_database(endpoints.database_url, 2)
     assert "password" in refused(f"postgresql://postgres@{endpoints.database_url.split('@')[1]}")
+
+
+def test_up_after_down_takes_the_same_ports_again(private):
+    """A processor or notebook that outlives `workbench down`/`up` finds the servers where
+    they were (it used to retry the database's old port until it gave up)."""
+    before, _ = private.up()
+    private.down()
+    after, started = private.up()
+    assert started == ["broker", "database"]
+    assert after == before

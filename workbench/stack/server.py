@@ -37,6 +37,9 @@ class EmbeddedServer:
         self.port = port
         self.record_path = state_dir / f"{stem}.json"
         self.log_path = state_dir / f"{stem}.log"
+        #: the port of the last start, taken again when free: clients that outlive a
+        #: ``down``/``up`` (a processor, a notebook) find the server where it was
+        self.last_port_path = state_dir / f"{stem}.port"
 
     def argv(self, port: int) -> list[str]:
         raise NotImplementedError
@@ -70,8 +73,9 @@ class EmbeddedServer:
         """Start on the configured port, or on a free one (retried if another process wins
         the race for it), and wait until the server answers."""
         attempts = 1 if self.port else 3
+        last = self._last_port()
         for attempt in range(1, attempts + 1):
-            port = self.port or process.free_port(HOST)
+            port = self.port or (last if attempt == 1 and last else process.free_port(HOST))
             if not process.port_is_free(port, HOST):
                 raise StackError(
                     f"port {port} on {HOST} is already in use, so the embedded {self.name} "
@@ -81,6 +85,7 @@ class EmbeddedServer:
             proc = process.spawn(self.argv(port), self.log_path, user=user, cwd=cwd)
             rec = ProcessRecord(proc.pid, process.create_time(proc.pid), port, HOST)
             rec.save(self.record_path)
+            self.last_port_path.write_text(f"{port}\n")
             try:
                 self._wait_healthy(proc, rec, timeout_s)
             except StackError:
@@ -93,6 +98,14 @@ class EmbeddedServer:
             log.info("embedded %s (pid %d) listening on %s", self.name, rec.pid, self.address(rec))
             return rec
         raise AssertionError("unreachable")
+
+    def _last_port(self) -> int | None:
+        """The port of the last start, if it is free now."""
+        try:
+            port = int(self.last_port_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return port if 0 < port < 65536 and process.port_is_free(port, HOST) else None
 
     def _wait_healthy(
         self, proc: subprocess.Popen[bytes], rec: ProcessRecord, timeout_s: float

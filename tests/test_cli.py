@@ -164,3 +164,21 @@ def test_a_bad_rules_file_stops_run_with_one_line_before_anything_starts(setting
     assert proc.stderr.strip().splitlines() == [
         f"workbench: error: rules {bad}: rule 'hot': a threshold rule needs above and/or below"
     ]
+
+
+def test_down_keeps_a_stack_with_unprocessed_messages_unless_forced(tmp_path):
+    """The embedded broker keeps topics in memory: stopping it with raw messages no
+    processor took would drop them without a word."""
+    settings = isolated_settings(tmp_path / "state")
+    try:
+        sent = workbench(settings, "simulate", "--machines", "2", "--duration", "5")
+        assert sent.returncode == 0, sent.stderr
+        refused = workbench(settings, "down")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "were not processed" in refused.stderr and "--force" in refused.stderr
+        assert json.loads(workbench(settings, "status", "--json").stdout)["broker"]["running"]
+        processed = workbench(settings, "process", "--idle-timeout", "3")
+        assert processed.returncode == 0, processed.stderr
+        assert workbench(settings, "down").returncode == 0  # nothing left to lose
+    finally:
+        workbench(settings, "down", "--force")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench import job
+from workbench import job, kafka
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.processor.loop import Processor
@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "down":
+            p.add_argument("--force", action="store_true",
+                           help="stop even with raw messages the processors have not "
+                           "taken (the embedded broker forgets them)")  # fmt: skip
 
     p = sub.add_parser("simulate", help="produce a simulated factory to the raw topic")
     _add_factory_args(p)
@@ -480,7 +484,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    stopped = Stack(settings).down()
+    stack = Stack(settings)
+    if not args.force and settings.bootstrap_servers is None:
+        rec = stack.broker.running()
+        left = rec and kafka.unprocessed(stack.broker.bootstrap(rec), settings.topic_raw,
+                                         settings.consumer_group)  # fmt: skip
+        if left:
+            raise WorkbenchError(
+                f"{left} messages on {settings.topic_raw} were not processed by group "
+                f"{settings.consumer_group}, and the embedded broker forgets them when it "
+                "stops: run `workbench process --idle-timeout 5` first, or `workbench down "
+                "--force` to drop them"
+            )
+    stopped = stack.down()
     text = ", ".join(f"{k} {'stopped' if v else 'was not running'}" for k, v in stopped.items())
     _emit(args, {"stopped": stopped}, text)
     return 0

@@ -86,6 +86,30 @@ def check_broker(bootstrap: str, timeout_s: float = 5.0) -> list[str]:
     return sorted(metadata.topics)
 
 
+def unprocessed(bootstrap: str, topic: str, group: str, timeout_s: float = 5.0) -> int:
+    """Messages of ``topic`` past ``group``'s committed offsets (all of a partition it has
+    not committed in); 0 when the topic does not exist.
+
+    The embedded broker reports a partition's end short of the true one when its last
+    record batch holds several records, so this may count a few too few, never too many.
+    """
+    config = _base_config(bootstrap, timeout_s) | {"group.id": group, "enable.auto.commit": False}
+    consumer = Consumer(config)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = consumer.committed(parts, timeout=timeout_s)
+        left = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            left += max(0, high - max(tp.offset, low))
+        return left
+    finally:
+        consumer.close()
+
+
 def ensure_topics(
     bootstrap: str, topics: Iterable[str], partitions: int, timeout_s: float = 10.0
 ) -> None:

@@ -1,6 +1,7 @@
 """The embedded stack: real Tansu and PostgreSQL processes, started, reused, killed, stopped."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -186,3 +187,20 @@ def test_up_after_down_takes_the_same_ports_again(private):
     after, started = private.up()
     assert started == ["broker", "database"]
     assert after == before
+
+
+def test_a_producer_says_at_once_that_the_broker_went_away(private, caplog):
+    """Not a minute later, when its messages time out."""
+    endpoints, _ = private.up()
+    producer = kafka.make_producer(endpoints.bootstrap_servers)
+    kafka.ensure_topics(endpoints.bootstrap_servers, ["gone"], 1)
+    producer.produce("gone", b"before")
+    assert producer.flush(10) == 0
+    caplog.set_level(logging.WARNING, "workbench.kafka")
+    os.kill(private.broker.record().pid, signal.SIGKILL)
+    producer.produce("gone", b"after")
+    deadline = time.monotonic() + 10
+    while "does not answer" not in caplog.text and time.monotonic() < deadline:
+        producer.poll(0.2)
+    assert "does not answer" in caplog.text and endpoints.bootstrap_servers in caplog.text
+    producer.purge()

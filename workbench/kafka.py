@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,6 +182,7 @@ def make_producer(
     }
     if failures is not None:
         config |= {"delivery.report.only.error": True, "on_delivery": failures.callback}
+    config |= {"error_cb": BrokerDown(bootstrap)}
     config |= overrides
     if ready is not None:
         if config["enable.idempotence"] in (True, "true") and "logger" not in overrides:
@@ -229,6 +231,26 @@ FAST_CONSUMER: dict[str, Any] = {
     # broker does not answer a waiting fetch early) waits less (p50 95 -> 62 ms end to end)
     "fetch.wait.max.ms": 10,
 }
+
+
+class BrokerDown:
+    """A producer's ``error_cb``: says at once, as a warning, that the broker stopped
+    answering (librdkafka keeps the messages and retries; without this, a producer learns of
+    it only when they time out, a minute or more later). At most one warning a minute."""
+
+    def __init__(self, bootstrap: str, every_s: float = 60.0) -> None:
+        self.bootstrap, self.every_s, self.last = bootstrap, every_s, -every_s
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            log.debug("producer error: %s", err.str())
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            log.warning("the broker at %s does not answer (%s): messages wait to be sent, "
+                        "and are reported lost if it is not back in time",
+                        self.bootstrap, err.str())  # fmt: skip
 
 
 def _log_consumer_error(err: KafkaError) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.processor.decode import MAX_ID_BYTES
 from workbench.processor.hysteresis import AlertEvent
 from workbench.processor.validate import escaped, id_problem
 
@@ -166,17 +167,9 @@ def _run_name(raw: bytes) -> tuple[str, str | None]:
     try:
         text = raw.decode()
     except UnicodeDecodeError:
-        return _escaped(raw.decode(errors="backslashreplace")), "it is not UTF-8"
+        return escaped(raw.decode(errors="backslashreplace"), MAX_ID_BYTES), "it is not UTF-8"
     problem = id_problem(text) if text else None
-    return (_escaped(text) if problem else text), problem
-
-
-def _escaped(text: str) -> str:
-    return escaped(text, MAX_RUN_NAME)
-
-
-#: The longest run name kept for a bad run id header (in characters).
-MAX_RUN_NAME = 128
+    return (escaped(text, MAX_ID_BYTES) if problem else text), problem
 
 
 def _run_of(headers: list | None, names: dict[bytes, int]) -> tuple[int, bool]:

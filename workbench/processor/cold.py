@@ -117,7 +117,7 @@ class ColdStore:
 
     def collect(self, referenced: Iterable[int]) -> None:
         """Drop the sealed segments no window refers to any more."""
-        keep = set(np.asarray(list(referenced), np.int64).tolist())
+        keep = {int(s) for s in referenced}
         for segment in [s for s in self.sealed if s not in keep]:
             del self.sealed[segment], self._counts[segment]
             if segment in self._handed:
@@ -141,11 +141,12 @@ class ColdStore:
     def arrays(self) -> dict[str, np.ndarray]:
         """The open segment, and what to expect of the sealed ones, for a checkpoint (the
         sealed segments travel on their own: :meth:`take_new`)."""
+        sealed = sorted(self.sealed)
         return {
             "open": self.buffer[: self.size],
             "open_id": np.array(self.open_id),
-            "sealed": np.array(sorted(self.sealed), np.int64),
-            "counts": np.array([self._counts[s] for s in sorted(self.sealed)], np.int64),
+            "sealed": np.array(sealed, np.int64),
+            "counts": np.array([self._counts[s] for s in sealed], np.int64),
         }
 
     @classmethod
@@ -170,10 +171,6 @@ class ColdStore:
         store._handed = set(store.sealed)
         store._dropped = sorted(set(segments) - store._handed)
         return store
-
-    def nbytes(self) -> int:
-        """Memory held: the open segment's buffer and the compressed sealed segments."""
-        return int(self.buffer.nbytes) + sum(len(d) for d in self.sealed.values())
 
     def _seal(self) -> None:
         data = self.buffer[: self.size]

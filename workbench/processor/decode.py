@@ -109,6 +109,8 @@ class Decoded:
     machine_start, machine_len : the machine id's bytes in ``buf`` (length -1 when not read).
     machine_hash : int64 hash of those bytes (0 when not read), for interning.
     has_key : bool, whether the message has a Kafka key.
+    plain_id : bool, whether the machine id is 1 to MAX_ID_BYTES bytes without a control
+        character (a NUL byte, which PostgreSQL's text refuses, a newline, ...).
     reason : int8 reason code, OK (0) for a good reading.
     """
 
@@ -126,6 +128,7 @@ class Decoded:
     machine_hash: np.ndarray
     reason: np.ndarray
     has_key: np.ndarray
+    plain_id: np.ndarray
 
     def __len__(self) -> int:
         return self.reason.size
@@ -155,11 +158,12 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
         isnull=np.empty(n, np.bool_), status=np.empty(n, np.int32), seq=np.empty(n, np.int64),
         machine_start=np.empty(n, np.int64), machine_len=np.empty(n, np.int64),
         machine_hash=np.empty(n, np.int64), reason=np.empty(n, np.int8), has_key=klengths >= 0,
+        plain_id=np.empty(n, np.bool_),
     )  # fmt: skip
     _decode(
         buf, starts, lengths, kbuf, kstarts, klengths, _FINGERPRINT, len(SYMBOLS), UNKNOWN,
         d.ts, d.sensor, d.value, d.isnull, d.status, d.seq,
-        d.machine_start, d.machine_len, d.machine_hash, d.reason,
+        d.machine_start, d.machine_len, d.machine_hash, d.reason, d.plain_id,
     )  # fmt: skip
     # Legacy compares the key decoded with errors="replace": a key that is not UTF-8 still
     # matches a machine id holding U+FFFD where the key has its bad bytes.
@@ -206,6 +210,7 @@ def _join(items: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.nda
 def _decode(
     buf, starts, lengths, kbuf, kstarts, klengths, fingerprint, n_symbols, unknown,
     ts, sensor, value, isnull, status, seq, machine_start, machine_len, machine_hash, reason,
+    plain_id,
 ):  # fmt: skip
     bits = np.zeros(1, np.uint64)  # a double's 8 bytes, reinterpreted through ``double``
     double = bits.view(np.float64)
@@ -224,8 +229,11 @@ def _decode(
             buf, start, start + lengths[i], fingerprint, n_symbols, i,
             ts, sensor, value, isnull, status, seq, machine_start, machine_len, bits, double,
         )  # fmt: skip
+        plain_id[i] = False
         if machine_len[i] >= 0:
-            machine_hash[i] = _hash_bytes(buf, machine_start[i], machine_start[i] + machine_len[i])
+            first, end = machine_start[i], machine_start[i] + machine_len[i]
+            machine_hash[i] = _hash_bytes(buf, first, end)
+            plain_id[i] = 1 <= machine_len[i] <= MAX_ID_BYTES and _printable(buf, first, end)
         if code == OK:
             if klengths[i] >= 0 and not _same_bytes(
                 kbuf, kstarts[i], klengths[i], buf, machine_start[i], machine_len[i]
@@ -381,6 +389,18 @@ def _hash_bytes(buf, pos, end):
     for j in range(pos, end):
         h = (h * 65521 + np.int64(buf[j])) % _HASH_MOD
     return h
+
+
+@kernel
+def _printable(buf, pos, end):
+    """Whether ``buf[pos:end]`` (UTF-8) holds no control character: in UTF-8 these are
+    single bytes below 0x20 or 0x7F (every byte of a longer character is 0x80 or above)."""
+    clean = True
+    for j in range(pos, end):
+        if buf[j] < 0x20 or buf[j] == 0x7F:
+            clean = False
+            break
+    return clean
 
 
 @kernel

@@ -64,32 +64,30 @@ class Intake:
     def take(self, batch: Batch, now_ms: int) -> Taken:
         decoded = decode_batch(batch.values, batch.keys)
         validate_batch(decoded, self.limits, now_ms)
-        bad_run = np.zeros(batch.size, np.bool_)
-        problems = dict(batch.run_problems)
-        if self.skip:  # dead letters whatever they hold, as a run with a bad header
-            skipped = np.zeros(batch.size, np.bool_)
-            for p, o in self.skip:
-                skipped |= (batch.partition == p) & (batch.offset == o)
-            if skipped.any():
-                batch.run = np.where(skipped, -1, batch.run)
-                problems[-1] = SKIPPED
-        if problems:  # every message of such a run, end-of-run markers too
-            bad_run = np.isin(batch.run, list(problems))
-            batch.control[bad_run] = False
-        valid = (decoded.reason == OK) & ~batch.control & ~bad_run
+        # messages refused whatever they hold: those of a run with a bad run id header (end
+        # of run markers too), and those an operator skips
+        refused: dict[int, str] = {}
+        if batch.run_problems:
+            for i in np.flatnonzero(np.isin(batch.run, list(batch.run_problems))).tolist():
+                refused[i] = batch.run_problems[int(batch.run[i])]
+        for p, o in self.skip:
+            for i in np.flatnonzero((batch.partition == p) & (batch.offset == o)).tolist():
+                refused[i] = SKIPPED
+        whole = np.zeros(batch.size, np.bool_)
+        whole[list(refused)] = True
+        batch.control[whole] = False
+        valid = (decoded.reason == OK) & ~batch.control & ~whole
         machine = self.machines.intern(decoded, np.flatnonzero(valid))
-        bad = np.flatnonzero(((decoded.reason != OK) | bad_run) & ~batch.control)
+        bad = np.flatnonzero(((decoded.reason != OK) | whole) & ~batch.control)
         dead: list[tuple] = []
         if bad.size:
-            rejected = bad[~bad_run[bad]]
+            rejected = bad[~whole[bad]]
             said = reasons(decoded, self.limits, rejected, batch.values, batch.keys)
-            texts = dict(zip(rejected.tolist(), said, strict=True))
+            texts = dict(zip(rejected.tolist(), said, strict=True)) | refused
             for i in bad.tolist():
-                run = int(batch.run[i])
-                text = problems.get(run) or texts[i]
-                name = batch.run_names[run] if run >= 0 else "skipped"
                 dead.append(dead_letter(self.topic, int(batch.partition[i]), int(batch.offset[i]),
-                                        name, text, batch.keys[i], batch.values[i]))  # fmt: skip
+                                        batch.run_names[batch.run[i]], texts[i], batch.keys[i],
+                                        batch.values[i]))  # fmt: skip
         return Taken(batch, decoded, valid, machine, dead)
 
 

@@ -219,7 +219,7 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
     """
     reason, ts, v = decoded.reason, decoded.ts, decoded.value
     ok = reason == decode.OK
-    bad = ok & ~_plain_ids(decoded)
+    bad = ok & ~decoded.plain_id
     reason[bad] = decode.BAD_ID
     ok &= ~bad
     bad = ok & ~decoded.has_key
@@ -237,16 +237,6 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
         sensor = np.where(ok, decoded.sensor, 0)  # -1 where the sensor was not read
         bad = ok & ~decoded.isnull & ((v < low[sensor]) | (v > high[sensor]))
         reason[bad] = decode.OUT_OF_RANGE
-
-
-def _plain_ids(decoded: decode.Decoded) -> np.ndarray:
-    """Per row: whether its machine id (where one was read) is 1 to MAX_ID_BYTES bytes
-    without a control character (UTF-8 was checked by the decoder)."""
-    start, size = decoded.machine_start, np.maximum(decoded.machine_len, 0)
-    control = (decoded.buf < 0x20) | (decoded.buf == 0x7F)
-    before = np.concatenate([[0], np.cumsum(control, dtype=np.int64)])
-    clean = before[start + size] == before[start]
-    return (size >= 1) & (size <= decode.MAX_ID_BYTES) & clean
 
 
 def _bounds(limits: Limits) -> tuple[np.ndarray, np.ndarray]:

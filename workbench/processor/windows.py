@@ -258,7 +258,6 @@ class WindowState:
         self._plan = np.empty((2, self.widths_ms.size), np.int64)
         self._partials = np.empty(PARTIALS)
         self._grow_slots(MIN_SLOTS)
-        self._last_segment = 0
 
     @property
     def n_runs(self) -> int:
@@ -336,7 +335,6 @@ class WindowState:
             raise ValueError(f"window widths {saved} ms, configured {state.widths_ms.tolist()}")
         cold = {name[5:]: value for name, value in arrays.items() if name.startswith("cold_")}
         state.cold = ColdStore.from_arrays(cold, segments or {}, config.cold_segment_values)
-        state._last_segment = state.cold.open_id
         state.grow(int(arrays["n_keys"]))
         state._grow_runs(arrays["ended_ms"].size)
         state._ended[:] = arrays["ended_ms"]
@@ -396,13 +394,21 @@ class WindowState:
         self._grow_slots(slots)
         if self._meta[TOP] + values > self._arena.size:
             w = self._windows
-            hot = (w["key"] >= 0) & (w["cold"] < 0)
-            final = hot & w["closed"]
+            final = (w["key"] >= 0) & (w["cold"] < 0) & w["closed"]
             w["capacity"][final] = w["length"][final]
-            used = int(w["capacity"][hot].sum())
-            arena = np.empty(max(MIN_ARENA, (3 * (used + values)) // 2))
-            self._meta[TOP] = _compact(w, self._arena, arena)
-            self._arena = arena
+            self._repack(values)
+
+    def _hot_capacity(self) -> int:
+        """What the windows with their values in the arena take of it."""
+        w = self._windows
+        return int(w["capacity"][(w["key"] >= 0) & (w["cold"] < 0)].sum())
+
+    def _repack(self, values: int) -> None:
+        """The arena compacted into a new one half as large again as what the windows in it
+        take, plus ``values``."""
+        arena = np.empty(max(MIN_ARENA, (3 * (self._hot_capacity() + values)) // 2))
+        self._meta[TOP] = _compact(self._windows, self._arena, arena)
+        self._arena = arena
 
     def _thaw(self, s: int) -> None:
         """Window ``s``'s values back from its cold segment into the arena (for a
@@ -424,19 +430,16 @@ class WindowState:
         if not slots.size:
             return
         n = int(w["length"][slots].sum())
+        segments = self.cold.open_id
         start = self.cold.reserve(n)
         _freeze(w, self._arena, slots, self.cold.buffer, start, self.cold.open_id)
         self.cold.commit(n)  # (after the values are in: it may seal the segment)
-        if self.cold.open_id != self._last_segment:  # one was sealed: any to drop?
+        if self.cold.open_id != segments:  # one was sealed: any to drop?
             self.collect()
-            self._last_segment = self.cold.open_id
         # the arena is sized by its busiest moment (just before the widest windows end): once
         # they are out, compact it if most of it is free
-        used = int(w["capacity"][(w["key"] >= 0) & (w["cold"] < 0)].sum())
-        if self._arena.size > max(MIN_ARENA, 3 * used):
-            arena = np.empty(max(MIN_ARENA, (3 * used) // 2))
-            self._meta[TOP] = _compact(w, self._arena, arena)
-            self._arena = arena
+        if self._arena.size > max(MIN_ARENA, 3 * self._hot_capacity()):
+            self._repack(0)
 
     def collect(self) -> None:
         """Drop the sealed cold segments no window refers to any more."""

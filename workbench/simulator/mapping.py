@@ -355,16 +355,16 @@ def _detect(header_line: str, overrides: Overrides) -> Mapping | None:
     fits = []
     for name in shipped_mappings():
         mapping = load_mapping(name)
-        tried = [overrides.separator] if overrides.separator else [mapping.separator]
+        tried = [overrides.separator or mapping.separator]
         tried += [] if overrides.separator else [guess_separator(header_line)]
-        for sep in dict.fromkeys(tried):
-            if not mapping.missing(split_header(header_line, sep)):
-                fits.append((len(mapping.columns()), name, sep != mapping.separator, sep))
-                break
+        sep = next((s for s in tried if not mapping.missing(split_header(header_line, s))), None)
+        if sep is not None:
+            fits.append((len(mapping.columns()), name, sep, mapping))
     if not fits:
         return None
-    _, name, other, sep = max(fits)
+    _, name, sep, mapping = max(fits)
+    other = sep != mapping.separator
     log.info("no --mapping given: using the shipped mapping %r, whose columns the file has%s",
              name, f" (separated by {sep!r})" if other else "")  # fmt: skip
-    found = load_mapping(name).apply(overrides)
+    found = mapping.apply(overrides)
     return dataclasses.replace(found, separator=sep) if other else found

@@ -307,7 +307,6 @@ class PostgresSink(SinkBase):
             segments = self._conn.execute(
                 f"SELECT segment, data FROM processor_state_segments {where}", key
             ).fetchall()
-        self._conn.commit()
         if row is None:
             return None
         return StoredCheckpoint(row[0], bytes(row[1]), {s: bytes(d) for s, d in segments})

@@ -123,10 +123,7 @@ class EmbeddedPostgres(EmbeddedServer):
         """A new superuser password, written to :attr:`secret_path` (0600) first."""
         secret = secrets.token_hex(24)  # hex: nothing to escape in a URL
         self.secret_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-        self.secret_path.chmod(0o600)
+        _write_private(self.secret_path, secret)
         return secret
 
     def _require_passwords(self, rec: ProcessRecord) -> None:
@@ -165,9 +162,7 @@ class EmbeddedPostgres(EmbeddedServer):
         secret = self._new_secret()
         # initdb reads the password from a file: one the server's user may read, gone after
         pwfile = self.state_dir / "postgres.pwfile"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
+        _write_private(pwfile, secret)
         if self.user is not None:
             shutil.chown(pwfile, self.user, self.user)
         try:
@@ -214,6 +209,15 @@ class EmbeddedPostgres(EmbeddedServer):
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def _write_private(path: Path, secret: str) -> None:
+    """``secret`` as the one line of ``path``, which its owner alone may read (0600, also
+    when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    path.chmod(0o600)
 
 
 def ensure_user() -> str:

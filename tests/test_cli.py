@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 import psutil
 import pytest
@@ -180,5 +181,79 @@ def test_down_keeps_a_stack_with_unprocessed_messages_unless_forced(tmp_path):
         processed = workbench(settings, "process", "--idle-timeout", "3")
         assert processed.returncode == 0, processed.stderr
         assert workbench(settings, "down").returncode == 0  # nothing left to lose
+    finally:
+        workbench(settings, "down", "--force")
+
+
+def test_a_broker_restart_mid_run_is_reported_at_once_and_simulate_fails(tmp_path):
+    """The embedded broker keeps topics in memory: a restart loses what it held. The
+    producer hears nothing of it (its later messages go to the topics made anew), so the
+    simulation must notice by itself, while it runs, and end with the count and exit 1."""
+    settings = isolated_settings(tmp_path / "state")
+    try:
+        assert workbench(settings, "up").returncode == 0
+        broker = json.loads(workbench(settings, "status", "--json").stdout)["broker"]
+        sim = subprocess.Popen(
+            [WORKBENCH, "simulate", "--machines", "3", "--duration", "40", "--realtime",
+             "--json"],
+            env=cli_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines = []
+        for line in sim.stderr:  # wait until some messages are in the broker
+            lines.append(line)
+            if "simulated " in line and "of 40 s" in line:
+                break
+        gone = psutil.Process(broker["pid"])
+        gone.terminate()
+        gone.wait(30)
+        time.sleep(8)  # a progress line or two while the broker is away
+        restarted = workbench(settings, "up")
+        assert restarted.returncode == 0, restarted.stderr
+        lines += sim.stderr  # to the end of the simulation
+        out, err = sim.stdout.read(), "".join(lines)
+        sim.wait(timeout=60)
+        assert any("waiting for the broker, which does not answer" in x for x in lines), err
+        said = [i for i, line in enumerate(lines) if "lost topic telemetry.raw" in line]
+        assert said and "ERROR" in lines[said[0]], err
+        # told while the simulation went on, not at its end
+        later = [line for line in lines[said[0] :] if "lost by the broker" in line]
+        assert any("of 40 s of event time" in line for line in later), err
+        report = json.loads(out)
+        assert sim.returncode == 1 and report["lost"] > 0, (report, err)
+        assert report["delivered"] == report["sent"]  # acknowledged, then lost
+    finally:
+        workbench(settings, "down", "--force")
+
+
+def test_an_idempotent_producer_renews_itself_after_a_broker_restart(tmp_path):
+    """A restarted memory broker forgets the idempotent producer's id, and librdkafka then
+    holds every later message for good: the producer must replace itself, report what it
+    held as failed at once, and deliver what follows."""
+    from workbench.producer import RecordProducer
+
+    settings = isolated_settings(tmp_path / "state")
+    try:
+        assert workbench(settings, "up").returncode == 0
+        status = json.loads(workbench(settings, "status", "--json").stdout)["broker"]
+        bootstrap = status["address"]
+        producer = RecordProducer(
+            bootstrap, settings.topic_raw, "r", **{"enable.idempotence": True}
+        )
+        producer.connect()
+        for i in range(500):
+            producer.send_raw(b"m-%d" % (i % 5), b"before")
+        assert producer._producer.flush(10) == 0
+        gone = psutil.Process(status["pid"])
+        gone.terminate()
+        gone.wait(30)
+        assert workbench(settings, "up").returncode == 0
+        for i in range(3000):
+            producer.send_raw(b"m-%d" % (i % 5), b"after")
+            time.sleep(0.002)  # over ~6 s: the watch looks every 2 s
+        report = producer.flush(30)
+        producer.close()
+        assert report.sent == 3500 and report.failed > 0, report
+        assert set(report.errors) == {"Local: Purged in queue"}, report
+        assert report.delivered >= 1000 and report.lost > 0, report  # renewed, then delivered
     finally:
         workbench(settings, "down", "--force")

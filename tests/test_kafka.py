@@ -1,5 +1,6 @@
 """Round trips through the real embedded broker with confluent-kafka."""
 
+import logging
 import time
 
 from workbench import kafka
@@ -64,3 +65,26 @@ def test_ensure_topics_is_idempotent_and_uses_the_partition_count(settings, endp
         consumer.close()
     for topic in settings.topics:
         assert len(meta[topic].partitions) == settings.partitions
+
+
+def test_the_topic_watch_tells_how_much_the_broker_holds_and_when_a_topic_is_lost(
+    settings, endpoints, caplog
+):
+    bootstrap = endpoints.bootstrap_servers
+    with RecordProducer(bootstrap, settings.topic_raw, "held") as p:
+        for i in range(25):  # one batch each: Tansu's ends count batches' first offsets
+            p.send_raw(b"m-%d" % (i % 3), b"x")
+            p._producer.flush(5)
+    watch = kafka.TopicWatch(bootstrap, settings.topic_raw, warn_held=10)
+    with caplog.at_level(logging.WARNING, "workbench.kafka"):
+        watch.check()
+        watch.check()  # no second warning until 10 more are held
+    said = [r.getMessage() for r in caplog.records if "the broker holds" in r.getMessage()]
+    assert len(said) == 1 and watch.held >= 20, (said, watch.held)
+    assert watch.lost == watch.losses == 0
+    # the topic deleted under the watch: found gone, and everything written since counted
+    admin = kafka.AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([settings.topic_raw])[settings.topic_raw].result(10)
+    watch.check()
+    assert watch.losses == 1 and watch.lost == 0  # nothing written after the watch began
+    watch.close()

@@ -8,6 +8,7 @@ every bad message is a dead letter with a reason.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import uuid
@@ -206,3 +207,41 @@ def test_ten_thousand_poison_messages_among_good_ones_stop_nothing(stack):
     assert stored == (len(good), len(good))  # every good reading, once
     assert dead[0] == dead[1] == len(bad)  # every bad message, with a reason
     assert dead[2] == MAX_DEAD_PAYLOAD  # the 1-2 MB ones cut to fit
+
+
+def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_stored(stack, private_database):
+    """A row that passes the validator but that the database refuses (here a CHECK an
+    operator added) would fail its whole batch on every retry. The batch is split to find
+    it; it becomes a dead letter with the database's reason, the rest is stored, and the
+    processor goes on; a second delivery of the same batch adds nothing."""
+    base, endpoints = stack
+    pg, rec = private_database
+    url = pg.url(rec)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT no_seq_17 CHECK (seq <> 17)")
+    settings = own_settings(base, endpoints)
+    run = f"refused-{uuid.uuid4().hex[:6]}"
+    good = [GOOD | {"machine_id": f"m-{m}", "seq": s, "ts": T0 + 1000 * s}
+            for s in range(300) for m in range(4)]  # fmt: skip
+    for _ in range(2):  # the second time: a redelivery, as after a crash before the commit
+        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run) as p:
+            for record in good:
+                p.send(record)
+    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    stats = processor.run(idle_timeout_s=3)
+    assert stats.consumed == 2 * len(good)
+
+    with psycopg.connect(url) as conn:
+        stored = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE seq = 17) FROM readings WHERE run_id = %s",
+            (run,),
+        ).fetchone()
+        dead = conn.execute(
+            "SELECT reason, key, payload FROM dead_letters WHERE run_id = %s ORDER BY key", (run,)
+        ).fetchall()
+    assert stored == (len(good) - 4, 0)
+    assert [bytes(key) for _, key, _ in dead] == [b"m-0", b"m-1", b"m-2", b"m-3"]
+    for reason, key, payload in dead:
+        assert "refused" in reason and "no_seq_17" in reason, reason
+        row = json.loads(bytes(payload))
+        assert (row["machine_id"], row["seq"], row["run_id"]) == (bytes(key).decode(), 17, run)

@@ -1,6 +1,8 @@
 """The consume loop against the real broker and database: storage, dead letters, offsets,
 crashes."""
 
+import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -150,3 +152,22 @@ def test_process_command_stops_cleanly_on_sigterm(settings, endpoints):
     assert json.loads(out)["stored"] == readings_in(2, 5)
     offsets, ends = committed(endpoints, settings, readings_in(2, 5))
     assert offsets == ends
+
+
+def test_a_broker_slower_than_the_fetch_wait_does_not_starve_the_processor(
+    settings, endpoints, caplog
+):
+    """Tansu answers a fetch with nothing when it cannot find the messages within the
+    fetch's wait, and it takes longer as it fills: with 10 ms, a processor fetched nothing
+    more once the broker held ~2.6 million messages, while 2 million waited. A wait of 0
+    starves on any broker: the processor must notice and wait longer, and lose nothing."""
+    s = dataclasses.replace(settings, fetch_wait_ms=0)
+    produce(endpoints, s, "starved", 3, 20)
+    expected = readings_in(3, 20)
+    processor = Processor(s, endpoints.bootstrap_servers, endpoints.database_url)
+    with caplog.at_level(logging.WARNING, "workbench.processor.loop"):
+        stats = processor.run(idle_timeout_s=60, max_messages=expected)
+    assert stats.consumed == stats.stored == expected
+    said = [r.getMessage() for r in caplog.records if "answered every fetch" in r.getMessage()]
+    assert said and "fetching with 1 ms from now on" in said[0], said
+    assert RunRegistry(endpoints.database_url).counts("starved").stored == expected

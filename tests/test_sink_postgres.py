@@ -54,13 +54,30 @@ def test_writing_the_same_batch_twice_changes_nothing(endpoints, settings, run_i
 
 
 def test_a_failed_batch_leaves_nothing_behind(endpoints, settings, run_id):
-    bad = [*rows(run_id, 10), Reading(run_id, None, "temperature", 99, 0, 1.0, 0)]  # NULL key
+    # the readings go in first; a dead letter without its reason then fails the batch
+    no_reason = (settings.topic_raw, 0, 1, run_id, None, b"k", b"v")
     with PostgresSink(endpoints.database_url) as sink:
         with pytest.raises(Exception, match="null value"):
-            sink.write(bad)
+            sink.write(rows(run_id, 10), dead_letters=[no_reason])
         # the connection is usable again and the partial batch was rolled back
         assert sink.write(rows(run_id, 3)).readings_inserted == 3
     assert RunRegistry(endpoints.database_url).counts(run_id).stored == 3
+
+
+def test_a_reading_the_database_refuses_is_a_dead_letter_and_the_rest_is_stored(endpoints, run_id):
+    bad = [*rows(run_id, 10), Reading(run_id, None, "temperature", 99, 0, 1.0, 0)]  # NULL key
+    with PostgresSink(endpoints.database_url) as sink:
+        result = sink.write(bad)
+    assert (result.readings_inserted, result.readings_duplicate, result.dead_letters_inserted) == (
+        10,
+        0,
+        1,
+    )
+    with connect(endpoints.database_url) as conn:
+        topic, reason = conn.execute(
+            "SELECT topic, reason FROM dead_letters WHERE run_id = %s", (run_id,)
+        ).fetchone()
+    assert topic == "database:readings" and "null value" in reason, reason
 
 
 def test_schema_creation_is_idempotent(endpoints):

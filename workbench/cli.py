@@ -519,13 +519,18 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     report = job.simulate_run(settings, _spec(args), run_id, args.realtime)
     data = dataclasses.asdict(report) | {"topic": settings.topic_raw}
     faults = ", ".join(f"{n} {kind}" for kind, n in sorted(report.chaos.items())) or "none"
-    _emit(
-        args,
-        data,
+    text = (
         f"run {run_id}: produced {report.produced} readings, sent {report.delivered} messages "
-        f"to {settings.topic_raw}; faults injected: {faults}",
+        f"to {settings.topic_raw}; faults injected: {faults}"
     )
-    return 0 if report.acknowledged else 1
+    if not report.intact:
+        text += (
+            f"\nNOT DELIVERED: {report.sent - report.delivered} of {report.sent} messages not "
+            f"acknowledged; about {report.lost} lost unprocessed by the broker after it "
+            "acknowledged them"
+        )
+    _emit(args, data, text)
+    return 0 if report.intact else 1
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
@@ -587,6 +592,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"  stored         {s.stored}",
             f"  dead-lettered  {s.deadlettered}",
             f"  dropped        {s.dropped} (lost by chaos on the way)",
+            *(
+                [
+                    f"  NOT DELIVERED  {s.failed_deliveries} failed, about {s.lost_by_broker} "
+                    "lost unprocessed by the broker after it acknowledged them"
+                ]
+                if s.failed_deliveries or (s.lost_by_broker and not s.reconciled)
+                else []
+            ),
             f"  late           {s.late} (behind the watermark on arrival)",
             f"  windows        {s.windows} final",
             f"  alerts         {s.alerts}",

@@ -181,6 +181,12 @@ class Settings:
     #: Consumer group session timeout. The group coordinator waits up to about half of
     #: it for members before the first assignment, so keep it small on a laptop.
     session_timeout_ms: int = _env(_int(1000), default=6000)
+    #: How long the broker may hold a fetch that finds nothing new (ms). Short keeps latency
+    #: low; the processor doubles it when the broker answers fetches with nothing while it
+    #: holds unread messages (the embedded broker takes longer to answer as it fills).
+    fetch_wait_ms: int = _env(_int(0), default=10)
+    #: A producer warns each time the raw topic holds this many more messages (0: never).
+    broker_held_warn: int = _env(_int(0), default=10_000_000)
     #: Sink batch: flush when this many rows are buffered or this much time has passed.
     batch_size: int = _env(_int(1), default=10_000)
     batch_max_wait_s: float = _env(_float(0), default=0.1)

@@ -45,6 +45,9 @@ class ProduceReport:
     errors: dict[str, int] = field(default_factory=dict)
     #: SHA-256 over every (key, value) sent, in order: equal streams, equal digests.
     sha256: str = ""
+    #: acknowledged, then lost by the broker before they were processed (an estimate; see
+    #: kafka.TopicWatch)
+    lost: int = 0
 
 
 class RecordProducer:
@@ -57,7 +60,14 @@ class RecordProducer:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, run_id: str, codec: AvroCodec = READING, **config: Any
+        self,
+        bootstrap: str,
+        topic: str,
+        run_id: str,
+        codec: AvroCodec = READING,
+        processed_by: str | None = None,
+        warn_held: int | None = None,
+        **config: Any,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -67,12 +77,74 @@ class RecordProducer:
         self._bootstrap, self._config = bootstrap, config
         self._tracker = kafka.DeliveryTracker()
         self._ready = threading.Event()
-        self._producer = kafka.make_producer(
-            bootstrap, failures=self._tracker, ready=self._ready, **config
-        )
+        self._broker_down = kafka.BrokerDown(bootstrap)
+        self._fatal: str | None = None
+        self._renewed = 0
+        self._producer = self._make_producer()
         self._digest = hashlib.sha256()
         self._sent = 0
         self.report: ProduceReport | None = None
+        # a lost topic is told at once; what ``processed_by`` (a consumer group) had
+        # read of it is not counted lost
+        # (and each ``warn_held`` more messages the topic holds)
+        self._watch = kafka.TopicWatch(
+            bootstrap, topic, processed_by, self._acknowledged, warn_held=warn_held
+        )
+        self._watch.start()
+
+    def _make_producer(self) -> kafka.Producer:
+        return kafka.make_producer(
+            self._bootstrap,
+            failures=self._tracker,
+            ready=self._ready,
+            **({"error_cb": self._on_error} | self._config),
+        )
+
+    def _on_error(self, err: kafka.KafkaError) -> None:
+        if err.fatal():  # an idempotent producer's state is lost: no message can go out
+            self._fatal = err.str()
+        self._broker_down(err)
+
+    def _renew_if_broken(self) -> None:
+        """A producer that can send nothing more is replaced by a new one, and the messages
+        it holds are reported failed at once (they would fail a minute later otherwise).
+
+        librdkafka gives up for good on a fatal error. An idempotent producer also stalls
+        for good when the broker forgets its producer id, which a memory broker does when
+        it restarts (``UnknownProducerId``): the topic watch has seen a topic made anew.
+        """
+        idempotent = str(self._config.get("enable.idempotence", False)).lower() == "true"
+        lost_topic = idempotent and self._watch.losses > self._renewed
+        if self._fatal is None and not lost_topic:
+            return
+        reason = self._fatal or "the broker lost the topic and the idempotent producer's id"
+        old, held = self._producer, len(self._producer)
+        old.purge()  # each purged message comes back as a failed delivery report
+        old.flush(5.0)
+        self._producer, self._fatal, self._renewed = self._make_producer(), None, self._watch.losses
+        log.error(
+            "producer to %s renewed (%s): %d messages it held failed", self.topic, reason, held
+        )
+
+    def _acknowledged(self) -> int:
+        """Messages the broker acknowledged so far: neither failed nor in flight."""
+        return self._sent - self._tracker.failed - len(self._producer)
+
+    def problems(self) -> str:
+        """What is wrong with delivery so far, for a progress line: messages waiting for an
+        absent broker, failed, or lost by it; "" when nothing is.
+
+        >>> # p.problems()
+        >>> # '12,000 waiting for the broker, 310 failed'
+        """
+        said = []
+        if not self._watch.answering and (waiting := len(self._producer)):
+            said.append(f"{waiting:,} waiting for the broker, which does not answer")
+        if self._tracker.failed:
+            said.append(f"{self._tracker.failed:,} failed")
+        if self._watch.lost:
+            said.append(f"about {self._watch.lost:,} unprocessed lost by the broker")
+        return ", ".join(said)
 
     def connect(self, timeout_s: float = 5.0) -> bool:
         """Wait until the broker can take messages; False if it could not in ``timeout_s``.
@@ -104,6 +176,7 @@ class RecordProducer:
         self._sent += 1
         if self._sent % POLL_EVERY == 0:
             self._producer.poll(0)
+            self._renew_if_broken()
 
     def send_many(self, keys: Sequence[bytes], buffer: bytes, offsets: Sequence[int]) -> None:
         """Produce ``len(keys)`` messages, message ``i`` being ``buffer[offsets[i]:offsets[i+1]]``.
@@ -128,6 +201,7 @@ class RecordProducer:
                 self._produce_when_room(key, value)
         self._sent += n
         self._producer.poll(0)
+        self._renew_if_broken()
 
     def _produce_when_room(self, key: bytes, value: bytes) -> None:
         """The local queue is full: serve the broker's acknowledgements until it has room."""
@@ -174,14 +248,21 @@ class RecordProducer:
     def flush(self, timeout_s: float = 60.0) -> ProduceReport:
         """Wait until every message is acknowledged or failed; raise if some are neither."""
         deadline = time.monotonic() + timeout_s
-        remaining = self._producer.flush(timeout_s)
+        remaining = self._producer.flush(min(1.0, timeout_s))
         while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.1, deadline - time.monotonic()))
+            self._renew_if_broken()
+            remaining = self._producer.flush(min(1.0, max(0.1, deadline - time.monotonic())))
+        self._watch.check()
         t = self._tracker
         # failures are reported one by one; what is neither failed nor in flight was delivered
         delivered = self._sent - t.failed - remaining
         self.report = ProduceReport(
-            self._sent, delivered, t.failed, dict(t.errors), self._digest.hexdigest()
+            self._sent,
+            delivered,
+            t.failed,
+            dict(t.errors),
+            self._digest.hexdigest(),
+            self._watch.lost,
         )
         if remaining:
             raise DeliveryError(
@@ -196,8 +277,15 @@ class RecordProducer:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.flush()
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop watching the topic (see :class:`~workbench.kafka.TopicWatch`)."""
+        self._watch.close()
 
 
 def frames(keys: Sequence[bytes], buffer: bytes, offsets: np.ndarray) -> np.ndarray:

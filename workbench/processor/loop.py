@@ -68,6 +68,12 @@ LIVE_RUN_ID = "live"
 END_OF_RUN = b"end-of-run"
 #: Latency samples kept for the percentiles (a uniform reservoir).
 RESERVOIR = 50_000
+#: Fetches answered with nothing this long, while messages wait unread, make the processor
+#: wait longer for each fetch (up to MAX_FETCH_WAIT_MS; see Processor._widen_fetch_wait).
+STARVED_S = 5.0
+STARVED_POLLS = 20
+MAX_FETCH_WAIT_MS = 1000
+
 #: How long one consume() call waits for its batch to fill.
 CONSUME_WAIT_S = 0.01
 #: A caught-up processor hands over at once when it holds this many rows (a burst), else
@@ -190,9 +196,8 @@ class Processor:
         self.database_url = database_url
         # PostgreSQL or SQLite by the URL's scheme; the benchmark passes a sink of its own
         self.sink = sink or open_sink(database_url, s.connect_timeout_s)
-        self.consumer = kafka.make_consumer(
-            bootstrap, self.group_id, s.session_timeout_ms, **kafka.FAST_CONSUMER
-        )
+        self._fetch_wait_ms = s.fetch_wait_ms
+        self.consumer = self._make_consumer()
         self.producer = kafka.make_producer(bootstrap)
         self.machines = MachineTable()
         # (partition, offset) an operator wants past: dead letters, whatever they hold
@@ -215,6 +220,8 @@ class Processor:
         self._position: dict[int, int] = {}  # next offset to read, per partition
         self._idle_since: dict[int, float | None] = {}
         self._active_at = 0.0
+        # since when, and how many, consume() calls in a row brought nothing
+        self._empty_since, self._empty_polls = 0.0, 0
         #: (run id, partition) pairs whose end-of-run marker has been processed and stored
         self.ended = _Ended()
         #: monotonic time of the first message consumed (for throughput measurements)
@@ -236,11 +243,7 @@ class Processor:
         s = self.settings
         if kernels.MODE == "jit":  # before joining: the first batch must not wait for code
             warm_up(self.config, self.rules, self.limits)
-        self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        # The idle clock runs from the last message or assignment, whichever is later, so
-        # the wait for the group's first assignment (which, after a crash, includes the
-        # dead member's session timeout) does not count as idleness.
-        self._active_at = time.monotonic() + max(30.0, 3 * s.session_timeout_ms / 1000)
+        self._subscribe()
         gc.collect()
         gc.freeze()  # what exists now lives for the whole run: the collector skips it
         try:
@@ -253,7 +256,10 @@ class Processor:
                 now = time.monotonic()
                 if messages:
                     self._active_at = max(self._active_at, now)
+                    self._empty_polls = 0
                     self._take(messages, now)
+                elif self._starved(now) and (unread := self._unread()):
+                    self._widen_fetch_wait(unread)
                 self._collect()
                 self._watch_ends(now)
                 if self._pending or self._windows_may_be_due(now):
@@ -326,6 +332,73 @@ class Processor:
 
     def _new_state(self) -> PartitionState:
         return PartitionState(self.config, self.rules, self.machines)
+
+    def _make_consumer(self) -> kafka.Consumer:
+        s = self.settings
+        return kafka.make_consumer(
+            self.bootstrap, self.group_id, s.session_timeout_ms,
+            **kafka.FAST_CONSUMER | {"fetch.wait.max.ms": self._fetch_wait_ms},
+        )  # fmt: skip
+
+    def _subscribe(self) -> None:
+        s = self.settings
+        self.consumer.subscribe([s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        # The idle clock runs from the last message or assignment, whichever is later, so
+        # the wait for the group's first assignment (which, after a crash, includes the
+        # dead member's session timeout) does not count as idleness.
+        self._active_at = time.monotonic() + max(30.0, 3 * s.session_timeout_ms / 1000)
+        self._empty_polls = 0
+
+    def _widen_fetch_wait(self, unread: int) -> None:
+        """The broker holds unread messages but answers every fetch with none: it needs
+        longer than the fetch may wait to find them (Tansu on memory storage does, as it
+        fills), and a shorter wait gets nothing, ever. Wait twice as long from now on.
+
+        librdkafka reads its settings once: the consumer is replaced. Closing it hands its
+        partitions back as any rebalance does (written, checkpointed, committed), and the
+        new one resumes from there.
+        """
+        if self._fetch_wait_ms >= MAX_FETCH_WAIT_MS:
+            return
+        before, self._fetch_wait_ms = (
+            self._fetch_wait_ms,
+            max(1, min(MAX_FETCH_WAIT_MS, 2 * self._fetch_wait_ms)),
+        )
+        log.warning(
+            "the broker answered every fetch for %.0fs with nothing, though %d messages wait "
+            "unread: it takes longer than fetch.wait.max.ms=%d to find them (the embedded "
+            "broker slows as it fills; `workbench down` and `up` empty it once everything "
+            "is processed); fetching with %d ms from now on",
+            STARVED_S, unread, before, self._fetch_wait_ms,
+        )  # fmt: skip
+        self.consumer.close()
+        self.consumer = self._make_consumer()
+        self._subscribe()
+
+    def _starved(self, now: float) -> bool:
+        """True once every STARVED_S of consume() calls in a row that brought nothing
+        (not of time alone: a loop held up by the database has not been starved)."""
+        if self._empty_polls == 0:
+            self._empty_since = now
+        self._empty_polls += 1
+        if self._empty_polls < STARVED_POLLS or now - self._empty_since < STARVED_S:
+            return False
+        self._empty_polls = 0  # the broker is asked once per STARVED_S
+        return True
+
+    def _unread(self) -> int:
+        """Messages the broker holds past this processor's position in its partitions
+        (asked of the broker: the cached ends come with fetches, which may be empty)."""
+        unread = 0
+        for p in self.partitions:
+            try:
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.settings.topic_raw, p), timeout=1.0
+                )
+            except kafka.KafkaException:
+                continue
+            unread += max(0, high - max(low, self._position.get(p, 0)))
+        return unread
 
     def _watch_ends(self, now: float) -> None:
         """Which partitions have nothing left to read, and since when."""

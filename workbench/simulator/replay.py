@@ -192,7 +192,13 @@ class _Replay:
         # all three producers start at once: a producer's first delivery waits for its
         # handshake with the broker, which then overlaps with the replay
         with (
-            RecordProducer(self.bootstrap, s.topic_raw, self.run_id) as producer,
+            RecordProducer(
+                self.bootstrap,
+                s.topic_raw,
+                self.run_id,
+                processed_by=s.consumer_group,
+                warn_held=s.broker_held_warn,
+            ) as producer,
             chaos_producer(self.bootstrap, s.topic_chaos, self.run_id) as chaos,
         ):
             dead = DeadLetters(s, self.bootstrap, self.sink, self.run_id, src.path)

@@ -34,13 +34,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import psycopg
 import psycopg.sql
 import sqlalchemy as sa
 
 from workbench.errors import DatabaseUnavailable
 from workbench.sinks import pgcopy, schema
-from workbench.sinks.base import BLOBS, DROP_SEGMENT, SinkBase, StoredCheckpoint
+from workbench.sinks.base import BLOBS, DROP_SEGMENT, SinkBase, StoredCheckpoint, refusals
 from workbench.sinks.columns import ROW_LAYOUTS, Prepared, WriteBatch, WriteResult, prepare
 from workbench.sinks.merge import RULES, MergeRule, in_key_order, insert_sql, latest
 from workbench.sinks.timeseries import apply_timescale
@@ -252,7 +253,12 @@ class PostgresSink(SinkBase):
                     continue
                 rows = prepare(name, columns)
                 if name == "readings":
-                    stored[name] = self._readings(cur, rows)
+                    stored[name], refused = self._readings_refusing(cur, rows)
+                    if refused:
+                        stored["refused"] = self._merge(
+                            cur, RULES["dead_letters"], refusals("readings", columns, refused)
+                        )
+                        cur.execute(f"DELETE FROM {_stage('dead_letters')}")  # used again
                 else:
                     stored[name] = self._merge(cur, RULES[name], latest(RULES[name], rows))
             if batch.dropped_segments:
@@ -280,6 +286,36 @@ class PostgresSink(SinkBase):
         except psycopg.errors.UniqueViolation:
             log.debug("readings stored already in this batch of %d: merging", rows.rows)
         return self._merge(cur, RULES["readings"], rows, (names, data))
+
+    def _readings_refusing(self, cur: psycopg.Cursor, rows: Prepared) -> tuple[int, dict[int, str]]:
+        """Readings stored, and the rows the database refused with its reason, by index.
+
+        A row the database refuses whatever is tried (a value out of a type's range, a
+        constraint an operator added) would fail its whole batch on every retry, and stop
+        the processor for good. The batch is split in halves, each tried in a savepoint,
+        down to the rows refused alone: ~2 log2(n) tries for one bad row among n. The rest
+        is stored; the refused rows become dead letters (:func:`refusals`).
+        """
+        try:
+            with self._conn.transaction():  # a savepoint
+                return self._readings(cur, rows), {}
+        except _REFUSED as exc:
+            log.warning("the database refused a batch of %d readings (%s): finding the rows "
+                        "it refuses", rows.rows, _first_line(exc))  # fmt: skip
+        stored, refused = 0, {}
+        pending = [np.arange(rows.rows)]
+        while pending:
+            index = pending.pop()
+            try:
+                with self._conn.transaction():
+                    stored += self._readings(cur, rows.take(index))
+            except _REFUSED as exc:
+                if len(index) == 1:
+                    refused[int(index[0])] = _first_line(exc)
+                else:
+                    half = len(index) // 2
+                    pending += [index[half:], index[:half]]
+        return stored, refused
 
     def _merge(
         self,
@@ -313,6 +349,14 @@ class PostgresSink(SinkBase):
 
     def close(self) -> None:
         self._conn.close()
+
+
+#: Errors of the data itself: the database refuses these rows however often they are sent.
+_REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
 def _stage(table: str) -> str:

@@ -241,7 +241,7 @@ CASES = [
     (body(zigzag(2), b"\xff\xfe", zigzag(1), b"\x00\x00\x00\x00"), None, decode.CORRUPT),
     (body(zigzag(3), b"\xed\xa0\x80", zigzag(1), b"\x00\x00\x00\x00"), None, decode.CORRUPT),
     (body(zigzag(2), b"\xc0\x80", zigzag(1), b"\x00\x00\x00\x00"), None, decode.CORRUPT),
-    (body(HEAD, zigzag(11), b"\x00\x00\x00"), None, decode.CORRUPT),  # enum index past the end
+    (body(HEAD, zigzag(12), b"\x00\x00\x00"), None, decode.CORRUPT),  # enum index past the end
     (body(HEAD, zigzag(0), zigzag(2), b"\x00\x00"), None, decode.CORRUPT),  # union branch 2
     (enc() + b"\x00", None, decode.TRAILING_BYTES),
     (enc() + b"\x01\x02\x03", b"m-0001", decode.TRAILING_BYTES),
@@ -277,6 +277,7 @@ ACCEPTED = [
     (enc(sensor_type="vibration", value=0.0), b"m-0001"),
     (enc(sensor_type="pressure", value=-1e300), b"m-0001"),  # no lower bound
     (enc(sensor_type="flow", value=1e300), b"m-0001"),  # no range at all
+    (enc(sensor_type="generic", value=-1e300), b"m-0001"),  # a value of unknown unit
     (enc(ts=946_684_800_000), b"m-0001"),
     (body(HEAD, zigzag(0), zigzag(0), b"\x80\x00", b"\x06"), b"m-0001"),  # 2-byte zero: allowed
     (body(HEAD, zigzag(0), zigzag(0), b"\x00", b"\xff" * 9 + b"\x7f"), b"m-0001"),  # 10th byte
@@ -305,8 +306,8 @@ def test_what_legacy_accepts_is_accepted_with_its_fields(value, key):
     ("value", "code", "fastavro_reads"),
     [
         # fastavro indexes the symbols with -2: the last but one sensor
-        (body(HEAD, zigzag(-2), zigzag(0), b"\x00\x00"), decode.BAD_ENUM, "eco2"),
-        (body(HEAD, zigzag(-11), zigzag(0), b"\x00\x00"), decode.BAD_ENUM, "temperature"),
+        (body(HEAD, zigzag(-2), zigzag(0), b"\x00\x00"), decode.BAD_ENUM, "generic"),
+        (body(HEAD, zigzag(-12), zigzag(0), b"\x00\x00"), decode.BAD_ENUM, "temperature"),
         (body(HEAD, zigzag(0), zigzag(-1), b"\x00" * 8, b"\x00\x00"), decode.BAD_UNION, 0.0),
         (body(HEAD, zigzag(0), zigzag(-2), b"\x00\x00"), decode.BAD_UNION, None),
         (body(HEAD, zigzag(0), zigzag(0), b"\x00", ELEVEN_BYTE_ZERO), decode.OVERLONG_VARINT, 0),

@@ -344,3 +344,25 @@ def test_nab_native_windows_file_and_label_blocks(tmp_path):
             assert (closed.machine_id, closed.rows, closed.count) == (
                 ("b", (1, 1), 1) if i == 3 else ("a", (0, 2), 2)
             )  # fmt: skip
+
+
+def test_values_outside_their_types_range_are_counted_and_said_loudly(settings, tmp_path):
+    """A series of unknown unit mapped to a physical type (NAB's taxi passengers called
+    temperature) is mostly dead letters: the replay says so, and --strict fails."""
+    path = tmp_path / "taxi.csv"
+    lines = [f"2014-07-01 00:{m // 60:02d}:{m % 60:02d},{10_000 + m}" for m in range(100)]
+    path.write_text("timestamp,value\n" + "\n".join(lines[:90]) + "\n"
+                    + "\n".join(f"{line.split(',')[0]},{20 + i}" for i, line in
+                                enumerate(lines[90:])) + "\n")  # fmt: skip
+    as_temperature = ("--mapping", "nab", "--sensor", "value=temperature")
+    summary, log = replay_json(settings, path, *as_temperature)
+    assert summary["out_of_range"] == {"value": 90} and summary["deadlettered"] == 90
+    assert summary["warnings"] and "90 of the file's readings (90%)" in summary["warnings"][0]
+    assert "--sensor value=generic" in summary["warnings"][1]
+    assert "is it really temperature?" in log
+    strict = workbench(settings, "replay", str(path), *as_temperature, "--strict", "--json")
+    assert strict.returncode == 1 and json.loads(strict.stdout)["deadlettered"] == 90
+    # the nab mapping itself calls it a value of unknown unit: nothing out of range
+    summary, _ = replay_json(settings, path)
+    assert summary["sensors"] == {"value": "generic"}
+    assert (summary["deadlettered"], summary["warnings"]) == (0, [])

@@ -16,6 +16,7 @@ from workbench.lab.plots.replay import replay_figure
 from workbench.lab.queries import runs
 from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.labels import iso_utc
+from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -63,7 +64,7 @@ def test_nab_slice_closes_its_books_and_scores_every_alert_against_its_window(se
     signal = readings(endpoints.database_url, s.run_id)
     fig = replay_figure(signal, truth, alerts(endpoints.database_url, s.run_id))
     assert len(fig.layout.shapes) == 1
-    assert fig.data[0].name == "temperature" and len(fig.data[0].x) == NAB_ROWS
+    assert fig.data[0].name == "generic" and len(fig.data[0].x) == NAB_ROWS
     assert sum(len(t.x) for t in fig.data[1:]) == s.alerts
 
 
@@ -74,7 +75,8 @@ def test_bad_rows_and_out_of_range_readings_are_accounted_for(settings, endpoint
     lines[7] = "2014-01-01 00:35:00,5000"  # out of the physical range: the processor does
     path = tmp_path / "plant.csv"
     path.write_text("timestamp,value\n" + "\n".join(lines) + "\n")
-    s = replay_experiment(settings, CsvSource.open(path, "nab"))
+    as_temperature = Overrides(sensors=["value=temperature"])  # which has a physical range
+    s = replay_experiment(settings, CsvSource.open(path, "nab", as_temperature))
     assert (s.rows, s.bad_rows, s.produced) == (12, 2, 10)
     assert (s.stored, s.deadlettered) == (9, 3) and s.reconciled
     assert s.labels == 0 and s.score == {} and s.label_events == []

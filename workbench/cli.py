@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_positive_int, metavar="N", help="replay the first N rows")
     p.add_argument("--run-id", help="name the run (default: time + random suffix)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when more than 1%% of the readings are dead letters (bad rows, values "
+        "outside their sensor type's range: a column mapped to the wrong type)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p = sub.add_parser(
         "archive",
@@ -648,7 +654,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings)
     summary = replay(settings, endpoints, source, options, args.run_id or new_run_id())
     _emit(args, summary.to_dict(), summary.text())
-    return 0 if summary.ok else 1
+    return 0 if summary.ok and not (args.strict and summary.warnings()) else 1
 
 
 def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 
 from workbench.processor.decode import MachineTable
 
-#: Sensor indexes are below this (the reading schema's enum has 11 symbols).
+#: Sensor indexes are below this (the reading schema's enum has 12 symbols).
 SENSOR_SLOTS = 16
 
 

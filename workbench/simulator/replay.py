@@ -28,12 +28,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import Settings
 from workbench.errors import ConfigError
+from workbench.processor.rules import load_rules
 from workbench.producer import ProduceReport, RecordProducer
 from workbench.runs import RunRegistry, new_run_id
 from workbench.simulator.csvsource import BadRow, CsvSource
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 TIMESTAMPS = ("original", "now")
 #: How many ground-truth events the summary lists (all are stored).
 MAX_LISTED_EVENTS = 100
+#: A replay whose dead letters are more than this share of its readings says so loudly
+#: (and fails with ``--strict``): a column mapped to the wrong sensor type, most likely.
+DEADLETTER_WARN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -110,16 +115,49 @@ class ReplaySummary:
     sha256: str
     #: partitions that got the end-of-run marker
     partitions: list[int]
+    #: values outside their sensor type's physical range (the rules file's validation),
+    #: by column: the processor dead-letters them
+    out_of_range: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Every message (readings, dead letters, ground truth) was acknowledged."""
         return self.failed == 0
 
+    @property
+    def deadlettered(self) -> int:
+        """Dead letters the replay makes: its bad rows, and the readings the processor will
+        refuse for their range."""
+        return self.bad_rows + sum(self.out_of_range.values())
+
+    @property
+    def deadletter_share(self) -> float:
+        """Dead letters per reading the file held (a bad row counts one per column)."""
+        readings = self.produced + self.bad_rows * max(1, len(self.sensors))
+        return self.deadlettered / readings if readings else 0.0
+
+    def warnings(self) -> list[str]:
+        """What a user must hear about this replay: a high share of dead letters, and why."""
+        if self.deadletter_share <= DEADLETTER_WARN_SHARE:
+            return []
+        said = [f"{self.deadlettered} of the file's readings ({self.deadletter_share:.0%}) "
+                "are dead letters: the pipeline will not see them"]  # fmt: skip
+        for column, n in sorted(self.out_of_range.items()):
+            stype = self.sensors[column]
+            said.append(
+                f"{n} values of column {column!r} are outside the physical range of "
+                f"{stype}: is it really {stype}? (a value of unknown unit: "
+                f"--sensor {column}=generic)"
+            )
+        if self.bad_rows:
+            said.append(f"{self.bad_rows} rows could not be read (see bad_rows_sample)")
+        return said
+
     def to_dict(self) -> dict[str, Any]:
         times = {"first_time": self.first_ts, "last_time": self.last_ts}
         iso = {k: None if v is None else iso_utc(v) for k, v in times.items()}
-        return dataclasses.asdict(self) | iso | {"ok": self.ok}
+        extra = {"ok": self.ok, "deadlettered": self.deadlettered, "warnings": self.warnings()}
+        return dataclasses.asdict(self) | iso | extra
 
     def text(self) -> str:
         span = "-" if self.first_ts is None else f"{iso_utc(self.first_ts)} .. "
@@ -137,6 +175,7 @@ class ReplaySummary:
             f"  ignored       {', '.join(repr(c) for c in self.ignored_columns) or '-'}",
             f"  elapsed       {self.elapsed_s:.2f}s ({self.rows_per_s:,.0f} rows/s, "
             f"{self.readings_per_s:,.0f} readings/s)",
+            *(f"  WARNING       {w}" for w in self.warnings()),
         ])  # fmt: skip
 
 
@@ -164,7 +203,15 @@ def replay(
                               run_id).run()  # fmt: skip
         registry.finish(run_id, "completed" if summary.ok else "failed",
                         produced=summary.produced, deadlettered=summary.bad_rows)  # fmt: skip
+    for warning in summary.warnings():
+        log.warning("replay of %s: %s", source.path.name, warning)
     return summary
+
+
+def _bounds(low_high: tuple[float | None, float | None] | None) -> tuple[float, float]:
+    """A physical range with infinities for its missing bounds."""
+    low, high = low_high or (None, None)
+    return (-math.inf if low is None else low, math.inf if high is None else high)
 
 
 class _Replay:
@@ -180,6 +227,9 @@ class _Replay:
         self.rows = self.nulls = self.backwards = self.behind = 0
         self.seqs: dict[str, int] = {}
         self.spans: dict[str, list[int]] = {}  # machine -> [min, max, last] original time
+        ranges = load_rules(settings.rules_file).validation.ranges
+        self.bounds = [_bounds(ranges.get(m.sensor_type)) for m in source.mapping.sensors]
+        self.out_of_range = [0] * len(self.bounds)
 
     def retime(self, ts: int) -> int:
         if self.options.timestamps == "original" or self.first_ts is None:
@@ -242,6 +292,8 @@ class _Replay:
             rows_per_s=round(self.rows / elapsed, 1),
             readings_per_s=round(report.delivered / elapsed, 1),
             sha256=report.sha256, partitions=partitions,
+            out_of_range={m.column: n for m, n in zip(src.mapping.sensors, self.out_of_range,
+                                                      strict=True) if n},
         )  # fmt: skip
 
     def _stream(self, producer: RecordProducer, dead: DeadLetters, chaos: RecordProducer) -> None:
@@ -272,9 +324,11 @@ class _Replay:
                 self.backwards += ts < span[2]
                 self.behind += ts <= span[1]
                 span[0], span[1], span[2] = min(span[0], ts), max(span[1], ts), ts
-            for stype, value in zip(types, row.values, strict=True):
+            for i, (stype, value) in enumerate(zip(types, row.values, strict=True)):
                 producer.send({"machine_id": machine, "ts": out, "sensor_type": stype,
                                "value": value, "status_code": 0, "seq": seq})  # fmt: skip
+                if value is not None and not self.bounds[i][0] <= value <= self.bounds[i][1]:
+                    self.out_of_range[i] += 1
             self.nulls += row.values.count(None)
             if blocks is not None:
                 self._record_block(

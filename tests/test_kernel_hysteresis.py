@@ -240,6 +240,29 @@ def test_interrupted_run_does_not_open():
     assert (e.state, e.start_ts, e.breaches) == ("opened", 3000, 3)
 
 
+def test_a_rule_in_time_means_the_same_at_any_sampling_rate():
+    """open_after "3s" / close_after "5s": breached for 3 s of event time, calm for 5 s,
+    whether a reading comes every second or every 250 ms."""
+    rule = hot(open_after=1, open_after_s=3.0, close_after=1, close_after_s=5.0)
+    for step in (1000, 250):
+        per_s = 1000 // step
+        values = [31.0] * (5 * per_s) + [20.0] * (8 * per_s)
+        events = feed(engine(rule), values, step=step)
+        assert [(ts, e.state, e.start_ts) for ts, e in events] == [
+            (3000, "opened", 0),  # the first breach at 0, open once 3 s have passed
+            (5000 + 5000, "closed", 0),  # calm from 5 s, closed once it has lasted 5 s
+        ], step
+
+
+def test_a_rule_in_time_needs_the_span_and_not_only_readings():
+    # five breaches in 2 s do not make 3 s; at one reading every 4 s, the second breach
+    # does, and the calm that starts at 8 s has lasted 5 s only at the reading of 16 s
+    rule = hot(open_after=1, open_after_s=3.0, close_after=1, close_after_s=5.0)
+    assert feed(engine(rule), [31.0] * 5, step=500) == []
+    events = feed(engine(rule), [31.0, 31.0, 20.0, 20.0, 20.0], step=4000)
+    assert [(ts, e.state) for ts, e in events] == [(4000, "opened"), (16000, "closed")]
+
+
 def test_value_equal_to_threshold_is_not_a_breach():
     assert feed(engine(hot(open_after=1)), [30.0, 30.0, 30.0]) == []
 
@@ -735,6 +758,10 @@ def all_kinds() -> RuleSet:
              machines=frozenset({"m-1"})),
         Rule("no-data", "null", (), open_after=2, close_after=2),
         Rule("gap", "null", ("pressure",), open_after=1, close_after=1, alone_s=1.0),
+        Rule("warm-for", "threshold", (T,), above=55.0, open_after=1, open_after_s=3.0,
+             close_after=1, close_after_s=4.0),
+        Rule("blip-calm", "anomaly", ("pressure",), score_above=9.0, open_after=1,
+             max_breaches=2, close_after=1, close_after_s=2.0),
     ))  # fmt: skip
 
 

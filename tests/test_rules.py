@@ -176,6 +176,29 @@ def test_rule_overrides_defaults(tmp_path):
     assert load_rules(write(tmp_path, text)).rules[0].open_after == 4
 
 
+def test_open_and_close_after_take_a_duration(tmp_path):
+    text = '[defaults]\nclose_after = "5m"\n' + HOT + 'open_after = "30s"\n'
+    rule = load_rules(write(tmp_path, text)).rules[0]
+    assert (rule.open_after, rule.open_after_s, rule.close_after, rule.close_after_s) == (
+        1, 30.0, 1, 300.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [('"soon"', ("open_after", "duration", "'30s'")), ('"0s"', ("open_after", "> 0")),
+     ("2.5", ("open_after", "integer"))],
+)  # fmt: skip
+def test_a_bad_duration_is_named(tmp_path, value, words):
+    exc = load_error(tmp_path, HOT + f"open_after = {value}\n")
+    assert_names(exc, "'hot'", *words)
+
+
+def test_a_transient_rule_counts_its_breaches(tmp_path):
+    text = HOT + 'open_after = "10s"\nmax_breaches = 2\n'
+    assert_names(load_error(tmp_path, text), "max_breaches", "count")
+
+
 def test_star_sensor_watches_every_sensor():
     rs = parse_rules({"rule": [{"name": "gone", "kind": "null", "sensor": "*"}]})
     rule = rs.rules[0]

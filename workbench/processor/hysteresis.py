@@ -112,21 +112,25 @@ def _extreme(mode: int, mid: float, a: float, b: float) -> float:
 
 
 @kernel
-def _step(si, sf, busy, k, r, ts, breach, measure, open_after, close_after, max_breaches, mode,
-          mid):  # fmt: skip
+def _step(si, sf, busy, k, r, ts, breach, measure, open_after, close_after, open_ms, close_ms,
+          max_breaches, mode, mid):  # fmt: skip
     """One judged reading through the counters ``si[k, r]`` / ``sf[k, r]``; returns what
     happened (NOTHING, OPENED_NOW, ...). ``busy[k, r]``: the counters have state (an alert
     open or a breach run going), kept apart because it is read for every reading."""
-    what = _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, max_breaches,
-                    mode, mid)  # fmt: skip
+    what = _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, open_ms,
+                    close_ms, max_breaches, mode, mid)  # fmt: skip
     busy[k, r] = si[k, r, OPEN] != 0 or si[k, r, RUN] != 0
     return what
 
 
 @kernel
-def _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, max_breaches, mode, mid):
+def _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, open_ms, close_ms,
+             max_breaches, mode, mid):  # fmt: skip
     """The reference's ``_step``. Counters with OPEN and RUN zero are "no state"; a closed
-    alert keeps its other fields until the next breach, so the caller can report it."""
+    alert keeps its other fields until the next breach, so the caller can report it.
+
+    While an alert is open, RUN_START holds the time of the first normal reading of the
+    calm under way (a rule in time closes once it has lasted ``close_ms``)."""
     if si[k, r, OPEN]:
         if breach:
             si[k, r, BREACHES] += 1
@@ -137,7 +141,9 @@ def _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, max_bre
                 return UPDATED_NOW
             return NOTHING
         si[k, r, NORMALS] += 1
-        if si[k, r, NORMALS] >= close_after:
+        if si[k, r, NORMALS] == 1:
+            si[k, r, RUN_START] = ts
+        if si[k, r, NORMALS] >= close_after and ts - si[k, r, RUN_START] >= close_ms:
             si[k, r, OPEN] = 0
             si[k, r, RUN] = 0
             return CLOSED_NOW
@@ -151,7 +157,7 @@ def _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, max_bre
             sf[k, r, RUN_PEAK] = _extreme(mode, mid, sf[k, r, RUN_PEAK], measure)
         run += 1
         si[k, r, RUN] = run
-        if max_breaches == 0 and run >= open_after:
+        if max_breaches == 0 and run >= open_after and ts - si[k, r, RUN_START] >= open_ms:
             return _open(si, sf, k, r, ts, 0, close_after)
         return NOTHING
     if max_breaches > 0 and open_after <= run <= max_breaches:
@@ -164,6 +170,7 @@ def _advance(si, sf, k, r, ts, breach, measure, open_after, close_after, max_bre
 def _open(si, sf, k, r, ts, normals, close_after):
     si[k, r, OPEN] = 1
     si[k, r, START] = si[k, r, RUN_START]
+    si[k, r, RUN_START] = ts  # a transient opens on a normal reading: its calm starts here
     si[k, r, OPENED] = ts
     sf[k, r, PEAK] = sf[k, r, RUN_PEAK]
     si[k, r, BREACHES] = si[k, r, RUN]
@@ -186,7 +193,8 @@ def _previous(keys, values, isnull, last, prev):
 @kernel
 def _hysteresis(
     i0, j, keys, mkeys, ts, values, scores, status, codes, rules, per_machine, open_after,
-    close_after, max_breaches, mode, mid, measure_of, si, sf, busy, ev, ev_peak,
+    close_after, open_ms, close_ms, max_breaches, mode, mid, measure_of, si, sf, busy, ev,
+    ev_peak,
 ):  # fmt: skip
     """Step the counters of ``rules`` (indexes into ``codes``' rows) over rows ``i0..``;
     transitions go to ``ev[j:]`` as (row, rule, what, start, opened, breaches) and
@@ -216,7 +224,7 @@ def _hysteresis(
             else:
                 measure = np.nan
             what = _step(si, sf, busy, k, r, ts[i], c == 1, measure, open_after[r], close_after[r],
-                         max_breaches[r], mode[r], mid[r])  # fmt: skip
+                         open_ms[r], close_ms[r], max_breaches[r], mode[r], mid[r])  # fmt: skip
             if what != NOTHING:
                 ev[j, 0] = i
                 ev[j, 1] = r
@@ -282,6 +290,8 @@ class RuleEngine:
         self._per_machine = np.array([r.per_machine for r in rs], np.bool_)
         self._open_after = np.array([r.open_after for r in rs], np.int64)
         self._close_after = np.array([r.close_after for r in rs], np.int64)
+        self._open_ms = np.array([round(r.open_after_s * 1000) for r in rs], np.int64)
+        self._close_ms = np.array([round(r.close_after_s * 1000) for r in rs], np.int64)
         self._max_breaches = np.array([r.max_breaches or 0 for r in rs], np.int64)
         self._mode = np.array([_peak_mode(r) for r in rs], np.int64)
         self._mid = np.array(
@@ -643,9 +653,9 @@ class RuleEngine:
         while True:
             j, i = _hysteresis(
                 i, j, keys, mkeys, ts, values, score, status, codes, self._stepped,
-                self._per_machine, self._open_after, self._close_after, self._max_breaches,
-                self._mode, self._mid, self._measure_of, self._si, self._sf, self._busy, self._ev,
-                self._ev_peak,
+                self._per_machine, self._open_after, self._close_after, self._open_ms,
+                self._close_ms, self._max_breaches, self._mode, self._mid, self._measure_of,
+                self._si, self._sf, self._busy, self._ev, self._ev_peak,
             )  # fmt: skip
             if i >= n:
                 break
@@ -780,8 +790,8 @@ class RuleEngine:
     def _step_one(self, r, k, m, ts, value, breach, measure) -> AlertEvent | None:
         what = _step(self._si, self._sf, self._busy, k, r, ts, breach,
                      np.nan if measure is None else measure, self._open_after[r],
-                     self._close_after[r], self._max_breaches[r], self._mode[r],
-                     self._mid[r])  # fmt: skip
+                     self._close_after[r], self._open_ms[r], self._close_ms[r],
+                     self._max_breaches[r], self._mode[r], self._mid[r])  # fmt: skip
         if what == NOTHING:
             return None
         si, rule = self._si[k, r], self.rules.rules[r]

@@ -86,6 +86,10 @@ class Rule:
     status: tuple[int, ...] = ()
     open_after: int = 3
     close_after: int = 5
+    #: ... and for at least this long (event time from the first breach, or the first
+    #: normal reading, to the current one): ``open_after = "30s"`` in a rules file
+    open_after_s: float = 0.0
+    close_after_s: float = 0.0
     max_breaches: int | None = None
     severity: str = "warning"
     #: the fault kinds this rule is meant to catch (for scoring against ground truth)
@@ -186,13 +190,15 @@ def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
         raise RulesError(path, where, f"kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
     sensors = _sensors(path, where, e.get("sensor", "*"))
     num = {k: _number(path, where, k, e.get(k)) for k in ("above", "below", "score_above")}
-    counts = {
-        k: _count(path, where, k, e.get(k, d), minimum=1)
-        for k, d in (("open_after", 3), ("close_after", 5))
-    }
+    counts, spans = {}, {}
+    for k, d in (("open_after", 3), ("close_after", 5)):
+        counts[k], spans[k] = _count_or_span(path, where, k, e.get(k, d))
     max_breaches = e.get("max_breaches")
     if max_breaches is not None:
         max_breaches = _count(path, where, "max_breaches", max_breaches, minimum=1)
+        if spans["open_after"]:
+            raise RulesError(path, where, "max_breaches counts readings: open_after must be "
+                             "a count too, not a duration")  # fmt: skip
         if max_breaches < counts["open_after"]:
             raise RulesError(path, where, "max_breaches must be at least open_after")
     severity = e.get("severity", "warning")
@@ -236,6 +242,8 @@ def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
         status=tuple(status),
         open_after=counts["open_after"],
         close_after=counts["close_after"],
+        open_after_s=spans["open_after"],
+        close_after_s=spans["close_after"],
         max_breaches=max_breaches,
         severity=severity,
         detects=tuple(detects),
@@ -300,6 +308,25 @@ def _count(path: Path | str, where: str, key: str, value: Any, minimum: int) -> 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise RulesError(path, where, f"{key} must be an integer >= {minimum}, not {value!r}")
     return value
+
+
+def _count_or_span(path: Path | str, where: str, key: str, value: Any) -> tuple[int, float]:
+    """``open_after``/``close_after``: a count of readings (3), or a duration ("30s", "5m"),
+    which is one reading and that much event time, so that a rule means the same at 1 Hz
+    and at one reading every 5 minutes."""
+    if isinstance(value, str):
+        problem = f"{key} must be an integer count of readings, or a duration with its unit "
+        problem += f"such as '30s' or '5m', not {value!r}"
+        if value.strip().lstrip("+-").replace(".", "", 1).isdigit():  # "3": readings or s?
+            raise RulesError(path, where, problem)
+        try:
+            span = parse_duration_s(value, key)
+        except ConfigError:
+            raise RulesError(path, where, problem) from None
+        if span <= 0:
+            raise RulesError(path, where, f"{key} must be a duration > 0, not {value!r}")
+        return 1, span
+    return _count(path, where, key, value, minimum=1), 0.0
 
 
 def _strings(path: Path | str, where: str, key: str, value: Any) -> list[str]:

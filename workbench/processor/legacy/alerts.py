@@ -203,7 +203,9 @@ class AlertEngine:
                     return self._event(rule, machine, sensor, s, "updated", ts, value)
                 return None
             s[_NORMALS] += 1
-            if s[_NORMALS] >= rule.close_after:
+            if s[_NORMALS] == 1:  # the calm starts (RUN_START is free while open)
+                s[_RUN_START] = ts
+            if s[_NORMALS] >= rule.close_after and ts - s[_RUN_START] >= _ms(rule.close_after_s):
                 event = self._event(rule, machine, sensor, s, "closed", ts, value)
                 del self._state[skey]
                 return event
@@ -214,7 +216,11 @@ class AlertEngine:
             else:
                 s[_RUN_PEAK] = _extreme(rule, s[_RUN_PEAK], measure)
             s[_RUN] += 1
-            if rule.max_breaches is None and s[_RUN] >= rule.open_after:
+            if (
+                rule.max_breaches is None
+                and s[_RUN] >= rule.open_after
+                and ts - s[_RUN_START] >= _ms(rule.open_after_s)
+            ):
                 return self._open(rule, machine, sensor, s, ts, value, normals=0)
             return None
         run = s[_RUN]
@@ -226,7 +232,7 @@ class AlertEngine:
     def _open(
         self, rule: Rule, machine: str, sensor: str | None, s: list, ts: int, value, normals: int
     ) -> AlertEvent:
-        s[_OPEN], s[_START], s[_OPENED] = True, s[_RUN_START], ts
+        s[_OPEN], s[_START], s[_OPENED], s[_RUN_START] = True, s[_RUN_START], ts, ts
         s[_PEAK], s[_BREACHES], s[_NORMALS], s[_EMITTED] = s[_RUN_PEAK], s[_RUN], normals, s[_RUN]
         if normals >= rule.close_after:  # a transient rule with close_after = 1
             s[_NORMALS] = normals - 1
@@ -269,3 +275,7 @@ def _extreme(rule: Rule, a: float | None, b: float | None) -> float | None:
             else a
         )
     return max(a, b)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

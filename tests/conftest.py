@@ -37,6 +37,7 @@ SLOW_MODULES = {
     "test_stack.py",
     "test_db_cli.py",
     "test_cli.py",
+    "test_evaluate.py",
     "test_replay.py",
     "test_unreachable.py",
     "test_live.py",

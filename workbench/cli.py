@@ -201,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes in the consumer group, each taking a share of the partitions "
         "(default WORKBENCH_WORKERS, 1)",
     )
-    p.add_argument(
-        "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
-    )
+    _add_rules(p)
     p.add_argument(
         "--sink",
         metavar="URL",
@@ -214,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="simulate + process + store end to end, and check the books")
     _add_factory_args(p)
-    p.add_argument(
-        "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
-    )
+    _add_rules(p)
     p.add_argument(
         "--keep-up", action="store_true", help="leave an embedded stack this run started running"
     )
@@ -400,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
         help='print {"ok": ..., "panels": [{"dashboard", "panel", "rows", "ok"}]}',
     )
 
+    p = sub.add_parser(
+        "evaluate",
+        help="score the pipeline's alerts on labelled benchmark files (NAB, SKAB) beside baselines",
+        description="Replay each labelled CSV file through the pipeline and score its alerts "
+        "as NAB (three profiles) and SKAB (F1 of the rows flagged) do, beside the null "
+        "detector and a rolling z-score.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="CSV files or directories of them")
+    p.add_argument("--mapping", metavar="NAME_OR_FILE", help="mapping (default: detected)")
+    _add_rules(p)
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
@@ -440,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
     return parser
+
+
+def _add_rules(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rules", metavar="NAME_OR_FILE", help="alert rules (default WORKBENCH_RULES_FILE)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -657,6 +671,14 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if summary.ok and not (args.strict and summary.warnings()) else 1
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.evaluate import evaluate  # pandas and the scoring: only this command
+
+    report = evaluate(settings, args.paths, args.mapping)
+    _emit(args, report.to_dict(), report.text())
+    return 0
+
+
 def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
     from workbench import archive  # pyarrow: only the commands that need it import it
 
@@ -829,6 +851,7 @@ COMMANDS = {
     "process": cmd_process,
     "run": cmd_run,
     "bench": cmd_bench,
+    "evaluate": cmd_evaluate,
     "prune": cmd_prune,
     "report": cmd_report,
     "archive": cmd_archive,

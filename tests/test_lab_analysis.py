@@ -85,6 +85,7 @@ def test_detections_agree_with_the_score_fault_by_fault(run):
     for kind, s in summary.score.items():
         of_kind = faults[faults["kind"] == kind]
         assert of_kind["detected"].sum() == s["detected"], kind
+        assert of_kind["open_at_end"].sum() == s["open_at_end"], kind
         if s["detected"]:
             assert of_kind["delay_s"].mean() == pytest.approx(s["mean_delay_s"], abs=0.01)
     assert len(alerts) == summary.alerts

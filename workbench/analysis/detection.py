@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbench.processor.scoring import alert_outcomes, fault_outcomes, load_run
+from workbench.processor.scoring import alert_outcomes, fault_outcomes, load_run, run_end
 
 _FAULT_COLUMNS = ["kind", "machine_id", "sensor_type", "start", "end", "detected", "rule",
-                  "delay_s"]  # fmt: skip
+                  "delay_s", "open_at_end"]  # fmt: skip
 _ALERT_COLUMNS = ["rule", "machine_id", "sensor_type", "start", "opened", "detects", "explains",
                   "false_alarm"]  # fmt: skip
 
@@ -29,8 +29,10 @@ def _times(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 def detections(database_url: str, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(faults, alerts)`` of a run: see the module docstring. Times are UTC timestamps."""
     alerts, faults = load_run(database_url, run_id)
-    f = pd.DataFrame(fault_outcomes(alerts, faults), columns=[
+    outcomes = fault_outcomes(alerts, faults, run_end(database_url, run_id))
+    f = pd.DataFrame(outcomes, columns=[
         "kind", "machine_id", "sensor_type", "start_ts", "end_ts", "detected", "rule", "delay_s",
+        "open_at_end",
     ])  # fmt: skip
     f = _times(f, {"start_ts": "start", "end_ts": "end"})[_FAULT_COLUMNS]
     a = pd.DataFrame(alert_outcomes(alerts, faults), columns=[

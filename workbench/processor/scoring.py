@@ -14,11 +14,16 @@ ended. Then, for each fault kind K:
   drift alert); None when no rule aims at K
 - mean delay = mean over detected faults of (first matching alert's opening - fault start)
 
+A fault still in progress when the run ended (it ends within a second of the run's last
+reading) and not caught by then is ``open_at_end``: counted apart, not as a miss, since
+no detector could have been expected to answer yet (a drift takes minutes to walk off).
+
 >>> faults = [Fault("spike", "m-1", "temperature", 10_000, 10_000)]
 >>> alerts = [Alert("spike-temp", "m-1", "temperature", 10_000, 11_000, ("spike",)),
 ...           Alert("spike-temp", "m-2", "temperature", 50_000, 50_000, ("spike",))]
->>> score(alerts, faults)["spike"]
-{'precision': 0.5, 'recall': 1.0, 'mean_delay_s': 1.0, 'faults': 1, 'detected': 1, 'alerts': 2}
+>>> s = score(alerts, faults)["spike"]
+>>> s["precision"], s["recall"], s["mean_delay_s"], s["detected"], s["alerts"]
+(0.5, 1.0, 1.0, 1, 2)
 """
 
 from __future__ import annotations
@@ -68,8 +73,11 @@ def matches(alert: Alert, fault: Fault) -> bool:
     return fault.start_ts - EARLY_S * 1000 <= alert.start_ts <= fault.end_ts + GRACE_S * 1000
 
 
-def score(alerts: Iterable[Alert], faults: Iterable[Fault]) -> dict[str, dict[str, Any]]:
-    """Per fault kind: precision, recall, mean detection delay (s), and the counts behind them."""
+def score(
+    alerts: Iterable[Alert], faults: Iterable[Fault], run_end_ts: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per fault kind: precision, recall, mean detection delay (s), and the counts behind
+    them; ``run_end_ts`` (the run's last reading) tells which faults were open at its end."""
     alerts, faults = list(alerts), list(faults)
     by_machine: dict[str, list[Alert]] = {}
     for a in alerts:
@@ -85,7 +93,7 @@ def score(alerts: Iterable[Alert], faults: Iterable[Fault]) -> dict[str, dict[st
     result: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         of_kind = [f for f in faults if f.kind == kind]
-        delays, detected = [], 0
+        delays, detected, open_at_end = [], 0, 0
         for f in of_kind:
             hits = [
                 a for a in by_machine.get(f.machine_id, ()) if kind in a.detects and matches(a, f)
@@ -93,6 +101,8 @@ def score(alerts: Iterable[Alert], faults: Iterable[Fault]) -> dict[str, dict[st
             if hits:
                 detected += 1
                 delays.append(max(0.0, (min(a.opened_ts for a in hits) - f.start_ts) / 1000))
+            elif _open_at_end(f, run_end_ts):
+                open_at_end += 1
         # an alert aimed at several kinds counts for the kind it explains, or against
         # every kind it aims at when it explains none
         aimed = [
@@ -101,21 +111,30 @@ def score(alerts: Iterable[Alert], faults: Iterable[Fault]) -> dict[str, dict[st
             if kind in a.detects and (kind in w or not w)
         ]
         true = sum(1 for w in aimed if kind in w)
+        judged = len(of_kind) - open_at_end
         result[kind] = {
             "precision": round(true / len(aimed), 3) if aimed else None,
-            "recall": round(detected / len(of_kind), 3) if of_kind else None,
+            "recall": round(detected / judged, 3) if judged else None,
             "mean_delay_s": round(statistics.fmean(delays), 2) if delays else None,
             "faults": len(of_kind),
             "detected": detected,
+            "open_at_end": open_at_end,
             "alerts": len(aimed),
         }
     return result
 
 
-def fault_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dict[str, Any]]:
+def _open_at_end(fault: Fault, run_end_ts: int | None) -> bool:
+    """Whether the fault was still going on when the run's last reading was made."""
+    return run_end_ts is not None and fault.end_ts >= run_end_ts - 1000
+
+
+def fault_outcomes(
+    alerts: Iterable[Alert], faults: Iterable[Fault], run_end_ts: int | None = None
+) -> list[dict[str, Any]]:
     """Each fault of a kind that is scored, with whether an alert aimed at its kind caught
-    it, the first such alert's rule, and the delay (s) to its opening: the per-fault detail
-    behind :func:`score`'s recall and mean delay."""
+    it, the first such alert's rule, the delay (s) to its opening, and whether it was still
+    open, uncaught, when the run ended: the per-fault detail behind :func:`score`."""
     alerts, faults = list(alerts), list(faults)
     scored = set(ALERTABLE) | {k for a in alerts for k in a.detects}
     out = []
@@ -129,6 +148,7 @@ def fault_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dic
             "detected": first is not None,
             "rule": first.rule if first else None,
             "delay_s": max(0.0, (first.opened_ts - f.start_ts) / 1000) if first else None,
+            "open_at_end": first is None and _open_at_end(f, run_end_ts),
         })  # fmt: skip
     return out
 
@@ -184,7 +204,20 @@ def _load(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault], lis
 
 def score_run(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
     """Score one stored run: its alerts against its ground truth."""
-    return score(*load_run(database_url, run_id))
+    return score(*load_run(database_url, run_id), run_end(database_url, run_id))
+
+
+def run_end(database_url: str, run_id: str) -> int | None:
+    """The event time (epoch ms) of a stored run's last reading; None without readings."""
+    r = schema.readings
+    query = sa.select(sa.cast(sa.func.round(sa.extract("epoch", sa.func.max(r.c.ts)) * 1000),
+                              sa.BigInteger)).where(r.c.run_id == run_id)  # fmt: skip
+    eng = engine(database_url)
+    try:
+        with eng.connect() as conn:
+            return conn.execute(query).scalar()
+    finally:
+        eng.dispose()
 
 
 # -- real data: labels say *that* something was wrong, not which fault it resembles -------
@@ -218,8 +251,9 @@ def _score_labels(
     >>> alerts = [Alert("runaway", "m", "temperature", 150_000, 160_000, ("failure",)),
     ...           Alert("spike", "m", "temperature", 900_000, 900_000, ("spike",))]
     >>> score, by_rule, events = _score_labels(alerts, labels, [None])
-    >>> score["anomaly"]
-    {'precision': 0.5, 'recall': 1.0, 'mean_delay_s': 60.0, 'faults': 1, 'detected': 1, 'alerts': 2}
+    >>> a = score["anomaly"]
+    >>> a["precision"], a["recall"], a["mean_delay_s"], a["faults"], a["alerts"]
+    (0.5, 1.0, 60.0, 1, 2)
     >>> [(r["rule"], r["precision"], r["recall"]) for r in by_rule]
     [('runaway', 1.0, 1.0), ('spike', 0.0, 0.0)]
     >>> events[0]["first_rule"], events[0]["delay_s"]

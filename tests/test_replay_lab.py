@@ -92,3 +92,8 @@ def test_real_data_notebook_runs_headless_and_records_its_score(kernel_env, tmp_
     assert result["score"]["anomaly"]["alerts"] == result["alerts"]
     (event,) = result["label_events"]
     assert event["machine_id"] == "skab-valve1-0" and event["anomaly_point"] is None
+    # scored as the benchmarks score it, beside the baselines
+    bench = result["benchmark"]
+    assert set(bench["nab"]) == {"standard", "reward_low_FP", "reward_low_FN"}
+    assert 0 <= bench["f1"] <= 1 and bench["baselines"]["null"]["nab"]["standard"] == 0.0
+    assert set(bench["baselines"]) == {"null", "zscore"}

@@ -187,9 +187,8 @@ def evaluate(
                 log.warning("%s has no labels: nothing to score it against; skipped", source.path)
                 continue
             summary = replay_experiment(settings, source, keep_up=True)
-            opened = _alert_times(endpoints.database_url, summary.run_id)
-            result = _score(source.path, truth, opened)
-            result.run_id, result.alerts = summary.run_id, summary.alerts
+            result = score_replayed(endpoints.database_url, summary.run_id, source, truth)
+            result.alerts = summary.alerts
             result.deadlettered, result.reconciled = summary.deadlettered, summary.reconciled
             result.warnings = list(summary.replay.get("warnings", []))
             results.append(result)
@@ -199,6 +198,20 @@ def evaluate(
     if not results:
         raise ConfigError("paths", ", ".join(map(str, paths)), "at least one labelled file")
     return EvaluationReport(results)
+
+
+def score_replayed(
+    database_url: str, run_id: str, source: CsvSource, truth: _Truth | None = None
+) -> FileResult:
+    """A replayed run's alerts scored as :func:`evaluate` scores them (NAB's profiles, the
+    F1 of the rows flagged, the baselines), from the run's stored alerts and the file.
+
+    >>> # score_replayed(url, summary.run_id, source).to_dict()["nab"]["standard"]
+    """
+    truth = truth or _Truth.read(source)
+    result = _score(source.path, truth, _alert_times(database_url, run_id))
+    result.run_id = run_id
+    return result
 
 
 @dataclass

@@ -128,7 +128,9 @@ def bench_simulator(
         for key, value in encoded:
             producer.send_raw(key, value)
         producer.flush()
-        return len(encoded), time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        producer.close()  # its topic watch: no thread left polling the broker
+        return len(encoded), elapsed
 
     def simulate(send_to_kafka: bool, with_chaos: bool) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
@@ -144,7 +146,10 @@ def bench_simulator(
             counts = sim.run(send, duration_s)
             if producer:
                 producer.flush()
-            return counts.produced, time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            if producer:
+                producer.close()
+            return counts.produced, elapsed
 
         return run
 

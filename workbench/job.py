@@ -151,8 +151,8 @@ def simulate(
     control = control or ChaosControl(spec.chaos)
     sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
     bootstrap = endpoints.bootstrap_servers
-    truth_producer = chaos_producer(bootstrap, settings.topic_chaos, run_id)
     with (
+        chaos_producer(bootstrap, settings.topic_chaos, run_id) as truth_producer,
         RecordProducer(
             bootstrap,
             settings.topic_raw,
@@ -179,7 +179,6 @@ def simulate(
         sim.truth.flush(truth_producer, sink)
         raw.flush()
         partitions = raw.end_of_run(m.encode() for m in sim.factory.machine_ids)
-    truth_producer.flush()
     report = raw.report
     assert report is not None
     return SimulationReport(

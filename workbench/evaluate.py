@@ -93,7 +93,7 @@ class FileResult:
         return {
             "file": self.file,
             "nab": ours["nab"],
-            **({"f1": ours["f1"]} if ours["f1"] is not None or self._labelled else {}),
+            **({"f1": ours["f1"]} if self._labelled else {}),
             "precision": ours["precision"],
             "recall": ours["recall"],
             "baselines": {

@@ -104,21 +104,40 @@ def unprocessed(bootstrap: str, topic: str, group: str, timeout_s: float = 5.0) 
     The embedded broker reports a partition's end short of the true one when its last
     record batch holds several records, so this may count a few too few, never too many.
     """
-    config = _base_config(bootstrap, timeout_s) | {"group.id": group, "enable.auto.commit": False}
-    consumer = Consumer(config)
+    admin = AdminClient(_base_config(bootstrap, timeout_s))
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
+        parts = _partitions(admin, topic, timeout_s)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             return 0
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = consumer.committed(parts, timeout=timeout_s)
-        left = 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            left += max(0, high - max(tp.offset, low))
-        return left
-    finally:
-        consumer.close()
+        raise
+    starts = _offsets(admin, parts, OffsetSpec.earliest(), timeout_s)
+    ends = _offsets(admin, parts, OffsetSpec.latest(), timeout_s)
+    done = _committed(admin, group, parts, timeout_s)
+    return sum(max(0, end - max(done.get(p, 0), starts[p])) for p, end in ends.items())
+
+
+def _partitions(admin: AdminClient, topic: str, timeout_s: float) -> list[TopicPartition]:
+    """The topic's partitions (raises KafkaException, UNKNOWN_TOPIC_OR_PART without it)."""
+    described = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s)
+    return [TopicPartition(topic, p.id) for p in described[topic].result().partitions]
+
+
+def _offsets(
+    admin: AdminClient, parts: list[TopicPartition], spec: OffsetSpec, timeout_s: float
+) -> dict[int, int]:
+    """Each partition's earliest or latest offset (``spec``)."""
+    listed = admin.list_offsets(dict.fromkeys(parts, spec), request_timeout=timeout_s)
+    return {tp.partition: future.result().offset for tp, future in listed.items()}
+
+
+def _committed(
+    admin: AdminClient, group: str, parts: list[TopicPartition], timeout_s: float
+) -> dict[int, int]:
+    """The offsets ``group`` committed, for the partitions it committed in."""
+    asked = ConsumerGroupTopicPartitions(group, parts)
+    future = admin.list_consumer_group_offsets([asked], request_timeout=timeout_s)[group]
+    return {tp.partition: tp.offset for tp in future.result().topic_partitions if tp.offset >= 0}
 
 
 def ensure_topics(
@@ -246,12 +265,18 @@ FAST_CONSUMER: dict[str, Any] = {
 class BrokerDown:
     """A producer's ``error_cb``: says at once, as a warning, that the broker stopped
     answering (librdkafka keeps the messages and retries; without this, a producer learns of
-    it only when they time out, a minute or more later). At most one warning a minute."""
+    it only when they time out, a minute or more later). At most one warning a minute.
+
+    A fatal error (an idempotent producer's state lost: no message can go out any more) is
+    kept in ``fatal`` for the producer's owner to act on."""
 
     def __init__(self, bootstrap: str, every_s: float = 60.0) -> None:
         self.bootstrap, self.every_s, self.last = bootstrap, every_s, -every_s
+        self.fatal: str | None = None
 
     def __call__(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err.str()
         if err.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             log.debug("producer error: %s", err.str())
             return
@@ -355,11 +380,11 @@ class TopicWatch(threading.Thread):
         self.close()
 
     def close(self) -> None:
-        """Stop watching, after one last look (a loss in the last seconds is still caught)."""
+        """Stop watching (call :meth:`check` first for a last look: a producer's ``flush``
+        does, so that a loss in the last seconds is in its report)."""
         self._done.set()
         if self.is_alive():
             self.join()
-        self.check()
 
     def run(self) -> None:
         while not self._done.wait(self.every_s):
@@ -431,15 +456,8 @@ class TopicWatch(threading.Thread):
                 TopicCollection([self.topic]), request_timeout=1.0
             )[self.topic].result()
             parts = [TopicPartition(self.topic, p.id) for p in described.partitions]
-            ends, starts = (
-                {
-                    tp.partition: future.result().offset
-                    for tp, future in self._admin.list_offsets(
-                        dict.fromkeys(parts, spec), request_timeout=1.0
-                    ).items()
-                }
-                for spec in (OffsetSpec.latest(), OffsetSpec.earliest())
-            )
+            ends = _offsets(self._admin, parts, OffsetSpec.latest(), 1.0)
+            starts = _offsets(self._admin, parts, OffsetSpec.earliest(), 1.0)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return "", {}, {}, 0
@@ -453,11 +471,8 @@ class TopicWatch(threading.Thread):
         group is rebalancing, or has none)."""
         if self.group is None:
             return {}
-        asked = ConsumerGroupTopicPartitions(self.group, parts)
         try:
-            future = self._admin.list_consumer_group_offsets([asked], request_timeout=1.0)
-            committed = future[self.group].result().topic_partitions
+            return _committed(self._admin, self.group, parts, 1.0) or self._read
         except KafkaException as exc:
             log.debug("topic watch: offsets of %s: %s", self.group, exc)
             return self._read
-        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0} or self._read

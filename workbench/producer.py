@@ -77,16 +77,15 @@ class RecordProducer:
         self._bootstrap, self._config = bootstrap, config
         self._tracker = kafka.DeliveryTracker()
         self._ready = threading.Event()
-        self._broker_down = kafka.BrokerDown(bootstrap)
-        self._fatal: str | None = None
+        self._errors = kafka.BrokerDown(bootstrap)
+        self._idempotent = str(config.get("enable.idempotence", False)).lower() == "true"
         self._renewed = 0
         self._producer = self._make_producer()
         self._digest = hashlib.sha256()
         self._sent = 0
         self.report: ProduceReport | None = None
-        # a lost topic is told at once; what ``processed_by`` (a consumer group) had
-        # read of it is not counted lost
-        # (and each ``warn_held`` more messages the topic holds)
+        # a lost topic is told at once (what the group ``processed_by`` had read of it is
+        # not counted lost), and each ``warn_held`` more messages the topic holds
         self._watch = kafka.TopicWatch(
             bootstrap, topic, processed_by, self._acknowledged, warn_held=warn_held
         )
@@ -97,13 +96,8 @@ class RecordProducer:
             self._bootstrap,
             failures=self._tracker,
             ready=self._ready,
-            **({"error_cb": self._on_error} | self._config),
+            **({"error_cb": self._errors} | self._config),
         )
-
-    def _on_error(self, err: kafka.KafkaError) -> None:
-        if err.fatal():  # an idempotent producer's state is lost: no message can go out
-            self._fatal = err.str()
-        self._broker_down(err)
 
     def _renew_if_broken(self) -> None:
         """A producer that can send nothing more is replaced by a new one, and the messages
@@ -113,15 +107,15 @@ class RecordProducer:
         for good when the broker forgets its producer id, which a memory broker does when
         it restarts (``UnknownProducerId``): the topic watch has seen a topic made anew.
         """
-        idempotent = str(self._config.get("enable.idempotence", False)).lower() == "true"
-        lost_topic = idempotent and self._watch.losses > self._renewed
-        if self._fatal is None and not lost_topic:
+        lost_topic = self._idempotent and self._watch.losses > self._renewed
+        if self._errors.fatal is None and not lost_topic:
             return
-        reason = self._fatal or "the broker lost the topic and the idempotent producer's id"
+        reason = self._errors.fatal or "the broker lost the topic and the idempotent producer's id"
         old, held = self._producer, len(self._producer)
         old.purge()  # each purged message comes back as a failed delivery report
         old.flush(5.0)
-        self._producer, self._fatal, self._renewed = self._make_producer(), None, self._watch.losses
+        self._errors.fatal, self._renewed = None, self._watch.losses
+        self._producer = self._make_producer()
         log.error(
             "producer to %s renewed (%s): %d messages it held failed", self.topic, reason, held
         )

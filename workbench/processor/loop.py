@@ -386,29 +386,29 @@ class Processor:
         self._empty_polls = 0  # the broker is asked once per STARVED_S
         return True
 
-    def _unread(self) -> int:
-        """Messages the broker holds past this processor's position in its partitions
-        (asked of the broker: the cached ends come with fetches, which may be empty)."""
-        unread = 0
+    def _marks(self, cached: bool) -> dict[int, tuple[int, int]]:
+        """(low, high) watermarks of each assigned partition; (-1, -1) when unknown.
+        ``cached``: as the last fetch told; else asked of the broker (fetches that come
+        back empty may not tell)."""
+        marks = {}
         for p in self.partitions:
+            tp = TopicPartition(self.settings.topic_raw, p)
             try:
-                low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.settings.topic_raw, p), timeout=1.0
-                )
+                marks[p] = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=cached)
             except kafka.KafkaException:
-                continue
-            unread += max(0, high - max(low, self._position.get(p, 0)))
-        return unread
+                marks[p] = (-1, -1)
+        return marks
+
+    def _unread(self) -> int:
+        """Messages the broker holds past this processor's position in its partitions."""
+        return sum(
+            max(0, high - max(low, self._position.get(p, 0)))
+            for p, (low, high) in self._marks(cached=False).items()
+        )
 
     def _watch_ends(self, now: float) -> None:
         """Which partitions have nothing left to read, and since when."""
-        for p in self.partitions:
-            try:
-                _low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.settings.topic_raw, p), cached=True
-                )
-            except kafka.KafkaException:
-                high = -1
+        for p, (_low, high) in self._marks(cached=True).items():
             at_end = high >= 0 and self._position.get(p, -1) >= high
             if not at_end:
                 self._idle_since[p] = None

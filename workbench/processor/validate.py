@@ -233,13 +233,13 @@ def validate_batch(decoded: decode.Decoded, limits: Limits, now_ms: int) -> None
     reason[bad] = decode.NOT_FINITE
     ok &= ~bad
     if limits.ranges:
-        low, high = _bounds(limits)
+        low, high = physical_bounds(limits)
         sensor = np.where(ok, decoded.sensor, 0)  # -1 where the sensor was not read
         bad = ok & ~decoded.isnull & ((v < low[sensor]) | (v > high[sensor]))
         reason[bad] = decode.OUT_OF_RANGE
 
 
-def _bounds(limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+def physical_bounds(limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """Per sensor index (of the schema's symbols): the physical (low, high), +-inf for none."""
     low = np.full(len(decode.SYMBOLS), -np.inf)
     high = np.full(len(decode.SYMBOLS), np.inf)

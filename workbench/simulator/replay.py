@@ -28,14 +28,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import Settings
 from workbench.errors import ConfigError
+from workbench.processor.decode import SYMBOLS
 from workbench.processor.rules import load_rules
+from workbench.processor.validate import physical_bounds
 from workbench.producer import ProduceReport, RecordProducer
 from workbench.runs import RunRegistry, new_run_id
 from workbench.simulator.csvsource import BadRow, CsvSource
@@ -208,12 +209,6 @@ def replay(
     return summary
 
 
-def _bounds(low_high: tuple[float | None, float | None] | None) -> tuple[float, float]:
-    """A physical range with infinities for its missing bounds."""
-    low, high = low_high or (None, None)
-    return (-math.inf if low is None else low, math.inf if high is None else high)
-
-
 class _Replay:
     """One pass over the file: re-time, number, produce, label and dead-letter its rows."""
 
@@ -227,8 +222,10 @@ class _Replay:
         self.rows = self.nulls = self.backwards = self.behind = 0
         self.seqs: dict[str, int] = {}
         self.spans: dict[str, list[int]] = {}  # machine -> [min, max, last] original time
-        ranges = load_rules(settings.rules_file).validation.ranges
-        self.bounds = [_bounds(ranges.get(m.sensor_type)) for m in source.mapping.sensors]
+        # per mapped column, the physical range of its sensor type, as the validator has it
+        low, high = physical_bounds(load_rules(settings.rules_file).validation)
+        at = [SYMBOLS.index(m.sensor_type) for m in source.mapping.sensors]
+        self.bounds = [(float(low[i]), float(high[i])) for i in at]
         self.out_of_range = [0] * len(self.bounds)
 
     def retime(self, ts: int) -> int:

@@ -253,7 +253,7 @@ class PostgresSink(SinkBase):
                     continue
                 rows = prepare(name, columns)
                 if name == "readings":
-                    stored[name], refused = self._readings_refusing(cur, rows)
+                    stored[name], refused = self._readings(cur, rows)
                     if refused:
                         stored["refused"] = self._merge(
                             cur, RULES["dead_letters"], refusals("readings", columns, refused)
@@ -275,47 +275,42 @@ class PostgresSink(SinkBase):
             cur.execute(sql, (str(row[0]), str(row[1]), int(row[2]), int(row[3]), row[4]))
         return len(columns[names[-1]])
 
-    def _readings(self, cur: psycopg.Cursor, rows: Prepared) -> int:
-        # in key order, each leaf page of the key's btree takes its new rows in one visit
-        # (the measurements in this module's docstring)
-        names, data = pgcopy.encode(in_key_order(RULES["readings"], rows))
-        try:
-            with self._conn.transaction():  # a savepoint
-                _copy(cur, "readings", names, data)
-            return rows.rows
-        except psycopg.errors.UniqueViolation:
-            log.debug("readings stored already in this batch of %d: merging", rows.rows)
-        return self._merge(cur, RULES["readings"], rows, (names, data))
-
-    def _readings_refusing(self, cur: psycopg.Cursor, rows: Prepared) -> tuple[int, dict[int, str]]:
+    def _readings(
+        self, cur: psycopg.Cursor, rows: Prepared, top: bool = True
+    ) -> tuple[int, dict[int, str]]:
         """Readings stored, and the rows the database refused with its reason, by index.
+
+        A binary COPY in key order (each leaf page of the key's btree takes its new rows in
+        one visit: the measurements in this module's docstring), in a savepoint; readings
+        stored already (a redelivery) make it fail on the key, and the rows are merged
+        instead, in a savepoint of their own.
 
         A row the database refuses whatever is tried (a value out of a type's range, a
         constraint an operator added) would fail its whole batch on every retry, and stop
-        the processor for good. The batch is split in halves, each tried in a savepoint,
-        down to the rows refused alone: ~2 log2(n) tries for one bad row among n. The rest
-        is stored; the refused rows become dead letters (:func:`refusals`).
+        the processor for good: the rows are split in halves, each tried the same way, down
+        to the rows refused alone (~2 log2 n tries for one bad row among n). The rest is
+        stored; the refused rows become dead letters (:func:`refusals`).
         """
+        names, data = pgcopy.encode(in_key_order(RULES["readings"], rows))
         try:
-            with self._conn.transaction():  # a savepoint
-                return self._readings(cur, rows), {}
-        except _REFUSED as exc:
-            log.warning("the database refused a batch of %d readings (%s): finding the rows "
-                        "it refuses", rows.rows, _first_line(exc))  # fmt: skip
-        stored, refused = 0, {}
-        pending = [np.arange(rows.rows)]
-        while pending:
-            index = pending.pop()
             try:
                 with self._conn.transaction():
-                    stored += self._readings(cur, rows.take(index))
-            except _REFUSED as exc:
-                if len(index) == 1:
-                    refused[int(index[0])] = _first_line(exc)
-                else:
-                    half = len(index) // 2
-                    pending += [index[half:], index[:half]]
-        return stored, refused
+                    _copy(cur, "readings", names, data)
+                return rows.rows, {}
+            except psycopg.errors.UniqueViolation:
+                log.debug("readings stored already in this batch of %d: merging", rows.rows)
+            with self._conn.transaction():
+                return self._merge(cur, RULES["readings"], rows, (names, data)), {}
+        except _REFUSED as exc:
+            if rows.rows == 1:
+                return 0, {0: _first_line(exc)}
+            if top:
+                log.warning("the database refused a batch of %d readings (%s): finding the "
+                            "rows it refuses", rows.rows, _first_line(exc))  # fmt: skip
+        half = rows.rows // 2
+        stored, refused = self._readings(cur, rows.take(np.arange(half)), top=False)
+        more, refused_more = self._readings(cur, rows.take(np.arange(half, rows.rows)), False)
+        return stored + more, refused | {half + i: why for i, why in refused_more.items()}
 
     def _merge(
         self,

@@ -253,7 +253,8 @@ def test_an_idempotent_producer_renews_itself_after_a_broker_restart(tmp_path):
         report = producer.flush(30)
         producer.close()
         assert report.sent == 3500 and report.failed > 0, report
-        assert set(report.errors) == {"Local: Purged in queue"}, report
+        # purged where they were: waiting in the queue, or sent and not yet acknowledged
+        assert set(report.errors) <= {"Local: Purged in queue", "Local: Purged in flight"}, report
         assert report.delivered >= 1000 and report.lost > 0, report  # renewed, then delivered
     finally:
         workbench(settings, "down", "--force")

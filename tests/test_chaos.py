@@ -193,7 +193,7 @@ def test_burst_samples_faster_with_contiguous_sequence_numbers():
     seqs = sorted(r["seq"] for r in recs)
     assert seqs == list(range(len(seqs)))
     (event,) = sim.truth.events
-    assert event.kind == "burst" and event.magnitude == 10 * 3 * (Magnitudes().burst_factor - 1) + 4
+    assert event.kind == "burst" and event.magnitude == 10 * 4 * (Magnitudes().burst_factor - 1) + 4
     # + the battery sensor, which samples at 0.1 Hz: once in this window, 4 extra samples
 
 

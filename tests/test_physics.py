@@ -82,10 +82,16 @@ def test_machines_move_through_operating_regimes():
 def test_each_sensor_samples_at_its_own_rate():
     _f, ticks = run(FactoryConfig(machines=2, seed=0, start_ms=0, rate_hz=2.0), 60)
     counts = {s: sum(1 for t in ticks if s in t.values) for s in SENSORS}
-    assert counts == {"temperature": 120, "vibration": 120, "pressure": 120, "battery": 12}
+    assert counts == {
+        "temperature": 120,
+        "vibration": 120,
+        "pressure": 120,
+        "battery": 12,
+        "current": 120,
+    }
     f2 = Factory(FactoryConfig(machines=2, seed=0, sensor_rates_hz={"vibration": 4, "battery": 0}))
     assert f2.tick_hz == 4 and "battery" not in f2.rates
-    assert FactoryConfig(machines=10).events_per_second() == pytest.approx(31.0)
+    assert FactoryConfig(machines=10).events_per_second() == pytest.approx(41.0)
 
 
 def test_five_thousand_machines_step_as_vectors():

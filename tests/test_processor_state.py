@@ -101,7 +101,7 @@ def test_final_windows_agree_with_the_stored_readings_under_chaos(settings, endp
                 GROUP BY s.run_id, s.machine_id, s.sensor_type""")).all()  # fmt: skip
     finally:
         eng.dispose()
-    assert len(rows) == 24 * 4
+    assert len(rows) == 24 * 5  # temperature, vibration, pressure, battery, current
     for r in rows:
         assert (r.n, r.nulls) == (r.r_n, r.r_nulls)
         if r.r_mean is not None:

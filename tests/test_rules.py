@@ -80,10 +80,10 @@ def test_rules_dir_holds_the_shipped_files():
     assert (rules_dir() / "edge.toml").is_file()
 
 
-def test_default_rules_load_seven_rules():
+def test_default_rules_load_eight_rules_and_the_model_one_of_them_reads():
     rs = load_rules()
     assert isinstance(rs, RuleSet)
-    assert len(rs.rules) == 7
+    assert len(rs.rules) == 8
     assert all(isinstance(r, Rule) for r in rs.rules)
     assert {r.name for r in rs.rules} == {
         "spike",
@@ -93,8 +93,11 @@ def test_default_rules_load_seven_rules():
         "stuck-sensor",
         "battery-low",
         "no-data",
+        "unexplained",
     }
     assert rs.source.endswith("default.toml")
+    assert rs.uses_model and "current" in rs.model.load_sensors
+    assert "battery" not in rs.modelled_sensors  # a node's power says nothing of its process
 
 
 def test_default_rules_carry_validation_limits():

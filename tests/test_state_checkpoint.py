@@ -105,7 +105,9 @@ def test_a_snapshot_is_one_npz_with_a_header_and_no_pickles():
     assert header["format"] == 2 and header["config"] == CONFIG.header()
     assert all(a.dtype != object for a in arrays.values())
     assert {name.partition(".")[0] for name in arrays} == {
-        "keys", "dedup", "clock", "windows", "rolling", "stats", "alerts", "changed"}  # fmt: skip
+        "keys", "dedup", "clock", "windows", "rolling", "stats", "alerts", "model", "changed",
+    }  # fmt: skip
+    assert header["model"] == load_rules().model.header()
     assert isinstance(state.capture(), Snapshot)
 
 

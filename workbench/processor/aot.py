@@ -41,6 +41,7 @@ KERNEL_MODULES = (
     "workbench.processor.watermark",
     "workbench.processor.windows",
     "workbench.processor.stats.sensor",
+    "workbench.processor.stats.machine",
 )
 
 

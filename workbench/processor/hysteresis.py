@@ -8,8 +8,9 @@ come in batches of columns in arrival order. Per batch:
 1. *breaches*: for every rule, one int8 code per reading (``-1`` not judged, ``0`` normal,
    ``1`` breach) from a few numpy passes over the columns. A rule judges a reading of a
    sensor and machine it watches; except ``status`` and ``null`` rules, only readings with
-   status 0 and a value; ``anomaly`` rules only readings with a score. ``stuck`` compares a
-   value with the previous one of its key, carried from batch to batch.
+   status 0 and a value; ``anomaly`` rules only readings with a score, ``model`` rules only
+   those with a model score. ``stuck`` compares a value with the previous one of its key,
+   carried from batch to batch.
 2. *hysteresis*: a kernel walks the batch once, stepping the per-(key, rule) counters only
    where a reading breaches or the counters are already running, and writes the transitions
    (opened, updated, closed) to an event buffer. Status rules count per machine key.
@@ -69,8 +70,8 @@ NOTHING, OPENED_NOW, UPDATED_NOW, CLOSED_NOW = range(4)
 STATES = ("", "opened", "updated", "closed")
 # how a rule picks the more extreme of two measures
 PEAK_MAX, PEAK_MIN, PEAK_FARTHEST = range(3)
-# what a rule measures: the value, the score, the status code, nothing
-MEASURE_VALUE, MEASURE_SCORE, MEASURE_STATUS, MEASURE_NONE = range(4)
+# what a rule measures: the value, the score, the status code, nothing, the model's score
+MEASURE_VALUE, MEASURE_SCORE, MEASURE_STATUS, MEASURE_NONE, MEASURE_MODEL = range(5)
 #: Recent excitements remembered per key for the alone_s decision (as the reference).
 EXCITED_KEPT = 16
 
@@ -88,7 +89,7 @@ class AlertEvent(NamedTuple):
     start_ts: int  # event time of the first breach
     opened_ts: int  # event time of the reading that opened the alert
     event_ts: int  # event time of the reading behind this transition
-    peak: float | None  # the most extreme value (score, for anomaly rules) of the alert
+    peak: float | None  # the most extreme value (score, for anomaly and model rules)
     value: float | None  # the value of the reading behind this transition
     breaches: int
     detects: tuple[str, ...]
@@ -218,7 +219,9 @@ def _hysteresis(
             if src == MEASURE_VALUE:
                 measure = values[i]
             elif src == MEASURE_SCORE:
-                measure = scores[i]
+                measure = scores[0, i]
+            elif src == MEASURE_MODEL:
+                measure = scores[1, i]
             elif src == MEASURE_STATUS:
                 measure = float(status[i])
             else:
@@ -378,13 +381,15 @@ class RuleEngine:
         status: np.ndarray,
         score: np.ndarray,
         drift: np.ndarray,
+        model: np.ndarray | None = None,
     ) -> list[AlertEvent]:
         """Judge a batch of readings (arrival order) against every rule; the transitions.
 
         ``keys`` are dense ids of (run, machine, sensor) and ``mkeys`` of (run, machine);
         ``machine_names[mkey]`` and ``sensor_names[key]`` name them (read for new ids only).
         ``values`` is NaN where ``isnull``; ``score`` NaN where there is none; ``drift``
-        whether the drift detector fired on the reading.
+        whether the drift detector fired on the reading; ``model`` the machine model's score
+        (:mod:`workbench.processor.stats.machine`), NaN where there is none (default: none).
         """
         keys = np.asarray(keys, np.int64)
         mkeys = np.asarray(mkeys, np.int64)
@@ -398,11 +403,13 @@ class RuleEngine:
         status = np.asarray(status)
         score = np.asarray(score, np.float64)
         drift = np.asarray(drift, np.bool_)
+        model = np.full(n, np.nan) if model is None else np.asarray(model, np.float64)
         self._register(keys, mkeys, machine_names, sensor_names)
         prev = np.empty(n)
         _previous(keys, values, isnull, self._last, prev)
-        codes = self._codes(keys, values, isnull, status, score, drift, prev)
-        stepped = self._run_kernel(keys, mkeys, ts_ms, values, score, status, codes)
+        codes = self._codes(keys, values, isnull, status, score, drift, prev, model)
+        stepped = self._run_kernel(keys, mkeys, ts_ms, values, np.stack([score, model]), status,
+                                   codes)  # fmt: skip
         alone = self._alone_rows(keys, mkeys, ts_ms, values, isnull, status, score, codes)
         if alone and stepped:
             # per reading: released held breaches first, then the rules in file order
@@ -600,7 +607,7 @@ class RuleEngine:
                     not machines or m in machines
                 )
 
-    def _codes(self, keys, values, isnull, status, score, drift, prev) -> np.ndarray:
+    def _codes(self, keys, values, isnull, status, score, drift, prev, model) -> np.ndarray:
         """Per rule and reading: -1 not judged, 0 normal, 1 breach (see the module doc)."""
         n = keys.size
         codes = np.empty((self._n_rules, n), np.int8)
@@ -625,6 +632,10 @@ class RuleEngine:
                     scored = judged & ~np.isnan(score)
                 breach = score > rule.score_above
                 base = scored if watches is None else scored & watches
+            elif kind == "model":
+                modelled = judged & ~np.isnan(model)
+                breach = model > rule.score_above
+                base = modelled if watches is None else modelled & watches
             else:
                 if kind == "threshold":
                     if rule.above is not None and rule.below is not None:
@@ -646,13 +657,13 @@ class RuleEngine:
                 row += breach & base
         return codes
 
-    def _run_kernel(self, keys, mkeys, ts, values, score, status, codes) -> list[tuple]:
+    def _run_kernel(self, keys, mkeys, ts, values, scores, status, codes) -> list[tuple]:
         if self._stepped.size == 0:
             return []
         i, j, n = 0, 0, keys.size
         while True:
             j, i = _hysteresis(
-                i, j, keys, mkeys, ts, values, score, status, codes, self._stepped,
+                i, j, keys, mkeys, ts, values, scores, status, codes, self._stepped,
                 self._per_machine, self._open_after, self._close_after, self._open_ms,
                 self._close_ms, self._max_breaches, self._mode, self._mid, self._measure_of,
                 self._si, self._sf, self._busy, self._ev, self._ev_peak,
@@ -820,9 +831,8 @@ def _peak_mode(rule: Rule) -> int:
 
 
 def _measure_of(rule: Rule) -> int:
-    return {"anomaly": MEASURE_SCORE, "status": MEASURE_STATUS, "null": MEASURE_NONE}.get(
-        rule.kind, MEASURE_VALUE
-    )
+    return {"anomaly": MEASURE_SCORE, "status": MEASURE_STATUS, "null": MEASURE_NONE,
+            "model": MEASURE_MODEL}.get(rule.kind, MEASURE_VALUE)  # fmt: skip
 
 
 def _grown(a: np.ndarray, cap: int, fill) -> np.ndarray:

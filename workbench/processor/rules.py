@@ -7,6 +7,9 @@ neither raises nor clears an alarm. Kinds:
 ``threshold``  the value is ``above`` and/or ``below`` a limit (the edge rules
                "temperature > 30" and "battery < 10" are two such rules);
 ``anomaly``    the anomaly score (:mod:`workbench.processor.legacy.stats`) is above ``score_above``;
+``model``      the machine model's score (:mod:`workbench.processor.stats.machine`: how far the
+               reading is from what the machine's other sensors predict) is above
+               ``score_above``;
 ``drift``      the drift detector fired on this reading;
 ``null``       the reading has no value;
 ``stuck``      the value equals the previous one of the same sensor;
@@ -24,6 +27,10 @@ A spike is one far-off reading; a step (a recalibration, a failing machine) is n
 Except for ``status`` and ``null`` rules, readings a machine sends while it reports a
 non-zero status (shut down, power fault) are not judged at all: a machine that is off is
 neither anomalous nor normal.
+
+The ``[model]`` table sets the machine model (``horizon``, ``lags``, ``warmup``, ``clip``,
+``load_sensors``); it runs only when a ``model`` rule needs it, on the sensors such rules
+watch.
 
 The packaged default is ``rules/default.toml``; point ``WORKBENCH_RULES_FILE`` at your own.
 
@@ -49,12 +56,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, FileConfigError
+from workbench.processor.stats.machine import ModelConfig
 from workbench.processor.validate import Limits
 from workbench.schemas import sensor_types
 from workbench.simulator.control import parse_duration_s
 from workbench.simulator.truth import KINDS as FAULT_KINDS
 
-RULE_KINDS = ("threshold", "anomaly", "drift", "null", "stuck", "status")
+RULE_KINDS = ("threshold", "anomaly", "model", "drift", "null", "stuck", "status")
 SEVERITIES = ("info", "warning", "critical")
 _RULE_KEYS = {
     "name", "kind", "sensor", "above", "below", "score_above", "open_after", "close_after",
@@ -63,6 +71,7 @@ _RULE_KEYS = {
 }  # fmt: skip
 _DEFAULT_KEYS = {"open_after", "close_after", "severity"}
 _VALIDATION_KEYS = {"ranges", "earliest", "max_future"}
+_MODEL_KEYS = {"horizon", "lags", "warmup", "clip", "prior", "load_sensors"}
 
 
 class RulesError(FileConfigError):
@@ -116,6 +125,21 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     validation: Limits = field(default_factory=Limits)
     source: str = "<rules>"
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether a rule needs the machine model (else it does not run)."""
+        return any(r.kind == "model" for r in self.rules)
+
+    @property
+    def modelled_sensors(self) -> tuple[str, ...]:
+        """The sensor types the machine model takes: those its rules watch (every type
+        when one of them watches every sensor)."""
+        watched = [r.sensors for r in self.rules if r.kind == "model"]
+        if any(not w for w in watched):
+            return tuple(sensor_types())
+        return tuple(sorted({s for w in watched for s in w}))
 
 
 def rules_dir() -> Path:
@@ -158,7 +182,7 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
 
 def parse_rules(data: dict[str, Any], path: Path | str = "<rules>") -> RuleSet:
     """Check every entry of a rules document; the first problem is raised with its place."""
-    unknown = set(data) - {"rule", "defaults", "validation"}
+    unknown = set(data) - {"rule", "defaults", "validation", "model"}
     if unknown:
         raise RulesError(path, "top level", f"unknown table(s) {sorted(unknown)}")
     defaults = data.get("defaults", {})
@@ -177,7 +201,8 @@ def parse_rules(data: dict[str, Any], path: Path | str = "<rules>") -> RuleSet:
             raise RulesError(path, where, "the name is used twice; names identify alerts")
         seen.add(rule.name)
         rules.append(rule)
-    return RuleSet(tuple(rules), _validation(path, data.get("validation", {})), str(path))
+    return RuleSet(tuple(rules), _validation(path, data.get("validation", {})), str(path),
+                   _model(path, data.get("model", {})))  # fmt: skip
 
 
 def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
@@ -220,6 +245,7 @@ def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
     needs = {
         "threshold": ("above and/or below", num["above"] is not None or num["below"] is not None),
         "anomaly": ("score_above", num["score_above"] is not None),
+        "model": ("score_above", num["score_above"] is not None),
         "status": ("status (a list of codes)", bool(status)),
     }.get(kind)
     if needs and not needs[1]:
@@ -232,6 +258,9 @@ def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
     alone_score = _number(path, where, "alone_score", e.get("alone_score", 4.0))
     if (alone_s is not None and alone_s <= 0) or alone_score <= 0:
         raise RulesError(path, where, "alone_s and alone_score must be > 0")
+    if kind == "model" and alone_s is not None:
+        raise RulesError(path, where, "a model rule takes no alone_s: its score already "
+                         "judges the sensor against the rest of its machine")  # fmt: skip
     return Rule(
         name=name,
         kind=kind,
@@ -252,6 +281,45 @@ def _rule(path: Path | str, where: str, e: dict[str, Any]) -> Rule:
         alone_s=alone_s,
         alone_score=alone_score,
     )
+
+
+def _model(path: Path | str, m: dict[str, Any]) -> ModelConfig:
+    """The ``[model]`` table: durations as "1h"/"60s", the load sensors by type."""
+    where = "[model]"
+    if not isinstance(m, dict):
+        raise RulesError(path, where, "must be a table")
+    _no_unknown(path, where, m, _MODEL_KEYS)
+    default = ModelConfig()
+    try:
+        horizon = parse_duration_s(m["horizon"], "horizon") if "horizon" in m else None
+        lags = m.get("lags")
+        if lags is not None:
+            if not isinstance(lags, list):
+                raise RulesError(path, where, 'lags must be a list of two durations, ["1m", "5m"]')
+            lags = tuple(parse_duration_s(x, "lags") for x in lags)
+    except ConfigError as exc:
+        if isinstance(exc, RulesError):
+            raise
+        raise RulesError(path, where, str(exc)) from None
+    warmup = m.get("warmup", default.warmup)
+    if isinstance(warmup, bool) or not isinstance(warmup, int):
+        raise RulesError(path, where, f"warmup must be a whole number of readings, not {warmup!r}")
+    loads = m.get("load_sensors", list(default.load_sensors))
+    if loads == "*" or (isinstance(loads, list) and "*" in loads):
+        raise RulesError(path, where, "load_sensors names sensor types (a machine's load is "
+                         "not every one of its sensors)")  # fmt: skip
+    sensors = _sensors(path, where, loads) if loads else ()
+    try:
+        return ModelConfig(
+            horizon_s=default.horizon_s if horizon is None else horizon,
+            lags_s=default.lags_s if lags is None else lags,  # type: ignore[arg-type]
+            warmup=warmup,
+            clip=_number(path, where, "clip", m.get("clip", default.clip)),  # type: ignore[arg-type]
+            prior=_number(path, where, "prior", m.get("prior", default.prior)),  # type: ignore[arg-type]
+            load_sensors=sensors,
+        )
+    except ValueError as exc:
+        raise RulesError(path, where, str(exc)) from None
 
 
 def _validation(path: Path | str, v: dict[str, Any]) -> Limits:

@@ -4,7 +4,8 @@ checkpoints.
 A :class:`PartitionState` holds the key table (:mod:`workbench.processor.keys`) and, indexed
 by its ids, the state of every step: re-delivery (:mod:`~workbench.processor.dedup`), the
 watermarks of the partition's runs (:mod:`~workbench.processor.watermark`), windows, rolling
-means, sensor statistics and rule hysteresis. A checkpoint is all of it as plain arrays in
+means, sensor statistics, the machine model (when a rule uses it) and rule hysteresis. A
+checkpoint is all of it as plain arrays in
 one zstd-compressed ``np.savez`` file (names prefixed by the step, plus a JSON header with
 the format version and the settings the arrays depend on), written in the same database
 transaction as the batch it follows, with the offset it was taken at. The values of final
@@ -36,8 +37,10 @@ from workbench.processor.keys import KeyTable
 from workbench.processor.rolling import RollingState
 from workbench.processor.rules import RuleSet
 from workbench.processor.stats import SensorStatsState
+from workbench.processor.stats.machine import MachineModelState
 from workbench.processor.watermark import WatermarkState
 from workbench.processor.windows import WindowConfig, WindowState
+from workbench.schemas import sensor_types
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,12 @@ class PartitionState:
         self.rolling = RollingState(tuple(_ms(x) for x in w.widths_s),
                                     _ms(config.rolling_history_s))  # fmt: skip
         self.stats = SensorStatsState(q=w.quantile)
+        #: the machine model, when a rule needs it
+        self.model = MachineModelState(rules.model) if rules.uses_model else None
+        #: per sensor code (the reading schema's symbols): taken by the model, a load sensor
+        names = [*sensor_types(), "unknown"]
+        self.model_takes = np.array([n in rules.modelled_sensors for n in names], np.bool_)
+        self.model_load = np.array([n in rules.model.load_sensors for n in names], np.bool_)
         self.alerts = RuleEngine(rules)
         #: keys whose statistics changed since they were last written
         self.changed = np.zeros(0, dtype=np.bool_)
@@ -159,6 +168,8 @@ class PartitionState:
         for part in (self.dedup, self.windows, self.rolling, self.stats):
             part.grow(n)
         self.alerts.grow(max(n, self.keys.n_mkeys))
+        if self.model is not None:
+            self.model.grow(n, self.keys.n_mkeys)
         self.clock.grow(len(self.keys.runs))
         if self.changed.size < n:
             self.changed = np.concatenate([self.changed, np.zeros(n - self.changed.size, bool)])
@@ -178,6 +189,8 @@ class PartitionState:
             part.keep(keys)
         self.windows.keep(keys, kept_runs)
         self.alerts.keep(keys, mkeys)
+        if self.model is not None:
+            self.model.keep(keys, mkeys)
         self.clock.keep(kept_runs)
         self.changed = self.changed[keys]
         remap = {old: new for new, old in enumerate(kept_runs.tolist())}
@@ -200,12 +213,16 @@ class PartitionState:
         parts = {"keys": self.keys, "dedup": self.dedup, "clock": self.clock,
                  "windows": self.windows, "rolling": self.rolling, "stats": self.stats,
                  "alerts": self.alerts}  # fmt: skip
+        if self.model is not None:
+            parts["model"] = self.model
         for prefix, part in parts.items():
             for name, value in part.arrays().items():
                 # a copy when the state moves on while the snapshot waits to be encoded
                 arrays[f"{prefix}.{name}"] = np.array(value) if copy else np.asarray(value)
         arrays["changed"] = self.changed.copy() if copy else self.changed
         header = {"format": FORMAT, "config": self.config.header(), "ended": list(self.ended)}
+        if self.model is not None:
+            header["model"] = self.model.config.header()
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
         cold = self.windows.cold
         return Snapshot(arrays, cold.take_new(), cold.take_dropped())
@@ -256,10 +273,25 @@ class PartitionState:
         state.rolling.set_history(_ms(config.rolling_history_s))
         state.stats = SensorStatsState.from_arrays(parts["stats"])
         state.alerts = RuleEngine.from_arrays(parts["alerts"], rules)
+        state.model = _model(rules, header.get("model"), parts.get("model"))
         state.changed = changed.copy()
         for run in header["ended"]:
             state.ended[run] = None
         return state
+
+
+def _model(
+    rules: RuleSet, saved: dict | None, arrays: dict[str, np.ndarray] | None
+) -> MachineModelState | None:
+    """The machine model a checkpoint kept, when the rules still use it under the same
+    settings; a fresh one (it learns again) when it had none or other settings."""
+    if not rules.uses_model:
+        return None
+    if arrays is not None and saved == rules.model.header():
+        return MachineModelState.from_arrays(arrays, rules.model)
+    log.info("the machine model starts afresh: the checkpoint has %s",
+             "another model's settings" if arrays is not None else "no model")  # fmt: skip
+    return MachineModelState(rules.model)
 
 
 def _ms(seconds: float) -> int:

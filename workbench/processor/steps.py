@@ -4,7 +4,8 @@ Every step is a function of the batch's columns and the partition's state
 (:class:`~workbench.processor.state.PartitionState`), in the order the broker delivered the
 readings::
 
-    intern keys -> dedupe -> watermark (late) -> windows -> rolling means -> statistics -> rules
+    intern keys -> dedupe -> watermark (late) -> windows -> rolling means -> statistics
+        -> machine model (when a rule uses it) -> rules
 
 and a batch's readings come out as one column set named after the readings table. A
 control message ``end-of-run`` ends its run at its place in the partition: the run's windows
@@ -26,6 +27,7 @@ from workbench.processor import rolling, stats, windows
 from workbench.processor.batch import PartitionOutput, Rows
 from workbench.processor.dedup import dedupe
 from workbench.processor.state import PartitionState
+from workbench.processor.stats import machine
 from workbench.processor.watermark import idle_advance, observe
 from workbench.schemas import sensor_types
 
@@ -87,6 +89,7 @@ def readings(
                 table.key_run)  # fmt: skip
     means = rolling.update(state.rolling, keys, rows.ts, rows.value, rows.isnull)
     features = stats.update(state.stats, keys, rows.ts, rows.value, rows.isnull)
+    model = _model_scores(state, rows, keys, mkeys)
     state.changed[keys] = True
     run_ids = np.array(table.runs, dtype=object)
     for run in np.unique(runs).tolist():
@@ -96,10 +99,23 @@ def readings(
             keys[sel], mkeys[sel], table.machine_names(), table.sensor_names(SENSOR_NAMES),
             rows.ts[sel],
             rows.value[sel], rows.isnull[sel], rows.status[sel], features.score[sel],
-            features.drift[sel],
+            features.drift[sel], None if model is None else model[sel],
         )  # fmt: skip
         out.alerts += [(table.runs[run], e) for e in events]
     out.readings.append(_readings_out(rows, run_ids[runs], late, features.score, means))
+
+
+def _model_scores(
+    state: PartitionState, rows: Rows, keys: np.ndarray, mkeys: np.ndarray
+) -> np.ndarray | None:
+    """The machine model's score of each reading (None when no rule uses the model): it
+    takes the readings with a value and status 0 of the sensors its rules watch."""
+    if state.model is None:
+        return None
+    off = rows.status != 0
+    judged = ~rows.isnull & ~off & state.model_takes[rows.sensor]
+    return machine.update(state.model, keys, mkeys, rows.sensor, rows.ts, rows.value, judged,
+                          state.model_load, off)  # fmt: skip
 
 
 def end_run(state: PartitionState, run: str, out: PartitionOutput) -> None:

@@ -6,8 +6,10 @@ engine load; the load follows its target with a short lag and some wander. Tempe
 follows load through a first-order thermal model towards ``ambient + gain * load``;
 vibration grows with load and with wear, which accumulates with work done; pressure
 follows load with its own autocorrelated process noise; the sensor node's battery drains
-slowly. Every sensor adds Gaussian noise and is quantised to its resolution, and each
-sensor type has its own sampling rate. All machines advance together as numpy vectors.
+slowly; the drive's motor current follows load (a no-load share plus the rest in proportion),
+the one signal that says what the machine is being asked to do, as a PLC's current or power
+tag does on a real line. Every sensor adds Gaussian noise and is quantised to its resolution,
+and each sensor type has its own sampling rate. All machines advance together as numpy vectors.
 
 The same seed and parameters give the same readings, value for value. Faults are not
 made here: ``workbench.simulator.chaos`` changes the physics state and the readings.
@@ -15,9 +17,9 @@ made here: ``workbench.simulator.chaos`` changes the physics state and the readi
 >>> f = Factory(FactoryConfig(machines=3, seed=7, start_ms=0))
 >>> tick = f.step()
 >>> tick.ts_ms, sorted(tick.values), len(tick.values["temperature"])
-(0, ['battery', 'pressure', 'temperature', 'vibration'], 3)
+(0, ['battery', 'current', 'pressure', 'temperature', 'vibration'], 3)
 >>> f.step().ts_ms, sorted(f.step().values)   # battery samples at 0.1 Hz
-(1000, ['pressure', 'temperature', 'vibration'])
+(1000, ['current', 'pressure', 'temperature', 'vibration'])
 """
 
 from __future__ import annotations
@@ -36,19 +38,23 @@ SENSORS: dict[str, dict[str, float]] = {
     "vibration": {"resolution": 0.01, "noise": 0.05, "rate_hz": 1.0},  # mm/s RMS
     "pressure": {"resolution": 0.01, "noise": 0.02, "rate_hz": 1.0},  # bar
     "battery": {"resolution": 0.1, "noise": 0.05, "rate_hz": 0.1},  # % state of charge
+    "current": {"resolution": 0.1, "noise": 0.1, "rate_hz": 1.0},  # A, the drive motor's
 }
+#: Share of its rated current a motor draws at no load.
+NO_LOAD_CURRENT = 0.25
 
 #: Per machine type, the ranges its parameters are drawn from.
 MACHINE_TYPES: dict[str, dict[str, tuple[float, float]]] = {
     "pump": {"steady_load": (0.45, 0.7), "thermal_gain_c": (30, 40), "thermal_tau_s": (60, 120),
              "vib_base": (0.8, 1.3), "vib_gain": (2.0, 3.0), "press_base": (3.5, 4.5),
-             "press_gain": (1.0, 2.0)},
+             "press_gain": (1.0, 2.0), "rated_current_a": (10, 20)},
     "compressor": {"steady_load": (0.55, 0.8), "thermal_gain_c": (45, 60),
                    "thermal_tau_s": (120, 240), "vib_base": (1.5, 2.5), "vib_gain": (3.0, 5.0),
-                   "press_base": (6.0, 8.0), "press_gain": (2.0, 3.0)},
+                   "press_base": (6.0, 8.0), "press_gain": (2.0, 3.0),
+                   "rated_current_a": (25, 45)},
     "press": {"steady_load": (0.4, 0.65), "thermal_gain_c": (25, 35), "thermal_tau_s": (90, 180),
               "vib_base": (2.0, 3.0), "vib_gain": (4.0, 6.0), "press_base": (2.0, 3.0),
-              "press_gain": (0.5, 1.0)},
+              "press_gain": (0.5, 1.0), "rated_current_a": (15, 30)},
 }  # fmt: skip
 
 #: Operating regimes, by index in the state arrays.
@@ -140,10 +146,10 @@ class Factory:
         types = list(MACHINE_TYPES)
         self.machine_type = [types[i] for i in rng.integers(0, len(types), n)]
 
-        def draw(key: str) -> np.ndarray:
+        def draw(key: str, gen: np.random.Generator = rng) -> np.ndarray:
             lo = np.array([MACHINE_TYPES[t][key][0] for t in self.machine_type])
             hi = np.array([MACHINE_TYPES[t][key][1] for t in self.machine_type])
-            return rng.uniform(lo, hi)
+            return gen.uniform(lo, hi)
 
         self.steady_load = draw("steady_load")
         self.thermal_gain_c = draw("thermal_gain_c")
@@ -166,6 +172,10 @@ class Factory:
         self.wear = rng.uniform(0.0, 0.2, n)
         self.battery = rng.uniform(60.0, 100.0, n)
         self.battery_drain = rng.uniform(1e-4, 5e-4, n)  # % per second
+        # the motor current draws from a generator of its own, so that adding it left every
+        # other sensor's readings of a seed as they were
+        self._current_rng = np.random.default_rng([config.seed, 1])
+        self.rated_current_a = draw("rated_current_a", self._current_rng)
         # hooks for chaos: extra heat (C above equilibrium), forced load, vibration factor
         self.extra_heat_c = np.zeros(n)
         self.forced_load = np.full(n, np.nan)
@@ -206,11 +216,13 @@ class Factory:
             "vibration": (self.vib_base + self.vib_gain * load) * (1 + self.wear) * self.vib_factor,
             "pressure": self.press_base + self.press_gain * load + self.press_noise,
             "battery": self.battery,
+            "current": self.rated_current_a * (NO_LOAD_CURRENT + (1 - NO_LOAD_CURRENT) * load),
         }
         values, seq = {}, {}
         for sensor in self.sampling(self.index):
             spec = SENSORS[sensor]
-            noisy = truth[sensor] + rng.normal(0.0, spec["noise"], n)
+            gen = self._current_rng if sensor == "current" else rng
+            noisy = truth[sensor] + gen.normal(0.0, spec["noise"], n)
             values[sensor] = quantise(noisy, spec["resolution"])
             seq[sensor] = self.seq[sensor].copy()
             self.seq[sensor] += 1

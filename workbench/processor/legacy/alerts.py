@@ -80,8 +80,10 @@ class AlertEngine:
         value: float | None,
         status: int,
         features: Features | None,
+        model: float | None = None,
     ) -> list[AlertEvent]:
-        """Judge one reading against every rule that watches it; return the transitions."""
+        """Judge one reading against every rule that watches it; return the transitions.
+        ``model`` is the machine model's score of the reading (None: none)."""
         rules = self._by_sensor.get(sensor_type)
         if rules is None:
             rules = self._by_sensor[sensor_type] = tuple(
@@ -119,6 +121,10 @@ class AlertEngine:
                 if score is None:
                     continue  # warm-up or late reading: no opinion
                 breach, measure = score > rule.score_above, score
+            elif kind == "model":
+                if model is None:
+                    continue
+                breach, measure = model > rule.score_above, model
             elif kind == "drift":
                 breach, measure = features is not None and features.drift, value
             else:  # stuck

@@ -9,19 +9,54 @@ once it has been quiet for a while and its windows are final.
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from workbench.processor.legacy.alerts import AlertEngine, AlertEvent
 from workbench.processor.legacy.rolling import RollingMeans
 from workbench.processor.legacy.stats import SensorStats
 from workbench.processor.legacy.windows import PartitionWindows, WindowConfig, WindowResult
 from workbench.processor.rules import RuleSet
+from workbench.processor.stats import machine
 from workbench.processor.validate import Reading
+from workbench.schemas import sensor_types
 
 #: Sequence numbers remembered per sensor to recognise a re-delivered reading.
 RECENT = 32
+
+
+class MachineModel:
+    """The machine model (:mod:`workbench.processor.stats.machine`) of one run, a reading at
+    a time: the model has one implementation, which the batch engine runs on columns."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.state = machine.MachineModelState(rules.model)
+        self.takes = frozenset(rules.modelled_sensors)
+        self.codes = {name: i for i, name in enumerate(sensor_types())}
+        loads = set(rules.model.load_sensors)
+        self.is_load = np.array([n in loads for n in self.codes], np.bool_)
+        self.keys: dict[tuple[str, str], int] = {}
+        self.machines: dict[str, int] = {}
+
+    def score(self, r: Reading) -> float | None:
+        """The reading's score (None: the model does not take it, or has none yet)."""
+        off = r.status_code != 0
+        taken = r.value is not None and not off and r.sensor_type in self.takes
+        if not (taken or off):
+            return None
+        k = self.keys.setdefault((r.machine_id, r.sensor_type), len(self.keys))
+        m = self.machines.setdefault(r.machine_id, len(self.machines))
+        self.state.grow(len(self.keys), len(self.machines))
+        (score,) = machine.update(
+            self.state, np.array([k]), np.array([m]), np.array([self.codes.get(r.sensor_type, -1)]),
+            np.array([r.ts_ms]), np.array([np.nan if r.value is None else r.value], np.float64),
+            np.array([taken]), self.is_load, np.array([off]),
+        ).tolist()  # fmt: skip
+        return None if math.isnan(score) else score
 
 
 @dataclass
@@ -41,10 +76,13 @@ class RunState:
     recent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     #: sensors whose statistics changed since :meth:`stats_due`
     changed: set[tuple[str, str]] = field(default_factory=set)
+    #: the machine model, when a rule uses it
+    model: MachineModel | None = None
 
     @classmethod
     def new(cls, windows: WindowConfig, rules: RuleSet) -> RunState:
-        return cls(PartitionWindows(windows), RollingMeans(windows.widths_s), AlertEngine(rules))
+        return cls(PartitionWindows(windows), RollingMeans(windows.widths_s), AlertEngine(rules),
+                   model=MachineModel(rules) if rules.uses_model else None)  # fmt: skip
 
     def process(self, r: Reading, wall_s: float) -> tuple[Reading, list[AlertEvent]]:
         """Fold one valid reading in; return it enriched, and any alert transitions.
@@ -74,8 +112,9 @@ class RunState:
             stats = self.stats[key] = SensorStats()
         features = stats.update(r.ts_ms, r.value)
         self.changed.add(key)
+        model = self.model.score(r) if self.model is not None else None
         events = self.alerts.observe(
-            r.machine_id, r.sensor_type, r.ts_ms, r.value, r.status_code, features
+            r.machine_id, r.sensor_type, r.ts_ms, r.value, r.status_code, features, model
         )
         widths = self.windows.cfg.widths_s
         enriched = Reading(

@@ -147,9 +147,10 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def readings_in(machines: int, seconds: int) -> int:
-    """Readings a chaos-free factory makes at the default rates: temperature, vibration and
-    pressure every second, battery every ten seconds (from the first tick)."""
-    return machines * (3 * seconds + -(-seconds // 10))
+    """Readings a chaos-free factory makes at the default rates: temperature, vibration,
+    pressure and the motor current every second, battery every ten seconds (from the first
+    tick)."""
+    return machines * (4 * seconds + -(-seconds // 10))
 
 
 def read_topic(settings: Settings, endpoints: Endpoints, topic: str, expected: int,

@@ -34,7 +34,7 @@ def run(stack):
 def test_seq_gaps_are_exactly_the_lost_and_rejected_readings_before_each_series_end(run):
     url, summary = run
     series = quality.series_quality(url, summary.run_id)
-    assert len(series) == 4 * 4 and (series["duplicates"] == 0).all()
+    assert len(series) == 4 * 5 and (series["duplicates"] == 0).all()
     # each lost or malformed reading is a ground-truth event with its machine, sensor and
     # time; a gap is one of those before the last reading its series stored
     eng = engine(url)

@@ -66,7 +66,7 @@ def test_windows_alerts_ground_truth_and_statistics_of_a_run(stored_run):
     assert {"spike"} <= set(truth.kind)
     assert {"spike"} <= set(spikes.rule)
     stats = sensor_stats(url, RUN, arrow=True)
-    assert isinstance(stats, pa.Table) and stats.num_rows == 24 * 4
+    assert isinstance(stats, pa.Table) and stats.num_rows == 24 * 5
 
 
 def test_bad_arguments_are_one_clear_error(stored_run):

@@ -18,5 +18,5 @@ def test_quickstart_runs_headless_and_reads_back_what_it_stored(kernel_env, tmp_
     result = run_notebook("01_quickstart", tmp_path, machines=2, duration_s=5, seed=3)
     n = readings_in(2, 5)
     assert result["produced"] == result["stored"] == result["rows_read_back"] == n
-    # one 60 s and one 300 s window per machine and sensor (4 sensors)
-    assert result["windows_final"] == 2 * 4 * 2
+    # one 60 s and one 300 s window per machine and sensor (5 sensors)
+    assert result["windows_final"] == 2 * 5 * 2

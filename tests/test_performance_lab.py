@@ -32,7 +32,7 @@ def test_performance_notebook_runs_headless_and_records_consistent_figures(kerne
         for s in stages
         if s["section"] in ("simulator", "processor") and "chaos" not in s["stage"]
     }
-    assert counts == {10 * (3 * 10 + 1)}
+    assert counts == {10 * (4 * 10 + 1)}
     assert result["processor_ratio"] > 0 and result["raw_eps"] > 0 and result["processor_eps"] > 0
     assert result["processor_eps"] == next(
         s["per_s"] for s in stages if s["stage"] == "processor into PostgreSQL"

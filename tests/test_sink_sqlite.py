@@ -205,8 +205,8 @@ def test_process_into_sqlite_stores_every_reading_and_final_windows(settings, en
     assert count(db, "SELECT count(DISTINCT seq) FROM readings WHERE machine_id = 'm-0001' "
                      "AND sensor_type = 'temperature'") == 130  # fmt: skip
     # 3 minutes of 1-minute windows and one 5-minute window per machine and sensor, all final
-    # (the idle timeout closed them): 4 sensors x 3 machines x (3 + 1)
-    assert count(db, "SELECT count(*) FROM window_stats WHERE final") == 4 * 3 * 4
+    # (the idle timeout closed them): 5 sensors x 3 machines x (3 + 1)
+    assert count(db, "SELECT count(*) FROM window_stats WHERE final") == 5 * 3 * 4
     assert count(db, "SELECT count(*) FROM window_stats WHERE NOT final") == 0
     assert count(db, "SELECT sum(count) + sum(nulls) FROM window_stats WHERE width_s = 60") == n
     assert count(db, "SELECT count(*) FROM sensor_stats") == 4 * 3

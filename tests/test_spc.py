@@ -537,7 +537,7 @@ def test_spc_notebook_runs_headless_and_catches_the_injected_spikes(kernel_env, 
     machine, sensor = result["charted"].split("/")
     assert sensor == "temperature" and machine in ("m-0001", "m-0002")
     assert result["points"] == 120  # one temperature reading a second, none lost
-    assert result["series"] == 2 * 4 and result["subgroups"] == 120 // 5
+    assert result["series"] == 2 * 5 and result["subgroups"] == 120 // 5
     assert result["centre"] == "moving"
     v = result["violations"]
     assert set(v) == {"WE1", "WE2", "WE3", "WE4", "any"}

@@ -80,7 +80,7 @@ class Simulation:
     >>> out = []
     >>> counts = sim.run(lambda k, v: out.append(k), duration_s=2)
     >>> counts.produced, counts.sent, counts.chaos
-    (14, 28, {'duplicate': 14})
+    (18, 36, {'duplicate': 18})
     """
 
     def __init__(

@@ -51,7 +51,7 @@ Three sensors of one machine, the third the sum of the first two, then off it:
 >>> state = MachineModelState()
 >>> a, b = rng.normal(0, 1, 400).cumsum(), rng.normal(0, 1, 400).cumsum()
 >>> c = a + b + rng.normal(0, 0.1, 400)
->>> c[-1] += 3.0
+>>> c[-1] += 6.0
 >>> n = 400 * 3
 >>> keys = np.tile([0, 1, 2], 400)
 >>> values = np.stack([a, b, c], axis=1).ravel()
@@ -449,7 +449,7 @@ def _update_kernel(keys, mkeys, sensors, ts_ms, values, judged, off, is_load, pa
                 for b in range(d):
                     p[a * DIM + b] *= s
         if score <= 2.0 * clip:  # trimmed: an anomaly must not widen the scale it is judged by
-            alpha = max(1.0 / (n + 1), 1.0 - lam)  # the start weighs as the warm-up it came from
+            alpha = max(1.0 / (n - warmup + 2), 1.0 - lam)  # the wide start weighs as one
             kc["s2"] += alpha * (r * r / (1.0 + lev) - kc["s2"])
         code = sensors[i]
         if score > clip and not (code < is_load.size and is_load[code]):

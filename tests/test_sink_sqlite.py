@@ -209,7 +209,7 @@ def test_process_into_sqlite_stores_every_reading_and_final_windows(settings, en
     assert count(db, "SELECT count(*) FROM window_stats WHERE final") == 5 * 3 * 4
     assert count(db, "SELECT count(*) FROM window_stats WHERE NOT final") == 0
     assert count(db, "SELECT sum(count) + sum(nulls) FROM window_stats WHERE width_s = 60") == n
-    assert count(db, "SELECT count(*) FROM sensor_stats") == 4 * 3
+    assert count(db, "SELECT count(*) FROM sensor_stats") == 5 * 3
     assert count(db, "SELECT count(*) FROM processor_state") == len(report.partitions)
 
 

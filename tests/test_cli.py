@@ -130,6 +130,12 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     assert result == json.loads(out.read_text())
     assert result["raw_eps"] > 0 and result["processor_eps"] > 0
     assert result["ratio"] == pytest.approx(result["processor_eps"] / result["raw_eps"], abs=1e-3)
+    # the machine model's cost: the same compute pass without it, in the same process
+    rows = result["processor"]["rows"]
+    assert rows[3]["name"] == "compute without the machine model"
+    assert rows[3]["events"] == rows[1]["events"]
+    share = result["processor"]["model_share"]
+    assert share == pytest.approx(1 - rows[1]["events_per_s"] / rows[3]["events_per_s"], abs=1e-3)
     for key, pattern in (("latency_ms", "steady"), ("latency_ticks_ms", "ticks")):
         lat = result[key]
         assert lat["pattern"] == pattern and lat["samples"] > 0

@@ -40,6 +40,7 @@ from workbench.config import Settings
 from workbench.errors import ConfigError
 from workbench.processor.loop import Processor
 from workbench.processor.malloc import peak_rss_mb
+from workbench.processor.rules import load_rules
 from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
 from workbench.schemas import READING
@@ -244,7 +245,12 @@ def bench_processor(
 
     counter = itertools.count()
 
-    def full_processor(store: bool) -> Callable[[], tuple[int, float]]:
+    rules = load_rules(settings.rules_file)
+    without_model = dataclasses.replace(
+        rules, rules=tuple(r for r in rules.rules if r.kind != "model")
+    )
+
+    def full_processor(store: bool, model: bool = True) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
             if store:
                 with connect(database_url, autocommit=True) as conn:
@@ -252,7 +258,8 @@ def bench_processor(
                         conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
             group = f"{topic_prefix}.processor-{next(counter)}"
             processor = Processor(proc_settings, bootstrap, database_url, group_id=group,
-                                  sink=None if store else NullSink())  # fmt: skip
+                                  sink=None if store else NullSink(),
+                                  rules=rules if model else without_model)  # fmt: skip
             stats = processor.run(max_messages=total)
             # first message in to last batch committed: joining and leaving the group are not
             # processing, and the raw pass does neither
@@ -263,6 +270,8 @@ def bench_processor(
     cases = {"baseline: raw consume + decode (tuned)": raw_consume_decode,
              "processor, null sink (compute)": full_processor(False),
              "processor into PostgreSQL": full_processor(True)}  # fmt: skip
+    if rules.uses_model:
+        cases["compute without the machine model"] = full_processor(False, model=False)
     rows = _stage_rows(_interleaved(cases, repeats))
     # the passes above deleted what they stored: clean up now, so that the server's own
     # autovacuum of those rows does not land in the latency measurement
@@ -282,6 +291,10 @@ def bench_processor(
         "processor_eps": rows[2]["events_per_s"],
         "ratio": round(rows[2]["events_per_s"] / rows[0]["events_per_s"], 3),
         "compute_ratio": rows[1]["ratio"],
+        # the share of the processor's own work the machine model takes
+        "model_share": round(1 - rows[1]["events_per_s"] / rows[3]["events_per_s"], 3)
+        if len(rows) > 3
+        else None,
         "latency_ms": latency,
         "latency_ticks_ms": ticks,
         "rows": rows,
@@ -543,6 +556,9 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"  {label:<32}{result[key]:>12,}/s")
         if "ratio" in result:
             lines.append(f"  {'ratio processor / raw':<32}{result['ratio']:>12.3f}")
+        share = (result.get("processor") or {}).get("model_share")
+        if share is not None:
+            lines.append(f"  {'machine model, share of compute':<32}{share:>12.1%}")
     mem = result.get("memory")
     if mem:
         lines.append(f"  {'peak RSS of a processor':<32}{mem['peak_rss_mb']:>10,.1f} MB "

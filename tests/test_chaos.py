@@ -223,6 +223,23 @@ def test_power_drain_turns_readings_null_until_the_battery_is_replaced():
     assert next(v for t, v in battery if t > event.end_ts + 1000) > 99
 
 
+def test_a_failing_cell_reports_a_low_battery_before_the_node_goes_dark():
+    # the edge rule "battery < 10" must have readings to judge: a random power fault sags the
+    # charge and drains it slowly enough for the node (battery every 10 s) to say so
+    sim, _, out = simulate(machines=20, seconds=600, seed=4, chaos={"power": 0.05})
+    events = [e for e in sim.truth.events if e.kind == "power"]
+    assert len(events) >= 3
+    recs = readings(out)[0]
+    for e in events:
+        mine = sorted((r for r in recs if r["machine_id"] == e.machine_id
+                       and e.start_ts <= r["ts"] <= e.end_ts), key=lambda r: r["ts"])  # fmt: skip
+        dark = next(r["ts"] for r in mine if r["value"] is None)
+        low = [r["value"] for r in mine if r["sensor_type"] == "battery" and r["ts"] < dark
+               and r["value"] is not None and r["value"] < 10]  # fmt: skip
+        assert 2 <= len(low) <= 6, (e, low)
+        assert all(r["status_code"] == 0 for r in mine if r["ts"] < dark)
+
+
 def test_malformed_messages_fail_to_decode_for_each_reason_and_are_counted():
     sim, counts, out = simulate(machines=10, seconds=120, chaos={"malformed": 0.05})
     good, bad = readings(out)

@@ -56,8 +56,12 @@ class Magnitudes:
     failure_runaway_s: tuple[float, float] = (60.0, 120.0)
     failure_heat_c: tuple[float, float] = (45.0, 60.0)
     failure_repair_s: tuple[float, float] = (60.0, 120.0)
-    #: Power: battery drain (% per second) and how long the empty node stays down.
-    power_drain: tuple[float, float] = (1.0, 3.0)
+    #: Power: a failing cell sags the charge to this (%) at once, then drains it (% per
+    #: second) until the node cuts off, and the empty node stays down this long (s). The
+    #: drain is slow enough that the node reports its battery below 10 % two to five times
+    #: (every 10 s) before it goes dark, as a low-battery rule needs.
+    power_sag: tuple[float, float] = (12.0, 20.0)
+    power_drain: tuple[float, float] = (0.1, 0.25)
     power_outage_s: tuple[float, float] = (30.0, 60.0)
     #: Below this state of charge (%) a node sends null readings.
     power_cutoff: float = 5.0
@@ -199,11 +203,11 @@ class Injector:
                 return False
             self.power_phase[machine] = 1
             self.power_start[machine] = now
+            self.f.battery[machine] = min(self.f.battery[machine], rng.uniform(*m.power_sag))
             self.power_rate[machine] = magnitude or rng.uniform(*m.power_drain)
-            if duration_s is not None:  # scripted: drain exactly in time for the outage
-                self.power_rate[machine] = max(
-                    self.f.battery[machine] / max(duration_s / 2, 1.0), 0.1
-                )
+            if duration_s is not None:  # scripted: cut off half-way through the outage
+                above = self.f.battery[machine] - m.power_cutoff
+                self.power_rate[machine] = max(above / max(duration_s / 2, 1.0), 0.1)
         elif kind == "spike":
             self._pending_spikes.append((machine, sensor, magnitude))
         else:

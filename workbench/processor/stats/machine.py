@@ -81,6 +81,8 @@ MAX_SENSORS = 6
 N_LAGS = 2
 #: Regressors of one sensor: an intercept, and per other sensor its value and its lags.
 DIM = 1 + (MAX_SENSORS - 1) * (1 + N_LAGS)
+#: P is symmetric: its upper triangle is kept, row by row (half the memory of a key).
+PACKED = DIM * (DIM + 1) // 2
 NO_TS = np.iinfo(np.int64).min
 #: Squared z-scores of the load within which it counts as seen (3 standard deviations).
 NOVEL = 9.0
@@ -133,7 +135,7 @@ def _key_fields(config: ModelConfig) -> Fields:
         "floor": np.float64(np.nan),  # residual variance of the resolution (standardised)
         "s2": np.float64(np.nan),  # residual variance
         "w": np.zeros(DIM),
-        "p": (np.eye(DIM) * config.prior).ravel(),
+        "p": (np.eye(DIM) * config.prior)[np.triu_indices(DIM)],
     }
 
 
@@ -374,12 +376,18 @@ def _learn(kc, x, px, d, r, lam, weight, lev):
         w[i] += g * px[i] * r
     trace = 0.0
     for i in range(d):
+        row = _row(i)
         for j in range(i, d):
-            v = (p[i * DIM + j] - g * px[i] * px[j]) / lam
-            p[i * DIM + j] = v
-            p[j * DIM + i] = v
-        trace += p[i * DIM + i]
+            p[row + j] = (p[row + j] - g * px[i] * px[j]) / lam
+        trace += p[row + i]
     return trace
+
+
+@kernel
+def _row(i):
+    """Where row ``i`` of the packed upper triangle starts, less ``i`` (so that element
+    (i, j), j >= i, is at ``_row(i) + j``)."""
+    return i * DIM - i * (i + 1) // 2
 
 
 @kernel
@@ -420,8 +428,11 @@ def _update_kernel(keys, mkeys, sensors, ts_ms, values, judged, off, is_load, pa
         lev = 0.0
         for a in range(d):
             acc = 0.0
-            for b in range(d):
-                acc += p[a * DIM + b] * x[b]
+            for b in range(a):
+                acc += p[_row(b) + a] * x[b]
+            row = _row(a)
+            for b in range(a, d):
+                acc += p[row + b] * x[b]
             px[a] = acc
             lev += x[a] * acc
         if lev < 0.0:
@@ -446,8 +457,9 @@ def _update_kernel(keys, mkeys, sensors, ts_ms, values, judged, off, is_load, pa
         if trace > d * prior:  # forgetting grew P where nothing moved: scale it back
             s = d * prior / trace
             for a in range(d):
-                for b in range(d):
-                    p[a * DIM + b] *= s
+                row = _row(a)
+                for b in range(a, d):
+                    p[row + b] *= s
         if score <= 2.0 * clip:  # trimmed: an anomaly must not widen the scale it is judged by
             alpha = max(1.0 / (n - warmup + 2), 1.0 - lam)  # the wide start weighs as one
             kc["s2"] += alpha * (r * r / (1.0 + lev) - kc["s2"])

@@ -163,6 +163,22 @@ def test_run_standard_scenario_json_scores_the_alerts(settings):
         assert score["recall"] >= 0.9 and score["precision"] >= 0.8, (kind, score)
 
 
+def test_the_edge_story_sensor_nodes_judged_by_the_edge_rules(settings):
+    # environmental sensor nodes (air at 20-30 C, batteries that fail): the edge gateway's
+    # two rules catch every overheating node and every failing cell, and nothing else
+    args = ("run", "--factory", "nodes", "--machines", "20", "--duration", "10m", "--seed", "7",
+            "--rules", "edge", "--json")  # fmt: skip
+    proc = workbench(settings, *args, "--chaos", "failure=0.02,power=0.02")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["reconciled"] is True
+    for kind in ("failure", "power"):
+        score = summary["score"][kind]
+        assert score["faults"] >= 2 and score["recall"] == 1.0 and score["precision"] == 1.0
+    clean = json.loads(workbench(settings, *args).stdout)
+    assert clean["reconciled"] is True and clean["alerts"] == 0
+
+
 def test_a_bad_rules_file_stops_run_with_one_line_before_anything_starts(settings, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\nname = "hot"\nkind = "threshold"\nsensor = "temperature"\n')

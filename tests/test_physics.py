@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.simulator.physics import MACHINE_TYPES, REGIMES, SENSORS, Factory, FactoryConfig
+from workbench.simulator.physics import (
+    KINDS,
+    MACHINE_TYPES,
+    REGIMES,
+    SENSORS,
+    Factory,
+    FactoryConfig,
+)
 
 
 def run(cfg: FactoryConfig, seconds: float):
@@ -28,7 +35,7 @@ def test_event_time_and_sequence_advance_per_sample():
     assert [t.ts_ms for t in ticks] == [1000 + 250 * i for i in range(8)]
     assert [int(t.seq["pressure"][2]) for t in ticks] == list(range(8))
     recs = list(f.records(ticks[0]))
-    assert len(recs) == 3 * len(SENSORS)  # the first tick samples every sensor
+    assert len(recs) == 3 * len(KINDS["machines"])  # the first tick samples every sensor
     assert {r["machine_id"] for r in recs} == {"m-0001", "m-0002", "m-0003"}
 
 
@@ -57,11 +64,13 @@ def test_vibration_and_pressure_grow_with_load():
 
 
 def test_values_are_quantised_to_the_sensor_resolution():
-    _, ticks = run(FactoryConfig(machines=10, seed=0, start_ms=0), 30)
-    for sensor, spec in SENSORS.items():
-        v = np.concatenate([t.values[sensor] for t in ticks if sensor in t.values])
-        steps = v / spec["resolution"]
-        assert v.size and np.allclose(steps, np.round(steps), atol=1e-6)
+    for kind, sensors in KINDS.items():
+        _, ticks = run(FactoryConfig(machines=10, seed=0, start_ms=0, kind=kind), 30)
+        for sensor in sensors:
+            spec = SENSORS[sensor]
+            v = np.concatenate([t.values[sensor] for t in ticks if sensor in t.values])
+            steps = v / spec["resolution"]
+            assert v.size and np.allclose(steps, np.round(steps), atol=1e-6)
 
 
 def test_machines_move_through_operating_regimes():
@@ -81,7 +90,7 @@ def test_machines_move_through_operating_regimes():
 
 def test_each_sensor_samples_at_its_own_rate():
     _f, ticks = run(FactoryConfig(machines=2, seed=0, start_ms=0, rate_hz=2.0), 60)
-    counts = {s: sum(1 for t in ticks if s in t.values) for s in SENSORS}
+    counts = {s: sum(1 for t in ticks if s in t.values) for s in KINDS["machines"]}
     assert counts == {
         "temperature": 120,
         "vibration": 120,
@@ -92,6 +101,24 @@ def test_each_sensor_samples_at_its_own_rate():
     f2 = Factory(FactoryConfig(machines=2, seed=0, sensor_rates_hz={"vibration": 4, "battery": 0}))
     assert f2.tick_hz == 4 and "battery" not in f2.rates
     assert FactoryConfig(machines=10).events_per_second() == pytest.approx(41.0)
+
+
+def test_a_factory_of_sensor_nodes_reads_the_air_of_a_hall_and_runs_its_batteries_down():
+    f = Factory(FactoryConfig(machines=100, seed=3, kind="nodes"))
+    assert f.machine_ids[0] == "n-0001" and f.measured == ("temperature", "humidity")
+    ticks = [f.step() for _ in range(3600)]
+    assert {s for t in ticks for s in t.values} == {"temperature", "humidity", "battery"}
+    temp = np.array([t.values["temperature"] for t in ticks])
+    humidity = np.array([t.values["humidity"] for t in ticks])
+    battery = np.array([t.values["battery"] for t in ticks if "battery" in t.values])
+    # an hour of air: 20-30 C, so that the edge rule "temperature > 30" means a fault
+    assert temp.min() > 18 and temp.max() < 30 and np.ptp(temp, axis=0).max() > 1
+    assert humidity.min() >= 5 and humidity.max() <= 95
+    assert (np.abs(np.diff(battery, axis=0)) < 0.5).all() and battery[-1].mean() < battery[0].mean()
+    with pytest.raises(ConfigError, match="factory"):
+        FactoryConfig(kind="plant")
+    with pytest.raises(ConfigError, match="sensor_rates_hz"):
+        FactoryConfig(kind="nodes", sensor_rates_hz={"vibration": 1})
 
 
 def test_five_thousand_machines_step_as_vectors():

@@ -31,6 +31,17 @@ def test_arguments_override_the_scenario():
     assert all(f.machine <= 10 for f in spec.faults)  # faults on machines not simulated go
 
 
+def test_a_scenario_of_sensor_nodes_and_a_factory_given_on_the_command_line():
+    sc = parse_scenario({"run": {"machines": 3, "duration": 60, "factory": "nodes"},
+                         "fault": [{"kind": "drift", "machine": 1, "at": "5s",
+                                    "sensor": "humidity"}]})  # fmt: skip
+    spec = SimulationSpec.build(scenario=sc)
+    assert spec.factory.kind == "nodes" and spec.params()["factory"] == "nodes"
+    with pytest.raises(ConfigError, match="humidity"):
+        SimulationSpec.build(scenario=sc, factory_kind="machines")
+    assert SimulationSpec.build(scenario="standard", factory_kind=None).factory.kind == "machines"
+
+
 def test_events_per_second_sets_the_rate_for_the_whole_factory():
     spec = SimulationSpec.build(machines=100, events_per_s=6200)
     assert spec.factory.events_per_second() == pytest.approx(6200)
@@ -60,6 +71,15 @@ def test_events_per_second_sets_the_rate_for_the_whole_factory():
         ),
         ({"chaos": {"loss": 3}}, "[chaos] loss", "probability"),
         ({"run": {"machines": "many"}}, "[run]", "many"),
+        ({"run": {"machines": 5, "duration": 60, "factory": "plant"}}, "[run]", "factory 'plant'"),
+        (
+            {
+                "run": {"machines": 5, "duration": 60, "factory": "nodes"},
+                "fault": [{"kind": "drift", "machine": 1, "at": "1s", "sensor": "vibration"}],
+            },
+            "fault #1",
+            "a factory of nodes",
+        ),
         ({"magnitudes": {"warp": 9}}, "[magnitudes]", "unknown key"),
         ({"extra": {}}, "top level", "unknown table"),
     ],

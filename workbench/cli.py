@@ -105,6 +105,12 @@ def _add_factory_args(p: argparse.ArgumentParser) -> None:
     """Simulation options; those left out come from --scenario, else from the defaults."""
     p.add_argument("--scenario", help="a shipped scenario (e.g. standard) or a .toml file")
     p.add_argument("--machines", type=_positive_int, help="machines (default 5)")
+    p.add_argument(
+        "--factory",
+        choices=("machines", "nodes"),
+        help="machines (pumps, compressors, presses: the default) or nodes (environmental "
+        "sensor nodes: temperature, humidity, battery)",
+    )
     p.add_argument("--duration", type=_duration, help="event time to simulate, e.g. 90 or 5m (30s)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=_positive_float, help="samples/s of each sensor (default 1)")
@@ -152,6 +158,7 @@ def _spec(args: argparse.Namespace) -> SimulationSpec:
         start_ms=args.start,
         events_per_s=args.events_per_s,
         realtime=args.realtime,
+        factory_kind=args.factory,
     )
 
 

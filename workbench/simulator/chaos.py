@@ -33,7 +33,9 @@ from workbench.simulator.physics import (
 from workbench.simulator.truth import GroundTruth
 
 #: Sensors whose readings spikes, drift and stuck faults hit.
-MEASURED = ("temperature", "vibration", "pressure")
+#: Sensor types a sensor fault may hit, in any kind of factory (each factory's own are its
+#: ``measured``).
+MEASURED = ("temperature", "vibration", "pressure", "humidity")
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,21 @@ class Magnitudes:
 
     #: Offset of a spike, per sensor (sign drawn at random; size varies +-20 %).
     spike: dict[str, float] = field(
-        default_factory=lambda: {"temperature": 25.0, "vibration": 8.0, "pressure": 3.0}
+        default_factory=lambda: {
+            "temperature": 25.0,
+            "vibration": 8.0,
+            "pressure": 3.0,
+            "humidity": 25.0,
+        }
     )
     #: Offset a drift reaches at its end, per sensor (upwards or downwards).
     drift: dict[str, float] = field(
-        default_factory=lambda: {"temperature": 12.0, "vibration": 3.0, "pressure": 1.5}
+        default_factory=lambda: {
+            "temperature": 12.0,
+            "vibration": 3.0,
+            "pressure": 1.5,
+            "humidity": 15.0,
+        }
     )
     drift_s: tuple[float, float] = (90.0, 180.0)
     stuck_s: tuple[float, float] = (30.0, 90.0)
@@ -162,8 +174,9 @@ class Injector:
     ) -> bool:
         """Begin an episode of ``kind`` on ``machine``; False if one is already running."""
         rng, m = self.rng, self.m
+        measured = self.f.measured
         if kind in ("drift", "stuck", "spike") and sensor is None:
-            sensor = MEASURED[rng.integers(len(MEASURED))]
+            sensor = measured[rng.integers(len(measured))]
         if scripted:
             self._scripted.add((kind, machine, sensor))
 
@@ -274,7 +287,7 @@ class Injector:
             self._apply_stuck(sensor, values, now)
             self._apply_spikes(sensor, values, now, intensity.get("spike", 0.0))
         for machine, sensor, size in self._pending_spikes:
-            sensor = sensor or MEASURED[self.rng.integers(len(MEASURED))]
+            sensor = sensor or self.f.measured[self.rng.integers(len(self.f.measured))]
             if sensor in tick.values:
                 self._spike(sensor, tick.values[sensor], machine, now, size)
         self._pending_spikes = [(m, s, z) for m, s, z in self._pending_spikes

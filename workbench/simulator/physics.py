@@ -39,6 +39,18 @@ SENSORS: dict[str, dict[str, float]] = {
     "pressure": {"resolution": 0.01, "noise": 0.02, "rate_hz": 1.0},  # bar
     "battery": {"resolution": 0.1, "noise": 0.05, "rate_hz": 0.1},  # % state of charge
     "current": {"resolution": 0.1, "noise": 0.1, "rate_hz": 1.0},  # A, the drive motor's
+    "humidity": {"resolution": 0.1, "noise": 0.5, "rate_hz": 1.0},  # % relative, nodes only
+}
+#: The sensor types each kind of factory has: machines on a line, or environmental sensor
+#: nodes in a hall (temperature, humidity and their battery: the edge gateway's story).
+KINDS: dict[str, tuple[str, ...]] = {
+    "machines": ("temperature", "vibration", "pressure", "battery", "current"),
+    "nodes": ("temperature", "battery", "humidity"),
+}
+#: ... and those of them a sensor fault (spike, drift, stuck) may hit.
+MEASURED_BY_KIND: dict[str, tuple[str, ...]] = {
+    "machines": ("temperature", "vibration", "pressure"),
+    "nodes": ("temperature", "humidity"),
 }
 #: Share of its rated current a motor draws at no load.
 NO_LOAD_CURRENT = 0.25
@@ -77,8 +89,8 @@ class FactoryConfig:
     """What the factory looks like; every field is an experiment parameter."""
 
     machines: int = 5
-    #: Scales every sensor's sampling rate; 1.0 means temperature, vibration and pressure
-    #: at 1 Hz and battery at 0.1 Hz.
+    #: Scales every sensor's sampling rate; 1.0 means temperature, vibration, pressure and
+    #: current (humidity, for nodes) at 1 Hz and battery at 0.1 Hz.
     rate_hz: float = 1.0
     seed: int = 0
     #: Event time of the first sample (epoch ms); None means :data:`DEFAULT_START_MS`.
@@ -87,8 +99,13 @@ class FactoryConfig:
     #: Sampling rate per sensor type (Hz) before ``rate_hz`` scales it; missing types use
     #: the defaults in :data:`SENSORS`, a rate of 0 switches the sensor off.
     sensor_rates_hz: dict[str, float] = field(default_factory=dict)
+    #: ``machines`` (pumps, compressors, presses) or ``nodes`` (environmental sensor nodes:
+    #: ambient temperature 20-30 C, humidity, a battery; ids ``n-0001``...).
+    kind: str = "machines"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError("factory", self.kind, f"one of {', '.join(KINDS)}")
         if not 1 <= self.machines <= 100_000:
             raise ConfigError("machines", self.machines, "a whole number from 1 to 100000")
         if not 0 < self.rate_hz <= 1000:
@@ -97,15 +114,16 @@ class FactoryConfig:
             # numpy seeds take no negative number, and the run registry stores a bigint
             raise ConfigError("seed", self.seed, f"a whole number from 0 to {2**63 - 1}")
         for sensor, rate in self.sensor_rates_hz.items():
-            if sensor not in SENSORS:
-                raise ConfigError("sensor_rates_hz", sensor, f"one of {', '.join(SENSORS)}")
+            if sensor not in KINDS[self.kind]:
+                raise ConfigError("sensor_rates_hz", sensor,
+                                  f"one of {', '.join(KINDS[self.kind])}")  # fmt: skip
             if not 0 <= rate <= 1000:
                 raise ConfigError(f"sensor_rates_hz[{sensor}]", rate, "Hz from 0 to 1000")
 
     def rates(self) -> dict[str, float]:
         """Effective sampling rate of each sensor type that is on (Hz)."""
         rates = {s: self.sensor_rates_hz.get(s, spec["rate_hz"]) * self.rate_hz
-                 for s, spec in SENSORS.items()}  # fmt: skip
+                 for s, spec in SENSORS.items() if s in KINDS[self.kind]}  # fmt: skip
         return {s: r for s, r in rates.items() if r > 0}
 
     def events_per_second(self) -> float:
@@ -137,7 +155,10 @@ class Factory:
         n = config.machines
         self.rng = np.random.default_rng(config.seed)
         rng = self.rng
-        self.machine_ids = [f"m-{i + 1:04d}" for i in range(n)]
+        prefix = "n" if config.kind == "nodes" else "m"
+        self.machine_ids = [f"{prefix}-{i + 1:04d}" for i in range(n)]
+        #: the sensor types a sensor fault may hit in this factory
+        self.measured = MEASURED_BY_KIND[config.kind]
         self.rates = config.rates()
         self.tick_hz = max(self.rates.values())
         self.dt_s = 1.0 / self.tick_hz
@@ -180,26 +201,15 @@ class Factory:
         self.extra_heat_c = np.zeros(n)
         self.forced_load = np.full(n, np.nan)
         self.vib_factor = np.ones(n)
+        if config.kind == "nodes":
+            self._nodes_init(n)
         self.status = np.full(n, STATUS_OK, dtype=np.int64)
         self.seq = {s: np.zeros(n, dtype=np.int64) for s in self.rates}
         self._sample_every = {s: self.tick_hz / r for s, r in self.rates.items()}
 
-    @property
-    def now_ms(self) -> int:
-        """Event time of the next tick."""
-        return self.start_ms + round(self.index * self.dt_s * 1000)
-
-    def sampling(self, index: int) -> list[str]:
-        """The sensor types that take a sample at tick ``index``."""
-        return [
-            s for s, every in self._sample_every.items()
-            if index == 0 or int(index / every) != int((index - 1) / every)
-        ]  # fmt: skip
-
-    def step(self) -> Tick:
-        """Advance every machine by one tick and sample the sensors due at this time."""
+    def _machine_truth(self, t_s: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One tick of the machines' physics: regimes, load, heat, wear; the true values."""
         cfg, rng, n, dt_s = self.config, self.rng, self.config.machines, self.dt_s
-        ts_ms, t_s = self.now_ms, self.index * dt_s
         self._advance_regimes(dt_s)
         target = self._target_load(t_s)
         target = np.where(np.isnan(self.forced_load), target, self.forced_load)
@@ -218,6 +228,62 @@ class Factory:
             "battery": self.battery,
             "current": self.rated_current_a * (NO_LOAD_CURRENT + (1 - NO_LOAD_CURRENT) * load),
         }
+        return truth, load
+
+    def _nodes_init(self, n: int) -> None:
+        """Environmental sensor nodes: each hangs somewhere in a hall whose air follows the
+        day (a sine, warmest mid-afternoon) and the weather (a slow random walk), and reads
+        its temperature through its enclosure's lag; humidity falls as the air warms."""
+        gen = self._node_rng = np.random.default_rng([self.config.seed, 2])
+        self.site_c = gen.uniform(22.0, 26.0, n)  # the spot's mean air temperature
+        self.day_amp_c = gen.uniform(1.0, 2.0, n)
+        start_s = (self.start_ms / 1000.0) % 86400.0
+        self.day_phase = 2 * np.pi * (start_s / 86400.0 - 15.0 / 24.0) + np.pi / 2
+        self.weather_c = np.zeros(n)
+        self.humidity_base = gen.uniform(40.0, 60.0, n)
+        self.humidity_gain = gen.uniform(1.5, 3.0, n)  # % relative humidity per C
+        self.humidity_walk = np.zeros(n)
+        self.thermal_tau_s = gen.uniform(60.0, 120.0, n)  # the enclosure's lag
+        self.temp_c = self.site_c.copy()
+
+    def _node_truth(self, t_s: float) -> dict[str, np.ndarray]:
+        gen, dt_s, n = self._node_rng, self.dt_s, self.config.machines
+        keep = np.exp(-dt_s / 1200.0)  # the weather and the room's moisture wander slowly
+        self.weather_c = self.weather_c * keep + gen.normal(0, 0.5 * np.sqrt(1 - keep**2), n)
+        self.humidity_walk = self.humidity_walk * keep + gen.normal(0, 2 * np.sqrt(1 - keep**2), n)
+        day = self.day_amp_c * np.sin(2 * np.pi * t_s / 86400.0 + self.day_phase)
+        air = self.site_c + day + self.weather_c
+        self.temp_c += (air + self.extra_heat_c - self.temp_c) * (
+            1.0 - np.exp(-dt_s / self.thermal_tau_s)
+        )
+        humidity = self.humidity_base - self.humidity_gain * (air - self.site_c)
+        self.battery = np.maximum(self.battery - self.battery_drain * dt_s, 0.0)
+        return {
+            "temperature": self.temp_c,
+            "humidity": np.clip(humidity + self.humidity_walk, 5.0, 95.0),
+            "battery": self.battery,
+        }
+
+    @property
+    def now_ms(self) -> int:
+        """Event time of the next tick."""
+        return self.start_ms + round(self.index * self.dt_s * 1000)
+
+    def sampling(self, index: int) -> list[str]:
+        """The sensor types that take a sample at tick ``index``."""
+        return [
+            s for s, every in self._sample_every.items()
+            if index == 0 or int(index / every) != int((index - 1) / every)
+        ]  # fmt: skip
+
+    def step(self) -> Tick:
+        """Advance every machine by one tick and sample the sensors due at this time."""
+        cfg, rng, n = self.config, self.rng, self.config.machines
+        ts_ms, t_s = self.now_ms, self.index * self.dt_s
+        if cfg.kind == "nodes":
+            truth, load = self._node_truth(t_s), np.zeros(n)
+        else:
+            truth, load = self._machine_truth(t_s)
         values, seq = {}, {}
         for sensor in self.sampling(self.index):
             spec = SENSORS[sensor]
@@ -226,8 +292,9 @@ class Factory:
             values[sensor] = quantise(noisy, spec["resolution"])
             seq[sensor] = self.seq[sensor].copy()
             self.seq[sensor] += 1
-        if "battery" in values:
-            values["battery"] = np.clip(values["battery"], 0.0, 100.0)
+        for bounded in ("battery", "humidity"):
+            if bounded in values:
+                values[bounded] = np.clip(values[bounded], 0.0, 100.0)
         tick = Tick(self.index, ts_ms, values, seq, self.status.copy(), load)
         self.index += 1
         return tick

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, FileConfigError
-from workbench.simulator.chaos import MEASURED, Magnitudes, ScriptedFault
+from workbench.simulator.chaos import Magnitudes, ScriptedFault
 from workbench.simulator.control import check_intensity, parse_duration_s
-from workbench.simulator.physics import DEFAULT_START_MS
+from workbench.simulator.physics import DEFAULT_START_MS, KINDS, MEASURED_BY_KIND
 from workbench.simulator.truth import FAULT_KINDS
 
-_RUN_KEYS = {"machines", "duration", "rate_hz", "seed", "description"}
+_RUN_KEYS = {"machines", "duration", "rate_hz", "seed", "description", "factory"}
 _FAULT_KEYS = {"kind", "machine", "at", "duration", "sensor", "magnitude"}
 
 
@@ -81,6 +81,8 @@ class Scenario:
     rate_hz: float = 1.0
     seed: int = 0
     chaos: dict[str, float] = field(default_factory=dict)
+    factory: str = "machines"
+
     magnitudes: Magnitudes = field(default_factory=Magnitudes)
     faults: tuple[Fault, ...] = ()
 
@@ -132,6 +134,9 @@ def parse_scenario(data: dict[str, Any], path: Path | str = "<scenario>") -> Sce
         seed = int(run.get("seed", 0))
     except (ValueError, ConfigError) as exc:
         raise ScenarioError(path, "[run]", str(exc)) from None
+    factory = run.get("factory", "machines")
+    if factory not in KINDS:
+        raise ScenarioError(path, "[run]", f"factory {factory!r} is not one of {', '.join(KINDS)}")
     chaos = {}
     for kind, value in data.get("chaos", {}).items():
         try:
@@ -141,7 +146,7 @@ def parse_scenario(data: dict[str, Any], path: Path | str = "<scenario>") -> Sce
             raise ScenarioError(path, f"[chaos] {kind}", str(exc)) from None
     magnitudes = _magnitudes(path, data.get("magnitudes", {}))
     faults = tuple(
-        _fault(path, i, entry, machines, duration_s)
+        _fault(path, i, entry, machines, duration_s, factory)
         for i, entry in enumerate(data.get("fault", []), start=1)
     )
     return Scenario(
@@ -154,6 +159,7 @@ def parse_scenario(data: dict[str, Any], path: Path | str = "<scenario>") -> Sce
         chaos=chaos,
         magnitudes=magnitudes,
         faults=faults,
+        factory=factory,
     )
 
 
@@ -181,7 +187,10 @@ def _magnitudes(path: Path | str, table: dict[str, Any]) -> Magnitudes:
     return dataclasses.replace(defaults, **values)
 
 
-def _fault(path: Path | str, number: int, entry: dict, machines: int, duration_s: float) -> Fault:
+def _fault(
+    path: Path | str, number: int, entry: dict, machines: int, duration_s: float,
+    factory: str = "machines",
+) -> Fault:  # fmt: skip
     where = f"fault #{number}"
     _no_unknown(path, where, entry, _FAULT_KEYS)
     kind = entry.get("kind")
@@ -201,8 +210,10 @@ def _fault(path: Path | str, number: int, entry: dict, machines: int, duration_s
     if at_s >= duration_s:
         raise ScenarioError(path, where, f"at {at_s:g}s is after the run's end ({duration_s:g}s)")
     sensor = entry.get("sensor")
-    if sensor is not None and sensor not in MEASURED:
-        raise ScenarioError(path, where, f"sensor {sensor!r} is not one of {', '.join(MEASURED)}")
+    measured = MEASURED_BY_KIND[factory]
+    if sensor is not None and sensor not in measured:
+        raise ScenarioError(path, where, f"sensor {sensor!r} is not one of {', '.join(measured)} "
+                            f"(a factory of {factory})")  # fmt: skip
     if kind in ("loss", "duplicate", "latency", "malformed") and length_s is None:
         raise ScenarioError(path, where, f"a scripted {kind} window needs a duration")
     magnitude = entry.get("magnitude")

@@ -20,7 +20,7 @@ from typing import Any
 
 from workbench.errors import ConfigError
 from workbench.simulator.chaos import Magnitudes, ScriptedFault
-from workbench.simulator.physics import DEFAULT_START_MS, FactoryConfig
+from workbench.simulator.physics import DEFAULT_START_MS, MEASURED_BY_KIND, FactoryConfig
 from workbench.simulator.scenario import Fault, Scenario, load_scenario
 
 
@@ -52,6 +52,7 @@ class SimulationSpec:
         start_ms: int | None = None,
         events_per_s: float | None = None,
         realtime: bool = False,
+        factory_kind: str | None = None,
     ) -> SimulationSpec:
         """Combine a scenario (if any) with explicit values; explicit values win.
 
@@ -72,6 +73,7 @@ class SimulationSpec:
             rate_hz=pick(rate_hz, base.rate_hz),
             seed=pick(seed, base.seed),
             start_ms=start_ms,
+            kind=pick(factory_kind, base.factory),
         )
         if events_per_s is not None:
             if events_per_s <= 0:
@@ -82,6 +84,11 @@ class SimulationSpec:
         if duration <= 0:
             raise ConfigError("duration", duration, "seconds > 0")
         faults = tuple(f for f in base.faults if f.machine <= factory.machines)
+        measured = MEASURED_BY_KIND[factory.kind]
+        wrong = sorted({f.sensor for f in faults if f.sensor and f.sensor not in measured})
+        if wrong:
+            raise ConfigError("factory", factory.kind, f"a factory whose sensors include the "
+                              f"scenario's {', '.join(wrong)}")  # fmt: skip
         return cls(
             factory=factory,
             duration_s=duration,
@@ -96,6 +103,7 @@ class SimulationSpec:
         f = self.factory
         return {
             "scenario": self.scenario,
+            "factory": f.kind,
             "machines": f.machines,
             "duration_s": self.duration_s,
             "rate_hz": f.rate_hz,

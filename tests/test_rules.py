@@ -143,9 +143,10 @@ def test_edge_rules_are_temperature_above_30_and_battery_below_10():
     )
 
 
-def test_edge_rules_take_the_file_defaults():
-    for rule in load_rules("edge").rules:
-        assert (rule.open_after, rule.close_after) == (3, 5)
+def test_edge_rules_take_the_file_defaults_but_one_low_battery_reading_opens():
+    hot, battery = load_rules("edge").rules
+    assert (hot.open_after, hot.close_after) == (3, 5)
+    assert (battery.open_after, battery.close_after) == (1, 5)  # one reading every 10 s
 
 
 def test_load_rules_by_bare_name_picks_the_shipped_file():

@@ -74,7 +74,7 @@ from workbench.processor.kernels import kernel
 from workbench.processor.stats.base import Fields, allocate, from_columns, to_columns
 
 #: Version of the :meth:`MachineModelState.arrays` layout.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Sensors of one machine the model takes (each one a regressor of the others).
 MAX_SENSORS = 6
 #: The lags: exponentially weighted means of the other sensors over these time constants.
@@ -113,8 +113,8 @@ class ModelConfig:
             raise ValueError("the model's horizon must be > 0 s")
         if len(self.lags_s) != N_LAGS or not all(x > 0 for x in self.lags_s):
             raise ValueError(f"the model takes {N_LAGS} lags, each > 0 s")
-        if self.warmup < 5:
-            raise ValueError("the model's warmup must be at least 5 readings")
+        if not 5 <= self.warmup <= PACKED:
+            raise ValueError(f"the model's warmup must be from 5 to {PACKED} readings")
         if not (self.clip > 0 and self.prior > 0):
             raise ValueError("the model's clip and prior must be > 0")
 
@@ -129,13 +129,13 @@ def _key_fields(config: ModelConfig) -> Fields:
         "n": np.int64(0),  # values modelled (warm-up included)
         "last_ts": np.int64(NO_TS),
         "slot": np.int64(-1),  # this sensor's place among its machine's
-        "warm": np.zeros(config.warmup),  # the first values, for the scale
         "mu": np.float64(np.nan),
         "sc": np.float64(np.nan),
         "floor": np.float64(np.nan),  # residual variance of the resolution (standardised)
         "s2": np.float64(np.nan),  # residual variance
         "w": np.zeros(DIM),
-        "p": (np.eye(DIM) * config.prior)[np.triu_indices(DIM)],
+        # P, packed; until the scale is set it holds the first values instead
+        "p": np.zeros(PACKED),
     }
 
 
@@ -279,11 +279,13 @@ def _slot_of(mc, sensor):
 
 
 @kernel
-def _set_scale(kc, warmup):
-    """The key's standardisation from its first ``warmup`` values: median and
-    interquartile range (else the standard deviation, else 1 % of the level), and the
-    variance of its resolution: the smallest step between them, squared, over 12."""
-    w = np.sort(kc["warm"])
+def _set_scale(kc, warmup, prior):
+    """The key's standardisation from its first ``warmup`` values (kept in P's place):
+    median and interquartile range (else the standard deviation, else 1 % of the level),
+    and the variance of its resolution: the smallest step between them, squared, over 12;
+    then P starts as the prior."""
+    p = kc["p"]
+    w = np.sort(p[:warmup].copy())
     mu = np.median(w)
     sc = np.percentile(w, 75.0) - np.percentile(w, 25.0)
     if not sc > 0:
@@ -300,6 +302,9 @@ def _set_scale(kc, warmup):
     kc["mu"] = mu
     kc["sc"] = sc
     kc["floor"] = (step / sc) ** 2 / 12.0
+    p[:] = 0.0
+    for i in range(DIM):
+        p[_row(i) + i] = prior
 
 
 @kernel
@@ -418,9 +423,9 @@ def _update_kernel(keys, mkeys, sensors, ts_ms, values, judged, off, is_load, pa
         n = kc["n"]
         kc["n"] = n + 1
         if n < warmup:
-            kc["warm"][n] = v
+            kc["p"][n] = v
             if n + 1 == warmup:
-                _set_scale(kc, warmup)
+                _set_scale(kc, warmup, prior)
             continue
         z = (v - kc["mu"]) / kc["sc"]
         d = _features(mc, slot, x, N_LAGS, t)

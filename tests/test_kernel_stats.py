@@ -605,3 +605,30 @@ def test_small_cases_pass_as_plain_python():
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 passed" in proc.stdout, proc.stdout[-1000:]
+
+
+def test_a_sensor_that_moves_in_steps_is_judged_in_steps():
+    # SKAB's pressure: plateaus 0.33 bar apart, one step up or down now and then; the
+    # noise of its plateaus is nil, so without its resolution a one-step flip scored as a
+    # spike of many standard deviations
+    rng = np.random.default_rng(2)
+    levels = np.cumsum(rng.choice([-1, 0, 0, 0, 0, 0, 0, 0, 0, 1], 600)) * 0.328
+    values = np.round(0.05 + levels, 6)
+    values[500] += 12 * 0.328  # a real spike: twelve steps off
+    state = SensorStatsState(n_keys=1)
+    f = update(state, np.zeros(600, np.int64), np.arange(600) * 1000, values)
+    reference = SensorStats()
+    scores = [reference.update(t * 1000, float(v)).score for t, v in enumerate(values)]
+    np.testing.assert_array_equal(f.score, np.array([np.nan if s is None else s for s in scores]))
+    assert np.nanmax(np.delete(f.score, 500)) < 3 and f.score[500] > 8
+
+
+def test_a_checkpoint_from_before_the_resolution_was_kept_restores():
+    state = SensorStatsState(n_keys=2)
+    update(
+        state, np.array([0, 1, 0, 1]), np.array([0, 0, 1000, 1000]), np.array([1.0, 5.0, 1.5, 5.0])
+    )
+    old = {k: v for k, v in state.arrays().items() if k != "baseline_step"}
+    restored = SensorStatsState.from_arrays(old)
+    assert np.isinf(restored.arrays()["baseline_step"]).all()
+    assert state.arrays()["baseline_step"].tolist() == [0.5, np.inf]

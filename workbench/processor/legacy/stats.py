@@ -154,6 +154,7 @@ class SensorStats:
         self._dt_s = _NAN  # usual interval between readings
         self._gap = False  # nulls since the last value
         self._repeats = 0
+        self._step = math.inf  # the smallest change between two values: the resolution
         self._warm = warmup
         self._features = _EMPTY
 
@@ -225,6 +226,8 @@ class SensorStats:
         self._dt_s = dt_s if usual != usual else usual + 0.1 * (dt_s - usual)
         run = self._repeats + 1  # identical values in a row, up to the previous one
         self._repeats = repeats = run if value == last_value else 0
+        if value != last_value:
+            self._step = min(self._step, abs(value - last_value))
         if self._gap or (usual == usual and dt_s > self.gap_factor * usual):
             self._gap = False
             self._restart(value)
@@ -238,7 +241,9 @@ class SensorStats:
         self._since_start += 1
         if spread != spread:  # the second value of the stream
             spread = abs(residual)
-        sd = max(spread * _MAD_TO_SD, 1e-4 * abs(predicted), 1e-9)
+        # a sensor that moves in steps is judged in steps: one step is one standard deviation
+        step = self._step if self._step < math.inf else 0.0
+        sd = max(spread * _MAD_TO_SD, 1e-4 * abs(predicted), 1e-9, step)
         z = residual / sd
         limit = self.clip * sd
         clipped = limit if residual > limit else -limit if residual < -limit else residual

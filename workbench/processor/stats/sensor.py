@@ -125,6 +125,7 @@ def _layout(q: float, warmup: int) -> dict[str, Fields]:
             "dt_s": _NAN,  # usual interval between readings
             "gap": np.bool_(False),  # nulls since the last value
             "repeats": _INT,  # identical values in a row
+            "step": np.float64(np.inf),  # the smallest change between two values
         },
         "count": {name: _INT for name in _COUNTERS},
         "last": {"ts": np.int64(NO_TS), "value": _NAN},
@@ -249,6 +250,9 @@ class SensorStatsState:
         params = {name: float(arrays[f"param_{name}"]) for name in _FLOAT_PARAMS}
         params.update({name: int(arrays[f"param_{name}"]) for name in _INT_PARAMS})
         state = cls(**params)
+        if "baseline_step" not in arrays:  # a checkpoint from before the resolution was kept
+            n = len(arrays["baseline_level"])
+            arrays = dict(arrays) | {"baseline_step": np.full(n, np.inf)}
         loaded = {g: from_columns(f, arrays, f"{g}_") for g, f in state._fields.items()}
         sizes = {len(s) for s in loaded.values()}
         if len(sizes) != 1:
@@ -371,6 +375,10 @@ def _judge(ph, k, b, c, last, ts, x, params):
     b["dt_s"] = dt_s if usual != usual else usual + 0.1 * (dt_s - usual)
     run = b["repeats"] + 1  # identical values in a row, up to the previous one
     b["repeats"] = run if x == last["value"] else 0
+    if x != last["value"]:
+        change = abs(x - last["value"])
+        if change < b["step"]:
+            b["step"] = change
     if b["gap"] or (usual == usual and dt_s > gap_factor * usual):
         b["gap"] = False
         _restart(ph, k, b, c, x, warmup)
@@ -384,7 +392,8 @@ def _judge(ph, k, b, c, last, ts, x, params):
     b["since_start"] += 1
     if spread != spread:  # the second value of the stream
         spread = abs(residual)
-    sd = _pymax(_pymax(spread * MAD_TO_SD, 1e-4 * abs(predicted)), 1e-9)
+    step = b["step"] if b["step"] < np.inf else 0.0  # a sensor in steps is judged in steps
+    sd = _pymax(_pymax(_pymax(spread * MAD_TO_SD, 1e-4 * abs(predicted)), 1e-9), step)
     z = residual / sd
     limit = clip * sd
     clipped = limit if residual > limit else -limit if residual < -limit else residual

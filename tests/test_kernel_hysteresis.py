@@ -473,6 +473,20 @@ def test_stuck_rule_ignores_nulls():
     assert feed(engine(Rule("stuck", "stuck", (T,), open_after=1)), [None, None, 5.0]) == []
 
 
+def test_a_sensor_that_moves_in_steps_is_not_stuck_on_its_plateaus():
+    # SKAB's pressure: plateaus of many equal readings between steps of 0.33 bar. Once its
+    # runs of equal values have been long on average, a plateau no longer breaches; a
+    # sensor that changes at almost every reading is still caught when it sticks
+    rule = Rule("stuck", "stuck", (T,), open_after=10, close_after=1)
+    plateaus = [v for level in (0.0, 0.33, 0.66, 0.33, 0.0, 0.33) for v in [level] * 8]
+    stepped = plateaus + [0.66] * 15  # a longer plateau than the stuck rule waits for
+    assert feed(engine(rule), stepped) == []
+    first = feed(engine(rule), [0.66] * 15)  # ... which, with no history, was stuck
+    assert states(first) == ["opened"]
+    noisy = [20.0 + 0.1 * (k % 7) for k in range(48)] + [21.0] * 15
+    assert states(feed(engine(rule), noisy)) == ["opened"]
+
+
 def test_stuck_compares_with_the_previous_reading_whatever_its_status():
     eng = engine(Rule("stuck", "stuck", (T,), open_after=2, close_after=1))
     eng.observe(M, T, 0, 5.0, 0, None)

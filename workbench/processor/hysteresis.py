@@ -10,7 +10,8 @@ come in batches of columns in arrival order. Per batch:
    sensor and machine it watches; except ``status`` and ``null`` rules, only readings with
    status 0 and a value; ``anomaly`` rules only readings with a score, ``model`` rules only
    those with a model score. ``stuck`` compares a value with the previous one of its key,
-   carried from batch to batch.
+   carried from batch to batch, unless the key moves in steps (its runs of equal values are
+   long on average: a stepped sensor's plateaus are not a stuck sensor).
 2. *hysteresis*: a kernel walks the batch once, stepping the per-(key, rule) counters only
    where a reading breaches or the counters are already running, and writes the transitions
    (opened, updated, closed) to an event buffer. Status rules count per machine key.
@@ -74,6 +75,11 @@ PEAK_MAX, PEAK_MIN, PEAK_FARTHEST = range(3)
 MEASURE_VALUE, MEASURE_SCORE, MEASURE_STATUS, MEASURE_NONE, MEASURE_MODEL = range(5)
 #: Recent excitements remembered per key for the alone_s decision (as the reference).
 EXCITED_KEPT = 16
+#: A sensor whose runs of equal values are longer than this on average (an EW mean over its
+#: runs, each counted up to RUN_CAP) moves in steps: its plateaus are not judged stuck. 1.5
+#: is a sensor that repeats its previous value in a third of its readings (SKAB's pressure:
+#: 1.8; the simulator's sensors, noisier than their resolution: 1.1-1.3).
+STEPPED_RUN, RUN_ALPHA, RUN_CAP = 1.5, 0.05, 10
 
 
 class AlertEvent(NamedTuple):
@@ -183,12 +189,27 @@ def _open(si, sf, k, r, ts, normals, close_after):
 
 
 @kernel
-def _previous(keys, values, isnull, last, prev):
-    """``prev[i]``: the value of the reading of ``keys[i]`` before it (NaN: none or null)."""
+def _previous(keys, values, isnull, last, prev, run, mean_run, stepped):
+    """``prev[i]``: the value of the reading of ``keys[i]`` before it (NaN: none or null);
+    ``stepped[i]``: whether the key moves in steps (its runs of equal values have been
+    longer than ``STEPPED_RUN`` on average), from the runs that ended before it."""
     for i in range(keys.size):
         k = keys[i]
-        prev[i] = last[k]
-        last[k] = np.nan if isnull[i] else values[i]
+        before = last[k]
+        prev[i] = before
+        stepped[i] = mean_run[k] > STEPPED_RUN
+        if isnull[i]:
+            run[k] = 0
+            last[k] = np.nan
+            continue
+        x = values[i]
+        if x == before:
+            run[k] += 1
+        else:
+            if before == before:  # a run of equal values ended
+                mean_run[k] += RUN_ALPHA * (min(run[k] + 1, RUN_CAP) - mean_run[k])
+            run[k] = 0
+        last[k] = x
 
 
 @kernel
@@ -322,6 +343,8 @@ class RuleEngine:
         # per key
         self._n_keys = self._n_mkeys = 0
         self._last = np.zeros(0)
+        self._run = np.zeros(0, np.int64)  # equal values in a row, per key
+        self._mean_run = np.zeros(0)  # the key's runs of equal values, on average
         self._key_mkey = np.zeros(0, np.int64)  # -1: not seen yet
         self._applies = np.zeros((len(self._filters), 0), np.bool_)
         self._live = np.zeros(0, np.bool_)  # per key: alone rules hold or count something
@@ -359,6 +382,8 @@ class RuleEngine:
         self._sf = _grown(self._sf, cap, 0.0)
         self._busy = _grown(self._busy, cap, False)
         self._last = _grown(self._last, cap, np.nan)
+        self._run = _grown(self._run, cap, 0)
+        self._mean_run = _grown(self._mean_run, cap, 1.0)
         self._key_mkey = _grown(self._key_mkey, cap, -1)
         self._live = _grown(self._live, cap, False)
         self._due = _grown(self._due, cap, np.inf)
@@ -406,8 +431,9 @@ class RuleEngine:
         model = np.full(n, np.nan) if model is None else np.asarray(model, np.float64)
         self._register(keys, mkeys, machine_names, sensor_names)
         prev = np.empty(n)
-        _previous(keys, values, isnull, self._last, prev)
-        codes = self._codes(keys, values, isnull, status, score, drift, prev, model)
+        steps = np.empty(n, np.bool_)
+        _previous(keys, values, isnull, self._last, prev, self._run, self._mean_run, steps)
+        codes = self._codes(keys, values, isnull, status, score, drift, prev, model, steps)
         stepped = self._run_kernel(keys, mkeys, ts_ms, values, np.stack([score, model]), status,
                                    codes)  # fmt: skip
         alone = self._alone_rows(keys, mkeys, ts_ms, values, isnull, status, score, codes)
@@ -452,11 +478,13 @@ class RuleEngine:
         si, sf = self._si, self._sf
         key_mkey = self._key_mkey[key_ids]
         last, applies = self._last[key_ids], self._applies[:, key_ids]
+        run, mean_run = self._run[key_ids], self._mean_run[key_ids]
         sensors = [self._sensor_names[k] for k in key_ids.tolist()]
         machines = [self._machine_names[m] for m in mkey_ids.tolist()]
         self._cap = 0
         self._si, self._sf, self._busy = si[:0], sf[:0], self._busy[:0]
         self._last, self._key_mkey = last[:0], key_mkey[:0]
+        self._run, self._mean_run = run[:0], mean_run[:0]
         live, due = self._live[key_ids], self._due[mkey_ids]
         self._live, self._due = live[:0], due[:0]
         self.grow(max(key_ids.size, mkey_ids.size))
@@ -468,6 +496,7 @@ class RuleEngine:
         self._sf[:nm, self._per_machine] = sf[mkey_ids][:, self._per_machine]
         self._busy[:] = (self._si[:, :, OPEN] != 0) | (self._si[:, :, RUN] != 0)
         self._last[:nk] = last
+        self._run[:nk], self._mean_run[:nk] = run, mean_run
         self._live[:nk], self._due[:nm] = live, due
         self._n_live = int(np.count_nonzero(live))
         self._key_mkey[:nk] = np.where(key_mkey >= 0, mmap[np.maximum(key_mkey, 0)], -1)
@@ -507,6 +536,8 @@ class RuleEngine:
             "state_float": sf[ids, rules].reshape(-1, N_FLOAT),
             "key_mkey": self._key_mkey[:nk].copy(),
             "last": self._last[:nk].copy(),
+            "run": self._run[:nk].copy(),
+            "mean_run": self._mean_run[:nk].copy(),
             "sensor_names": np.array(self._sensor_names, dtype=str),
             "machine_names": np.array(self._machine_names, dtype=str),
             "held_rule": np.array([r for _, r, _, _ in held], np.int64),
@@ -545,6 +576,8 @@ class RuleEngine:
         eng._n_keys, eng._n_mkeys = nk, nm
         eng._key_mkey[:nk] = key_mkey
         eng._last[:nk] = arrays["last"]
+        if "run" in arrays:  # checkpoints before the runs were kept start them afresh
+            eng._run[:nk], eng._mean_run[:nk] = arrays["run"], arrays["mean_run"]
         eng._sensor_names = arrays["sensor_names"].tolist()
         eng._machine_names = arrays["machine_names"].tolist()
         eng._fill_applies(np.flatnonzero(key_mkey >= 0))
@@ -607,7 +640,7 @@ class RuleEngine:
                     not machines or m in machines
                 )
 
-    def _codes(self, keys, values, isnull, status, score, drift, prev, model) -> np.ndarray:
+    def _codes(self, keys, values, isnull, status, score, drift, prev, model, steps) -> np.ndarray:
         """Per rule and reading: -1 not judged, 0 normal, 1 breach (see the module doc)."""
         n = keys.size
         codes = np.empty((self._n_rules, n), np.int8)
@@ -647,7 +680,7 @@ class RuleEngine:
                 elif kind == "drift":
                     breach = drift
                 else:  # stuck
-                    breach = values == prev
+                    breach = (values == prev) & ~steps
                 base = judged if watches is None else judged & watches
             row = codes[i]
             if base is None:

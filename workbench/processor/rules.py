@@ -12,7 +12,9 @@ neither raises nor clears an alarm. Kinds:
                ``score_above``;
 ``drift``      the drift detector fired on this reading;
 ``null``       the reading has no value;
-``stuck``      the value equals the previous one of the same sensor;
+``stuck``      the value equals the previous one of the same sensor (unless the sensor moves
+               in steps: its runs of equal values are long on average, and a plateau is
+               not a stuck sensor);
 ``status``     the machine reports one of ``status`` (shutdown, power fault, ...).
 
 ``alone_s`` makes a rule speak of one sensor only: a breach is held for ``alone_s``

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 
 # the event type lives with the batch engine now; re-exported here for the reference's users
-from workbench.processor.hysteresis import AlertEvent
+from workbench.processor.hysteresis import RUN_ALPHA, RUN_CAP, STEPPED_RUN, AlertEvent
 from workbench.processor.legacy.stats import Features
 from workbench.processor.rules import Rule, RuleSet
 
@@ -54,6 +54,9 @@ class AlertEngine:
         self._state: dict[tuple[int, str, str | None], list] = {}
         # per (machine, sensor): the last value (for stuck rules)
         self._last: dict[tuple[str, str], float | None] = {}
+        # ... its equal values in a row, and its runs of equal values on average
+        self._run: dict[tuple[str, str], int] = {}
+        self._mean_run: dict[tuple[str, str], float] = {}
         self._by_sensor: dict[str, tuple[tuple[int, Rule], ...]] = {}
         # alone_s rules: breaches held back, per (rule index, machine, sensor): [first ts,
         # [(ts, value, breach, measure), ...]]; and recent (ts, score) of excited sensors
@@ -91,6 +94,18 @@ class AlertEngine:
             )
         key = (machine_id, sensor_type)
         previous = self._last.get(key)
+        stepped = self._mean_run.get(key, 1.0) > STEPPED_RUN
+        if value is None:
+            self._run[key] = 0
+        elif value == previous:
+            self._run[key] = self._run.get(key, 0) + 1
+        else:
+            if previous is not None:  # a run of equal values ended
+                mean = self._mean_run.get(key, 1.0)
+                self._mean_run[key] = mean + RUN_ALPHA * (
+                    min(self._run.get(key, 0) + 1, RUN_CAP) - mean
+                )
+            self._run[key] = 0
         self._last[key] = value
         events: list[AlertEvent] = []
         if self._excited_above is not None:
@@ -128,7 +143,7 @@ class AlertEngine:
             elif kind == "drift":
                 breach, measure = features is not None and features.drift, value
             else:  # stuck
-                breach, measure = value == previous, value
+                breach, measure = value == previous and not stepped, value
             sensor = None if rule.per_machine else sensor_type
             if rule.alone_s is not None and sensor is not None:
                 held = self._held.get((i, machine_id, sensor))

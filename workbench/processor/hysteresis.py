@@ -214,7 +214,7 @@ def _previous(keys, values, isnull, last, prev, run, mean_run, stepped):
 
 @kernel
 def _hysteresis(
-    i0, j, keys, mkeys, ts, values, scores, status, codes, rules, per_machine, open_after,
+    i0, j, keys, mkeys, ts, values, scores, models, status, codes, rules, per_machine, open_after,
     close_after, open_ms, close_ms, max_breaches, mode, mid, measure_of, si, sf, busy, ev,
     ev_peak,
 ):  # fmt: skip
@@ -240,9 +240,9 @@ def _hysteresis(
             if src == MEASURE_VALUE:
                 measure = values[i]
             elif src == MEASURE_SCORE:
-                measure = scores[0, i]
+                measure = scores[i]
             elif src == MEASURE_MODEL:
-                measure = scores[1, i]
+                measure = models[i]
             elif src == MEASURE_STATUS:
                 measure = float(status[i])
             else:
@@ -434,8 +434,7 @@ class RuleEngine:
         steps = np.empty(n, np.bool_)
         _previous(keys, values, isnull, self._last, prev, self._run, self._mean_run, steps)
         codes = self._codes(keys, values, isnull, status, score, drift, prev, model, steps)
-        stepped = self._run_kernel(keys, mkeys, ts_ms, values, np.stack([score, model]), status,
-                                   codes)  # fmt: skip
+        stepped = self._run_kernel(keys, mkeys, ts_ms, values, score, model, status, codes)
         alone = self._alone_rows(keys, mkeys, ts_ms, values, isnull, status, score, codes)
         if alone and stepped:
             # per reading: released held breaches first, then the rules in file order
@@ -690,13 +689,13 @@ class RuleEngine:
                 row += breach & base
         return codes
 
-    def _run_kernel(self, keys, mkeys, ts, values, scores, status, codes) -> list[tuple]:
+    def _run_kernel(self, keys, mkeys, ts, values, scores, models, status, codes) -> list[tuple]:
         if self._stepped.size == 0:
             return []
         i, j, n = 0, 0, keys.size
         while True:
             j, i = _hysteresis(
-                i, j, keys, mkeys, ts, values, scores, status, codes, self._stepped,
+                i, j, keys, mkeys, ts, values, scores, models, status, codes, self._stepped,
                 self._per_machine, self._open_after, self._close_after, self._open_ms,
                 self._close_ms, self._max_breaches, self._mode, self._mid, self._measure_of,
                 self._si, self._sf, self._busy, self._ev, self._ev_peak,

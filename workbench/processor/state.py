@@ -37,10 +37,9 @@ from workbench.processor.keys import KeyTable
 from workbench.processor.rolling import RollingState
 from workbench.processor.rules import RuleSet
 from workbench.processor.stats import SensorStatsState
-from workbench.processor.stats.machine import MachineModelState
+from workbench.processor.stats.machine import MachineModelState, sensor_masks
 from workbench.processor.watermark import WatermarkState
 from workbench.processor.windows import WindowConfig, WindowState
-from workbench.schemas import sensor_types
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +147,10 @@ class PartitionState:
         self.stats = SensorStatsState(q=w.quantile)
         #: the machine model, when a rule needs it
         self.model = MachineModelState(rules.model) if rules.uses_model else None
-        #: per sensor code (the reading schema's symbols): taken by the model, a load sensor
-        names = [*sensor_types(), "unknown"]
-        self.model_takes = np.array([n in rules.modelled_sensors for n in names], np.bool_)
-        self.model_load = np.array([n in rules.model.load_sensors for n in names], np.bool_)
+        #: per sensor code: taken by the model, a load sensor
+        self.model_takes, self.model_load = sensor_masks(
+            rules.modelled_sensors, rules.model.load_sensors
+        )
         self.alerts = RuleEngine(rules)
         #: keys whose statistics changed since they were last written
         self.changed = np.zeros(0, dtype=np.bool_)

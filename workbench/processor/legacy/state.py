@@ -35,24 +35,25 @@ class MachineModel:
 
     def __init__(self, rules: RuleSet) -> None:
         self.state = machine.MachineModelState(rules.model)
-        self.takes = frozenset(rules.modelled_sensors)
-        self.codes = {name: i for i, name in enumerate(sensor_types())}
-        loads = set(rules.model.load_sensors)
-        self.is_load = np.array([n in loads for n in self.codes], np.bool_)
+        self.takes, self.is_load = machine.sensor_masks(
+            rules.modelled_sensors, rules.model.load_sensors
+        )
+        self.codes = {name: i for i, name in enumerate([*sensor_types(), "unknown"])}
         self.keys: dict[tuple[str, str], int] = {}
         self.machines: dict[str, int] = {}
 
     def score(self, r: Reading) -> float | None:
         """The reading's score (None: the model does not take it, or has none yet)."""
         off = r.status_code != 0
-        taken = r.value is not None and not off and r.sensor_type in self.takes
+        code = self.codes.get(r.sensor_type, len(self.codes) - 1)
+        taken = r.value is not None and not off and bool(self.takes[code])
         if not (taken or off):
             return None
         k = self.keys.setdefault((r.machine_id, r.sensor_type), len(self.keys))
         m = self.machines.setdefault(r.machine_id, len(self.machines))
         self.state.grow(len(self.keys), len(self.machines))
         (score,) = machine.update(
-            self.state, np.array([k]), np.array([m]), np.array([self.codes.get(r.sensor_type, -1)]),
+            self.state, np.array([k]), np.array([m]), np.array([code]),
             np.array([r.ts_ms]), np.array([np.nan if r.value is None else r.value], np.float64),
             np.array([taken]), self.is_load, np.array([off]),
         ).tolist()  # fmt: skip

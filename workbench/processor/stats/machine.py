@@ -65,13 +65,14 @@ Three sensors of one machine, the third the sum of the first two, then off it:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.processor.kernels import kernel
 from workbench.processor.stats.base import Fields, allocate, from_columns, to_columns
+from workbench.schemas import sensor_types
 
 #: Version of the :meth:`MachineModelState.arrays` layout.
 FORMAT_VERSION = 2
@@ -205,13 +206,17 @@ class MachineModelState:
         state.n_keys, state.n_mkeys = len(state.keys), len(state.machines)
         return state
 
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.machines.nbytes
-
     def _params(self) -> np.ndarray:
         c = self.config
         return np.array([c.horizon_s, c.lags_s[0], c.lags_s[1], c.clip, c.prior], np.float64)
+
+
+def sensor_masks(taken: Collection[str], loads: Collection[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sensor code (the reading schema's symbols, then ``unknown``): whether the model
+    takes the sensor type, and whether it is a load sensor (:func:`update`'s ``is_load``)."""
+    names = [*sensor_types(), "unknown"]
+    return (np.array([n in taken for n in names], np.bool_),
+            np.array([n in loads for n in names], np.bool_))  # fmt: skip
 
 
 def _grown(a: np.ndarray, fields: Fields, n: int) -> np.ndarray:

@@ -363,7 +363,7 @@ class TopicWatch(threading.Thread):
         self.losses = 0
         #: whether the broker answered the last look
         self.answering = True
-        self._admin = AdminClient(_base_config(bootstrap, 1.0))
+        self._renew()
         self._id: str | None = None
         self._start: dict[int, int] = {}
         self._ends: dict[int, int] = {}
@@ -451,6 +451,16 @@ class TopicWatch(threading.Thread):
         """The topic's id, the end offset of each partition, the group's committed offsets
         and the messages the topic holds; ``("", {}, {}, 0)`` when the topic does not
         exist, None when the broker does not answer."""
+        # librdkafka may abort the process when an admin request times out while the
+        # broker is away (confluentinc/librdkafka#4605), so a metadata request, which
+        # does not go through that path, asks first whether the broker answers at all;
+        # a client whose admin request failed anyway is replaced, not asked again.
+        try:
+            if self.topic not in self._admin.list_topics(timeout=1.0).topics:
+                return "", {}, {}, 0
+        except KafkaException as exc:
+            log.debug("topic watch: %s", exc)
+            return None
         try:
             described = self._admin.describe_topics(
                 TopicCollection([self.topic]), request_timeout=1.0
@@ -462,6 +472,7 @@ class TopicWatch(threading.Thread):
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return "", {}, {}, 0
             log.debug("topic watch: %s", exc)
+            self._renew()
             return None
         held = sum(max(0, end - starts.get(p, 0)) for p, end in ends.items())
         return str(described.topic_id), ends, self._processed(parts), held
@@ -475,4 +486,9 @@ class TopicWatch(threading.Thread):
             return _committed(self._admin, self.group, parts, 1.0) or self._read
         except KafkaException as exc:
             log.debug("topic watch: offsets of %s: %s", self.group, exc)
+            self._renew()
             return self._read
+
+    def _renew(self) -> None:
+        """A new admin client in place of one whose request failed (see :meth:`_look`)."""
+        self._admin = AdminClient(_base_config(self.bootstrap, 1.0))

@@ -38,7 +38,7 @@ import pytest
 from workbench import kafka, schemas
 from workbench.errors import SchemaError
 from workbench.producer import RecordProducer, frames
-from workbench.schemas import READING, ReadingColumnsEncoder, ReadingEncoder, _varint, codec_for
+from workbench.schemas import READING, ReadingColumnsEncoder, ReadingEncoder, codec_for, varint
 from workbench.simulator.chaos import ScriptedFault
 from workbench.simulator.control import ChaosControl, parse_chaos
 from workbench.simulator.physics import SENSORS, FactoryConfig, quantise
@@ -164,7 +164,7 @@ class LegacySimulation(Simulation):
         windows = self._active_windows(now)
         bursting = self.injector.bursting(now)
         status = tick.status.tolist()
-        ts_bytes = _varint(tick.ts_ms)
+        ts_bytes = varint(tick.ts_ms)
         for sensor, values in tick.values.items():
             self._emit_sensor(sensor, values, tick.seq[sensor], status, tick.ts_ms, ts_bytes,
                               intensity, windows)  # fmt: skip
@@ -197,7 +197,7 @@ class LegacySimulation(Simulation):
                 f.seq[sensor][i] += 1
                 self.injector.burst_extra[i] += 1
                 message = self.encoder.encode_parts(
-                    self._ids[i], _varint(t), self.encoder.sensor_bytes[sensor],
+                    self._ids[i], varint(t), self.encoder.sensor_bytes[sensor],
                     None if v != v else v, status[i], seq,
                 )  # fmt: skip
                 lost, dup, bad, delay = self._network_draws(1, intensity, windows, machine=i)

@@ -600,13 +600,26 @@ def table(result: dict[str, Any]) -> str:
         for row in k["rows"]:
             lines.append(f"  {row['name']:<38}{row['seconds']:>10.3f}{row['rows_per_s']:>12,}"
                          f"{row['ratio']:>8.2f}")  # fmt: skip
+    g = result.get("gateway")
+    if g:
+        lines.append(f"\nHTTP gateway: {g['readings']:,} readings, median of {g['repeats']}")
+        lines.append(f"  {'path':<38}{'readings/s':>12}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}")
+        for row in g["rows"]:
+            lat = f"{row.get('p50_ms', '-')!s:>9}{row.get('p99_ms', '-')!s:>9}"
+            lines.append(
+                f"  {row['name']:<38}{row['readings_per_s']:>12,}{row['ratio']:>8.2f}{lat}"
+            )
+        st = g["steady"]
+        lines.append(f"  single readings at {st['rate_per_s']:g}/s: p50 {st['p50_ms']} ms, "
+                     f"p90 {st['p90_ms']} ms, p99 {st['p99_ms']} ms, max {st['max_ms']} ms "
+                     f"({st['accepted']:,} of {st['requests']:,} accepted)")  # fmt: skip
     lines.append(f"\npeak RSS of the benchmark process {result['bench_peak_rss_mb']} MB")
     return "\n".join(lines)
 
 
 #: The benchmark's sections, in the order they run; ``archive`` archives the readings of
 #: the ``processor`` section, so it runs only with it.
-PARTS = ("simulator", "processor", "archive", "sink", "memory")
+PARTS = ("simulator", "processor", "archive", "sink", "memory", "gateway")
 
 
 def run_benchmark(
@@ -635,7 +648,7 @@ def run_benchmark(
     >>> run_benchmark(Settings.from_env({}), "", "", "bench.x", parts=["gpu"])
     Traceback (most recent call last):
     ...
-    workbench.errors.ConfigError: parts='gpu' is not valid: expected any of simulator, processor, archive, sink, memory
+    workbench.errors.ConfigError: parts='gpu' is not valid: expected any of simulator, processor, archive, sink, memory, gateway
     """  # noqa: E501
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -666,6 +679,12 @@ def run_benchmark(
     if "memory" in parts:
         result["memory"] = bench_memory(settings, bootstrap, database_url, topic_prefix,
                                         rss_machines, rss_duration_s)  # fmt: skip
+    if "gateway" in parts:
+        from workbench.gateway.benchmark import bench_gateway
+
+        result["gateway"] = bench_gateway(
+            settings, bootstrap, topic_prefix, _interleaved, repeats=repeats
+        )
     result["bench_peak_rss_mb"] = peak_rss_mb()
     result["peak_rss_mb"] = result.get("memory", {}).get("peak_rss_mb", peak_rss_mb())
     processor = result.get("processor", {})

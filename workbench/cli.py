@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="produce a simulated factory to the raw topic")
     _add_factory_args(p)
+    _add_via(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
     p = sub.add_parser("process", help="consume the raw topic into the database")
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="simulate + process + store end to end, and check the books")
     _add_factory_args(p)
+    _add_via(p)
     _add_rules(p)
     p.add_argument(
         "--keep-up", action="store_true", help="leave an embedded stack this run started running"
@@ -415,6 +417,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rules(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
 
+    p = sub.add_parser(
+        "gateway",
+        help="take readings over HTTP (POST /v1/telemetry) onto the raw topic",
+        description="Serve the HTTP gateway: readings as JSON or Avro, answered 202 once the "
+        "broker acknowledged each; API keys from WORKBENCH_GATEWAY_API_KEYS or the keys file. "
+        "`workbench gateway key NAME` adds a key to the file.",
+    )
+    p.add_argument("--host", help="address to listen on (default WORKBENCH_GATEWAY_HOST)")
+    p.add_argument(
+        "--port", type=int, help="port (default WORKBENCH_GATEWAY_PORT, 8000; 0: a free one)"
+    )
+    p.add_argument(
+        "--run-id", help="run id of readings whose request names none in X-Run-Id (default new)"
+    )
+    gw = p.add_subparsers(dest="gateway_command", metavar="key")
+    k = gw.add_parser(
+        "key",
+        help="make an API key: its hash goes to the keys file, the key is printed once",
+    )
+    k.add_argument("name", help="a name for the key (logs, metrics)")
+    k.add_argument(
+        "--machines", help="comma-separated machine ids the key may send for (default: any)"
+    )
+    k.add_argument("--json", action="store_true", help='print {"name", "key", "file"}')
+
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
@@ -429,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-archive", action="store_true", help="no Parquet archive section")
     p.add_argument("--skip-sink", action="store_true", help="no PostgreSQL write section")
+    p.add_argument(
+        "--skip-gateway", action="store_true", help="no HTTP gateway section (a gateway process)"
+    )
     p.add_argument(
         "--skip-memory", action="store_true", help="no peak-memory section (a processor process)"
     )
@@ -455,6 +485,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
     return parser
+
+
+def _add_via(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--via",
+        metavar="URL",
+        help="send the readings through the HTTP gateway at URL (`workbench gateway`) "
+        "instead of straight to the broker",
+    )
+    p.add_argument(
+        "--api-key",
+        help="the gateway's API key for --via (default: the first of WORKBENCH_GATEWAY_API_KEYS)",
+    )
+
+
+def _via(settings: Settings, args: argparse.Namespace) -> job.Via | None:
+    if not args.via:
+        return None
+    key = args.api_key or (settings.gateway_api_keys or "").split(",")[0].strip()
+    if not key:
+        raise ConfigError("--api-key", "", "the gateway's API key (or WORKBENCH_GATEWAY_API_KEYS)")
+    return job.Via(args.via, key)
 
 
 def _add_rules(p: argparse.ArgumentParser) -> None:
@@ -543,13 +595,15 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
-    report = job.simulate_run(settings, _spec(args), run_id, args.realtime)
+    report = job.simulate_run(settings, _spec(args), run_id, args.realtime, _via(settings, args))
     data = dataclasses.asdict(report) | {"topic": settings.topic_raw}
     faults = ", ".join(f"{n} {kind}" for kind, n in sorted(report.chaos.items())) or "none"
     text = (
         f"run {run_id}: produced {report.produced} readings, sent {report.delivered} messages "
         f"to {settings.topic_raw}; faults injected: {faults}"
     )
+    if report.via:
+        text += f"\nthrough the gateway at {report.via}: {report.rejected} messages refused"
     if not report.intact:
         text += (
             f"\nNOT DELIVERED: {report.sent - report.delivered} of {report.sent} messages not "
@@ -606,7 +660,12 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     summary = job.run_experiment(
-        settings, _spec(args), run_id=args.run_id, realtime=args.realtime, keep_up=args.keep_up
+        settings,
+        _spec(args),
+        run_id=args.run_id,
+        realtime=args.realtime,
+        keep_up=args.keep_up,
+        via=_via(settings, args),
     )
     s = summary
     faults = ", ".join(f"{n} {kind}" for kind, n in sorted(s.chaos.items())) or "none"
@@ -619,6 +678,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"  stored         {s.stored}",
             f"  dead-lettered  {s.deadlettered}",
             f"  dropped        {s.dropped} (lost by chaos on the way)",
+            *([f"  refused        {s.rejected} (by the gateway at {s.via})"] if s.via else []),
             *(
                 [
                     f"  NOT DELIVERED  {s.failed_deliveries} failed, about {s.lost_by_broker} "
@@ -775,7 +835,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     endpoints = job.ready_stack(settings)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     skipped = {"processor": args.skip_processor, "archive": args.skip_archive,
-               "memory": args.skip_memory,
+               "memory": args.skip_memory, "gateway": args.skip_gateway,
                "sink": args.skip_sink}  # fmt: skip
     result = bench.run_benchmark(
         settings,
@@ -798,6 +858,25 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     _emit(args, result, bench.table(result) + f"\n\nwritten to {out}")
+    return 0
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.gateway import keys, server
+
+    if args.gateway_command == "key":
+        machines = [m.strip() for m in (args.machines or "").split(",") if m.strip()]
+        path = settings.gateway_keys_path
+        key = keys.add_key(path, args.name, machines or None)
+        _emit(
+            args,
+            {"name": args.name, "key": key, "file": str(path), "machines": machines or None},
+            f"{key}\n(the key for {args.name!r}: shown only now; its hash is in {path})",
+        )
+        return 0
+    gateway = server.prepare_gateway(settings, args.run_id or new_run_id())
+    port = settings.gateway_port if args.port is None else args.port
+    gateway.serve(args.host or settings.gateway_host, port)
     return 0
 
 
@@ -865,6 +944,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "db": cmd_db,
     "grafana": cmd_grafana,
+    "gateway": cmd_gateway,
 }
 
 if __name__ == "__main__":

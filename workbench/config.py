@@ -239,6 +239,21 @@ class Settings:
     #: container); each takes a share of the partitions.
     workers: int = _env(_int(1), default=1)
 
+    #: The HTTP gateway (`workbench gateway`): where it listens, ...
+    gateway_host: str = _env(_text, default="127.0.0.1")
+    gateway_port: int = _env(_port, default=8000)
+    #: ... the API keys it takes without a keys file (comma-separated; for a quick start) ...
+    gateway_api_keys: str | None = _env(_optional_text, default=None, repr=False)
+    #: ... the keys file (hashes only; `workbench gateway key NAME` adds one); empty means
+    #: gateway-keys.toml in the state directory ...
+    gateway_keys_file: Path | None = _env(_path, default=None)  # noqa: RUF009
+    #: ... readings per second each key may send (a token bucket holding one second's worth) ...
+    gateway_rate: float = _env(_float(0), default=100_000.0)
+    #: ... the largest request body, and how long a request waits for the broker's
+    #: acknowledgement of its readings before it is answered 503.
+    gateway_max_body_bytes: int = _env(_int(1), default=4 * 1024 * 1024)
+    gateway_ack_timeout_s: float = _env(_float(0), default=10.0)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
@@ -285,6 +300,11 @@ class Settings:
             self.topic_deadletter,
             self.topic_chaos,
         )
+
+    @property
+    def gateway_keys_path(self) -> Path:
+        """The gateway's keys file: the configured one, else one in the state directory."""
+        return self.gateway_keys_file or self.state_dir / "gateway-keys.toml"
 
     @property
     def embedded_broker(self) -> bool:

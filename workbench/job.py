@@ -20,6 +20,7 @@ from typing import Any
 from workbench import kafka, sinks
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+from workbench.gateway.client import GatewaySender
 from workbench.processor.loop import Processor, ProcessorStats
 from workbench.processor.scoring import score_labels, score_run
 from workbench.producer import RecordProducer
@@ -112,11 +113,15 @@ class SimulationReport:
     last_ts: int | None
     #: partitions that got the end-of-run marker
     partitions: list[int]
+    #: sent through a gateway (``--via``): messages it refused (malformed ones), which
+    #: never reach the broker
+    rejected: int = 0
+    via: str | None = None
 
     @property
     def acknowledged(self) -> bool:
-        """Whether the broker acknowledged every message sent."""
-        return self.failed == 0 and self.delivered == self.sent
+        """Whether the broker acknowledged every message sent (that a gateway did not refuse)."""
+        return self.failed == 0 and self.delivered + self.rejected == self.sent
 
     @property
     def intact(self) -> bool:
@@ -125,8 +130,17 @@ class SimulationReport:
 
     @property
     def expected_in_database(self) -> int:
-        """Readings that must end up stored or dead-lettered: all but the dropped."""
-        return self.produced - self.dropped
+        """Readings that must end up stored or dead-lettered: all but the dropped (and
+        those a gateway refused)."""
+        return self.produced - self.dropped - self.rejected
+
+
+@dataclass(frozen=True)
+class Via:
+    """Send through the HTTP gateway at ``url`` with ``api_key`` instead of to the broker."""
+
+    url: str
+    api_key: str
 
 
 def simulate(
@@ -139,6 +153,7 @@ def simulate(
     stop: threading.Event | None = None,
     pace: Pace | None = None,
     progress: RunProgress | None = None,
+    via: Via | None = None,
 ) -> SimulationReport:
     """Produce a simulated run to the raw topic, with its ground truth to topic and table.
 
@@ -146,19 +161,25 @@ def simulate(
     time comes round on the wall clock. ``control`` lets a caller change chaos
     intensities while the run goes on; ``stop`` ends it early (ground truth is closed).
     ``pace`` (readings per wall second, changeable mid-run) paces the run instead of
-    ``realtime``; ``progress`` tells another thread how far the simulation got.
+    ``realtime``; ``progress`` tells another thread how far the simulation got. With
+    ``via``, readings go through an HTTP gateway (the ground truth still goes straight to
+    its topic and table: it is the lab's, not a device's).
     """
     control = control or ChaosControl(spec.chaos)
     sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
     bootstrap = endpoints.bootstrap_servers
     with (
         chaos_producer(bootstrap, settings.topic_chaos, run_id) as truth_producer,
-        RecordProducer(
-            bootstrap,
-            settings.topic_raw,
-            run_id,
-            processed_by=settings.consumer_group,
-            warn_held=settings.broker_held_warn,
+        (
+            GatewaySender(via.url, via.api_key, run_id)
+            if via is not None
+            else RecordProducer(
+                bootstrap,
+                settings.topic_raw,
+                run_id,
+                processed_by=settings.consumer_group,
+                warn_held=settings.broker_held_warn,
+            )
         ) as raw,
         PostgresSink(endpoints.database_url) as sink,
     ):
@@ -196,20 +217,26 @@ def simulate(
         first_ts=counts.first_ts,
         last_ts=counts.last_ts,
         partitions=sorted(partitions),
+        rejected=report.rejected,
+        via=via.url if via is not None else None,
     )
 
 
 def simulate_run(
-    settings: Settings, spec: SimulationSpec, run_id: str, realtime: bool = False
+    settings: Settings,
+    spec: SimulationSpec,
+    run_id: str,
+    realtime: bool = False,
+    via: Via | None = None,
 ) -> SimulationReport:
     """``workbench simulate``: one registered simulation; the stack stays up for a processor."""
     endpoints = ready_stack(settings)
-    params = spec.params() | {"realtime": realtime}
+    params = spec.params() | {"realtime": realtime} | ({"via": via.url} if via else {})
     with (
         RunRegistry(endpoints.database_url) as registry,
         registry.track(run_id, "simulate", spec.factory.seed, params),
     ):
-        report = simulate(settings, endpoints, spec, run_id, realtime)
+        report = simulate(settings, endpoints, spec, run_id, realtime, via=via)
         status = "completed" if report.intact else "failed"
         registry.finish(run_id, status, produced=report.produced, dropped=report.dropped)
     return report
@@ -253,6 +280,9 @@ class RunSummary:
     reconciled: bool
     bootstrap_servers: str
     database_url: str
+    #: sent through a gateway (``--via``): its URL, and the messages it refused
+    via: str | None = None
+    rejected: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,6 +333,7 @@ def run_experiment(
     pace: Pace | None = None,
     stop: threading.Event | None = None,
     progress: RunProgress | None = None,
+    via: Via | None = None,
 ) -> RunSummary:
     """Simulate, process and store one run end to end; see the module docstring.
 
@@ -310,7 +341,8 @@ def run_experiment(
     intensities, readings per wall second, an early end) and ``progress`` reports how far
     it got (see :func:`simulate`); a notebook's control panel runs this in a background
     thread (:class:`workbench.lab.live.LiveRun`). A stopped run is finished like any
-    other: what was produced is processed, stored and accounted for.
+    other: what was produced is processed, stored and accounted for. With ``via`` the
+    readings go through an HTTP gateway (``workbench run --via URL``).
 
     >>> # run_experiment(Settings.from_env(), SimulationSpec.build(scenario="standard"))
     """
@@ -319,15 +351,16 @@ def run_experiment(
     started = time.monotonic()
     with Stack(settings).session(keep_up=keep_up) as endpoints:
         prepare(settings, endpoints)
-        params = spec.params() | {"realtime": realtime}
+        params = spec.params() | {"realtime": realtime} | ({"via": via.url} if via else {})
         with (
             RunRegistry(endpoints.database_url) as registry,
             registry.track(run_id, "run", spec.factory.seed, params),
         ):
             with _processing(settings, endpoints) as worker:
                 report = simulate(
-                    settings, endpoints, spec, run_id, realtime, control, stop, pace, progress
-                )
+                    settings, endpoints, spec, run_id, realtime, control, stop, pace, progress,
+                    via,
+                )  # fmt: skip
                 # what the broker lost cannot arrive: no waiting for it
                 arriving = report.expected_in_database - report.lost
                 _wait_for_sinks(registry, run_id, arriving, worker, stall_timeout_s)
@@ -335,7 +368,8 @@ def run_experiment(
             counts = registry.counts(run_id, full=True)
             reconciled = (
                 report.acknowledged
-                and counts.stored + counts.deadlettered + report.dropped == report.produced
+                and counts.stored + counts.deadlettered + report.dropped + report.rejected
+                == report.produced
             )
             score = score_run(endpoints.database_url, run_id)
             registry.finish(
@@ -375,6 +409,8 @@ def run_experiment(
         reconciled=reconciled,
         bootstrap_servers=endpoints.bootstrap_servers,
         database_url=redact(endpoints.database_url),
+        via=report.via,
+        rejected=report.rejected,
     )
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -48,9 +48,32 @@ class ProduceReport:
     #: acknowledged, then lost by the broker before they were processed (an estimate; see
     #: kafka.TopicWatch)
     lost: int = 0
+    #: refused by a gateway before they reached the broker (workbench.gateway.client)
+    rejected: int = 0
 
 
-class RecordProducer:
+class Flushing:
+    """A sender used as a context manager: flushed when its block ends cleanly, closed
+    whatever happens (subclasses give ``flush`` and ``close``)."""
+
+    def flush(self) -> ProduceReport:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
+
+
+class RecordProducer(Flushing):
     """Encode records (readings by default) and produce them to ``topic``, keyed by machine.
 
     >>> # with RecordProducer(bootstrap, "telemetry.raw", run_id="r1") as p:
@@ -266,16 +289,6 @@ class RecordProducer:
         if t.failed:
             log.error("%d messages to %s failed: %s", t.failed, self.topic, t.errors)
         return self.report
-
-    def __enter__(self) -> RecordProducer:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        try:
-            if exc_type is None:
-                self.flush()
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Stop watching the topic (see :class:`~workbench.kafka.TopicWatch`)."""

@@ -132,7 +132,7 @@ def sensor_types() -> list[str]:
 READING = codec_for("reading")
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     """Avro's zig-zag variable-length encoding of a signed integer."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
@@ -169,9 +169,9 @@ class ReadingEncoder:
                 f"{tuple(self.codec.field_names)}: update the encoder with the schema"
             )
         enum = next(f["type"] for f in self.codec.raw["fields"] if f["name"] == "sensor_type")
-        self.sensor_bytes = {s: _varint(i) for i, s in enumerate(enum["symbols"])}
+        self.sensor_bytes = {s: varint(i) for i, s in enumerate(enum["symbols"])}
         self._strings: dict[str, bytes] = {}
-        self._small = [_varint(i) for i in range(1024)]
+        self._small = [varint(i) for i in range(1024)]
         sample = {"machine_id": "m-0001", "ts": 1_767_225_600_000, "sensor_type": "vibration",
                   "value": -1.25, "status_code": 2, "seq": 123_456}  # fmt: skip
         for value in (sample["value"], None):
@@ -184,11 +184,11 @@ class ReadingEncoder:
         encoded = self._strings.get(text)
         if encoded is None:
             raw = text.encode()
-            encoded = self._strings[text] = _varint(len(raw)) + raw
+            encoded = self._strings[text] = varint(len(raw)) + raw
         return encoded
 
     def long(self, n: int) -> bytes:
-        return self._small[n] if 0 <= n < 1024 else _varint(n)
+        return self._small[n] if 0 <= n < 1024 else varint(n)
 
     def encode_parts(
         self, machine: bytes, ts: bytes, sensor: bytes, value: float | None, status: int, seq: int
@@ -202,7 +202,7 @@ class ReadingEncoder:
     def encode(self, record: dict[str, Any]) -> bytes:
         return self.encode_parts(
             self.string(record["machine_id"]),
-            _varint(record["ts"]),
+            varint(record["ts"]),
             self.sensor_bytes[record["sensor_type"]],
             record["value"],
             record["status_code"],
@@ -403,9 +403,9 @@ class CleanReadingEncoder:
     ) -> bytes:
         s = self._strings
         return b"".join((
-            self.codec.header, s(run_id), s(machine_id), _varint(ts), s(sensor_type),
-            _NULL if value is None else b"\x02" + _DOUBLE(value), _varint(status_code),
-            _varint(seq), b"\x01" if late else b"\x00",
+            self.codec.header, s(run_id), s(machine_id), varint(ts), s(sensor_type),
+            _NULL if value is None else b"\x02" + _DOUBLE(value), varint(status_code),
+            varint(seq), b"\x01" if late else b"\x00",
             _NULL if score is None else b"\x02" + _DOUBLE(score),
             _NULL if rolling_1 is None else b"\x02" + _DOUBLE(rolling_1),
             _NULL if rolling_2 is None else b"\x02" + _DOUBLE(rolling_2),

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workbench.schemas import ReadingColumnsEncoder, ReadingEncoder, _varint, codec_for
+from workbench.schemas import ReadingColumnsEncoder, ReadingEncoder, codec_for, varint
 from workbench.simulator.chaos import Injector, Magnitudes, ScriptedFault
 from workbench.simulator.control import ChaosControl, Pace, RunProgress
 from workbench.simulator.physics import SENSORS, Factory, FactoryConfig, Tick, quantise
@@ -255,7 +255,7 @@ class Simulation:
                 f.seq[sensor][i] += 1
                 self.injector.burst_extra[i] += 1
                 message = self._one.encode_parts(
-                    self._ids[i], _varint(t), self._one.sensor_bytes[sensor],
+                    self._ids[i], varint(t), self._one.sensor_bytes[sensor],
                     None if v != v else v, status[i], seq,
                 )  # fmt: skip
                 lost, dup, bad, delay = self._network_draws(1, intensity, windows, machine=i)

@@ -1,0 +1,84 @@
+"""``workbench gateway``: the gateway application on uvicorn, attached to the broker.
+
+It starts or attaches to the broker like the other commands (the embedded one unless
+``WORKBENCH_BOOTSTRAP_SERVERS`` names another), makes sure the topics exist, and serves
+until Ctrl-C or SIGTERM; then it answers the requests it has, sends what is queued and
+stops. It never touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import uvicorn
+
+from workbench import kafka
+from workbench.config import Settings
+from workbench.errors import ConfigError
+from workbench.gateway.app import GatewayConfig, create_app
+from workbench.gateway.keys import KeyRing
+from workbench.gateway.publisher import Publisher
+from workbench.stack import Stack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A configured gateway, ready to :meth:`serve`."""
+
+    settings: Settings
+    bootstrap: str
+    config: GatewayConfig
+
+    def app(self) -> object:
+        publisher = Publisher(
+            self.bootstrap, self.settings.topic_raw, self.settings.gateway_ack_timeout_s
+        )
+        return create_app(publisher, self.config)
+
+    def serve(self, host: str, port: int) -> None:
+        """Run until interrupted (uvicorn handles SIGINT and SIGTERM). Port 0 takes a free
+        port, which the log line names."""
+        sock = socket.create_server((host, port), reuse_port=False)
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app(),
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=int(self.settings.gateway_ack_timeout_s + 5),
+            )
+        )
+        log.info(
+            "gateway on http://%s:%d (docs at /docs) -> %s on %s; %d API keys; run id %s",
+            host, port, self.settings.topic_raw, self.bootstrap, len(self.config.keys),
+            self.config.run_id,
+        )  # fmt: skip
+        server.run(sockets=[sock])
+
+
+def prepare_gateway(settings: Settings, run_id: str) -> Gateway:
+    """Keys loaded and checked, the broker up and its topics made; :class:`ConfigError`
+    when no key is configured (a gateway that takes anything is not offered)."""
+    keys = KeyRing.from_sources(settings.gateway_api_keys, settings.gateway_keys_path)
+    if not len(keys):
+        raise ConfigError(
+            "WORKBENCH_GATEWAY_API_KEYS",
+            "",
+            f"at least one API key (comma-separated), or keys in {settings.gateway_keys_path} "
+            "made with `workbench gateway key NAME`",
+        )
+    endpoints, started = Stack(settings).up(parts=("broker",))
+    if started:
+        log.info("started the embedded broker; `workbench down` stops it")
+    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    rate = settings.gateway_rate
+    config = GatewayConfig(
+        keys, run_id, rate=rate, burst=rate, max_body_bytes=settings.gateway_max_body_bytes
+    )
+    return Gateway(settings, endpoints.bootstrap_servers, config)

@@ -24,8 +24,11 @@ from test_cli import workbench
 
 from workbench.config import Settings
 from workbench.errors import MetricsUnavailable
+from workbench.grafana import dashboards as boards
+from workbench.grafana.promql import metric_names as promql_names
 from workbench.metrics import (
     LATENCY_BUCKETS,
+    SCRAPE_SERIES,
     BulkHistogram,
     ProcessorMetrics,
     exported_names,
@@ -226,6 +229,13 @@ def test_a_processor_serves_its_counts_lag_latencies_and_watermark_delay(
         low = before - 1.0 - (newest - LATENESS_S)
         high = after - (newest - 5.0 - LATENESS_S)
         assert low <= delay <= high, (partition, low, delay, high)
+
+    # every metric the dashboard's Pipeline health row reads is here (or Prometheus's own)
+    for board in boards.load_dashboards():
+        for q in board.promql:
+            for name in promql_names(q.expr):
+                if not name.startswith("workbench_gateway_"):
+                    assert name in m.names | SCRAPE_SERIES, (q.panel, name)
 
     p.stop()
     assert p.proc.returncode == 0, p.err

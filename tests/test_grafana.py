@@ -1,7 +1,9 @@
 """The Grafana deliverables without a Grafana server: macro expansion as Grafana's
 PostgreSQL data source does it, and every dashboard query run against the real embedded
 PostgreSQL filled by a real short run (with chaos, so alerts, dead letters, late readings
-and chaos events exist), as the read-only role Grafana uses, and through the CLI.
+and chaos events exist), as the read-only role Grafana uses, and through the CLI. The
+Prometheus panels (no Prometheus here) are checked by the metric names their PromQL reads;
+tests/test_metrics.py scrapes a live processor for the same names.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from workbench.grafana.macros import (
     interpolate_variables,
     render,
 )
+from workbench.grafana.promql import metric_names
+from workbench.metrics import exported_names
 from workbench.simulator.spec import SimulationSpec
 from workbench.sinks.postgres import READER_ROLE, connect, create_schema
 
@@ -125,13 +129,91 @@ def test_provisioning_and_dashboards_load() -> None:
                 continue
             assert any(m in q.sql for m in checks.TIME_MACROS), f"{q.panel} {q.ref_id}"
         for panel in data["panels"]:
-            assert panel["datasource"]["uid"] == "workbench-pg"
+            if panel["type"] == "row":
+                continue
+            uid = panel["datasource"]["uid"]
+            assert uid in ("workbench-pg", "workbench-prom"), panel["title"]
             for t in panel.get("targets", []):
-                assert "time_bucket" not in t["rawSql"], "plain PostgreSQL has no time_bucket"
+                assert t["datasource"]["uid"] == uid, panel["title"]
+                if uid == "workbench-pg":
+                    assert "time_bucket" not in t["rawSql"], "plain PostgreSQL has no time_bucket"
+                else:
+                    assert t["expr"] and "rawSql" not in t, panel["title"]
         types = {p["type"] for p in data["panels"]}
         assert {"gauge", "timeseries", "table"} <= types
         annotations = [a for a in data["annotations"]["list"] if "target" in a]
         assert "chaos_events" in annotations[0]["target"]["rawSql"]
+
+
+def test_the_pipeline_health_row_reads_the_processor_metrics() -> None:
+    (board,) = boards.load_dashboards()
+    rows = [p for p in board.data["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Pipeline health"]
+    below = {q.panel for q in board.promql}
+    assert below == {"Consumer lag", "Processor rates", "Latency", "Watermark delay",
+                     "Processors up"}  # fmt: skip
+    used = {n for q in board.promql for n in metric_names(q.expr)}
+    p = "workbench_processor_"
+    assert {f"{p}consumer_lag_messages", f"{p}consumed_total", f"{p}stored_total",
+            f"{p}dead_lettered_total", f"{p}late_total", f"{p}watermark_delay_seconds",
+            f"{p}end_to_end_latency_seconds_bucket",
+            f"{p}batch_duration_seconds_bucket"} <= used  # fmt: skip
+    # rates and quantiles are PromQL's: every counter under rate(), buckets by le
+    for q in board.promql:
+        if "_total" in q.expr:
+            assert "rate(" in q.expr, q.expr
+        if "_bucket" in q.expr:
+            assert q.expr.startswith("histogram_quantile(") and "by (le" in q.expr, q.expr
+    # the panels sit below the row, side by side within the grid's 24 columns
+    top = rows[0]["gridPos"]["y"]
+    for panel in board.data["panels"]:
+        if panel["title"] in below:
+            pos = panel["gridPos"]
+            assert pos["y"] > top and pos["x"] + pos["w"] <= 24, panel["title"]
+
+
+def test_prometheus_panels_are_checked_by_name() -> None:
+    (board,) = boards.load_dashboards()
+    provisioned = boards.prometheus_datasources(boards.load_provisioning())
+    assert provisioned == {"workbench-prom"}
+    results = checks.check_promql(board, exported_names(), provisioned)
+    assert results and all(r.ok and r.checked == checks.BY_NAME for r in results), [
+        r.to_dict() for r in results
+    ]
+    lag = next(r for r in results if r.panel == "Consumer lag")
+    assert lag.metrics == ["workbench_processor_consumer_lag_messages"]
+    assert lag.to_dict() == {"dashboard": "Machine health", "panel": "Consumer lag", "ok": True,
+                             "checked": "metric names", "metrics": lag.metrics}  # fmt: skip
+    assert "PromQL not run" in lag.text()
+
+    # a misspelt metric, and a panel on a data source nobody provisioned: named failures
+    q = board.promql[0]
+    typo = dataclasses.replace(q, expr=q.expr.replace("lag_messages", "lag_msgs"))
+    elsewhere = dataclasses.replace(board.promql[-1], datasource="somewhere")
+    broken = dataclasses.replace(board, promql=[typo, elsewhere])
+    failed = {r.panel: r.error for r in checks.check_promql(broken, exported_names(),
+                                                            provisioned)}  # fmt: skip
+    assert failed[q.panel] == (
+        "A: not a metric the workbench exports: workbench_processor_consumer_lag_msgs"
+    )
+    assert "'somewhere' is not a provisioned Prometheus" in failed[elsewhere.panel]
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ("rate(a_total[5m])", ["a_total"]),
+        ('sum by (partition) (b{job="x", le=~"0.5|1"}) or on (partition) c', ["b", "c"]),
+        ("max(d) without (instance) * 2e3 > bool 0.5", ["d"]),
+        ('e offset 5m unless f @ end()', ["e", "f"]),
+        ("histogram_quantile(0.99, sum(rate(g_bucket[$__rate_interval])) by (le))",
+         ["g_bucket"]),
+        ('label_replace(h, "dst", "$1", "src", "(.*)")', ["h"]),
+        ("vector(1)", []),
+    ],
+)  # fmt: skip
+def test_promql_metric_names(expr: str, names: list[str]) -> None:
+    assert metric_names(expr) == names
 
 
 # --- against a real run ---------------------------------------------------------------------
@@ -173,9 +255,14 @@ def test_every_panel_runs_as_the_reader_with_rows(filled, endpoints) -> None:
     assert report.ok, [p.to_dict() for p in report.panels if not p.ok]
     assert report.run_id == run_id
     assert report.variables["Machine health"]["run"] == run_id
-    # every panel, annotation and variable has data over the run's event-time span
+    # every SQL panel, annotation and variable has data over the run's event-time span
     for name, result in by_name.items():
-        assert result.rows > 0, name
+        if result.checked == "sql":
+            assert result.rows > 0, name
+    # and the Prometheus panels are there, checked by name (not silently skipped)
+    by_name_only = {n for n, r in by_name.items() if r.checked == checks.BY_NAME}
+    assert by_name_only == {q.panel for q in boards.load_dashboards()[0].promql}
+    assert "Prometheus panels checked by metric name only" in report.text()
     assert {"Machine health", "Latest temperature", "Raw vs processed", "Alert history",
             "Late events and dead letters", "Pipeline throughput",
             "annotation: Chaos ground truth", "variable: run"} <= set(by_name)  # fmt: skip
@@ -218,8 +305,12 @@ def test_the_cli_checks_every_panel(filled, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["ok"] is True and out["run_id"] == run_id
-    assert out["panels"] and all(
-        set(p) == {"dashboard", "panel", "rows", "ok"} for p in out["panels"]
+    sql = [p for p in out["panels"] if "checked" not in p]
+    promql = [p for p in out["panels"] if "checked" in p]
+    assert sql and all(set(p) == {"dashboard", "panel", "rows", "ok"} for p in sql)
+    assert promql and all(
+        set(p) == {"dashboard", "panel", "ok", "checked", "metrics"} and p["metrics"]
+        for p in promql
     )
 
     # a copy of the dashboard with one broken panel query: exit 1, naming the panel

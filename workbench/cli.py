@@ -58,6 +58,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 meaning none."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 0 (none) to 65535")
+    return int(text)
+
+
 def _position(text: str) -> tuple[int, int]:
     """``PARTITION:OFFSET`` of a raw message."""
     partition, _, offset = text.partition(":")
@@ -208,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="processes in the consumer group, each taking a share of the partitions "
         "(default WORKBENCH_WORKERS, 1)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://WORKBENCH_METRICS_HOST:PORT/metrics; worker i "
+        "of --workers serves on PORT+i (default WORKBENCH_METRICS_PORT; 0: none)",
     )
     _add_rules(p)
     p.add_argument(
@@ -615,11 +629,17 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.metrics import processor_metrics
     from workbench.processor.malloc import fix_mmap_threshold, peak_rss_mb
 
     fix_mmap_threshold()  # a process of its own: batch-sized arrays go back when freed
-    endpoints = job.ready_stack(settings, sink=args.sink)
     workers = args.workers or settings.workers
+    if args.metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics_port=args.metrics_port)
+    if settings.metrics_port and settings.metrics_port + workers - 1 > 65535:
+        raise ConfigError("--metrics-port", settings.metrics_port,
+                          f"a port that leaves room for {workers} workers (<= 65535)")  # fmt: skip
+    endpoints = job.ready_stack(settings, sink=args.sink)
     if workers > 1:
         from workbench.processor.workers import run_workers
 
@@ -630,15 +650,16 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
                                               "batches")}  # fmt: skip
         data |= {"per_run": total.get("per_run", {}), "workers": total["workers"]}
     else:
-        processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url,
-                              group_id=args.group, skip=args.skip)  # fmt: skip
-        stop = threading.Event()
-        # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stats = processor.run(
-            stop, idle_timeout_s=args.idle_timeout, max_messages=args.max_messages
-        )
+        with processor_metrics(settings.metrics_port, settings.metrics_host) as metrics:
+            processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url,
+                                  group_id=args.group, skip=args.skip, metrics=metrics)  # fmt: skip
+            stop = threading.Event()
+            # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            stats = processor.run(
+                stop, idle_timeout_s=args.idle_timeout, max_messages=args.max_messages
+            )
         data = {
             "consumed": stats.consumed,
             "stored": stats.stored,

@@ -238,6 +238,12 @@ class Settings:
     #: Processes that `workbench process` starts in one consumer group (compose: per
     #: container); each takes a share of the partitions.
     workers: int = _env(_int(1), default=1)
+    #: `workbench process` serves Prometheus metrics on this port (0: no metrics); with
+    #: several workers, worker i serves on this port + i.
+    metrics_port: int = _env(_port, default=0)
+    #: The address the metrics server listens on: loopback by default; 0.0.0.0 where a
+    #: Prometheus in another container scrapes it (compose.yaml).
+    metrics_host: str = _env(_text, default="127.0.0.1")
 
     #: The HTTP gateway (`workbench gateway`): where it listens, ...
     gateway_host: str = _env(_text, default="127.0.0.1")

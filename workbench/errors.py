@@ -73,3 +73,11 @@ class ArchiveUnavailable(ArchiveError):
     def __init__(self, uri: str, reason: str) -> None:
         self.uri, self.reason = uri, reason
         super().__init__(f"cannot use the archive at {uri}: {reason}")
+
+
+class MetricsUnavailable(WorkbenchError):
+    """The Prometheus metrics server could not listen where it was asked to."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address, self.reason = address, reason
+        super().__init__(f"cannot serve metrics on {address}: {reason}")

@@ -13,6 +13,11 @@ and sensor), the annotation queries and every panel target, expanded by
 - annotation: ``time`` first and a ``text`` column;
 - variable: one column of values.
 
+Panels of the Prometheus data source cannot run here (no Prometheus on these machines):
+they are checked by name instead, and reported as such: the data source must be a
+provisioned Prometheus one, and every metric the PromQL reads must be one the workbench
+exports (:func:`workbench.metrics.exported_names`).
+
 Queries run in a read-only transaction with a statement timeout: the check can be
 pointed at a production database.
 """
@@ -31,6 +36,7 @@ import psycopg
 from workbench.errors import WorkbenchError
 from workbench.grafana import dashboards as boards
 from workbench.grafana.macros import TimeRange, auto_interval_ms, parse_interval, render
+from workbench.grafana.promql import metric_names
 from workbench.sinks.postgres import connect, redact
 
 log = logging.getLogger(__name__)
@@ -46,22 +52,43 @@ class NoRuns(WorkbenchError):
     """The database has no run to show (or not the one asked for)."""
 
 
+#: how a Prometheus panel is checked
+BY_NAME = "metric names"
+
+
 @dataclasses.dataclass
 class PanelResult:
-    """The outcome of one panel (all its targets), annotation or variable."""
+    """The outcome of one panel (all its targets), annotation or variable. ``checked`` says
+    how: ``sql`` (run against the database, ``rows`` returned) or :data:`BY_NAME` (PromQL,
+    not run: ``metrics`` are the names it reads, each exported by the workbench)."""
 
     dashboard: str
     panel: str
     rows: int = 0
     ok: bool = True
     error: str | None = None
+    checked: str = "sql"
+    metrics: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"dashboard": self.dashboard, "panel": self.panel,
-                             "rows": self.rows, "ok": self.ok}  # fmt: skip
+        d: dict[str, Any] = {"dashboard": self.dashboard, "panel": self.panel, "ok": self.ok}
+        if self.checked == BY_NAME:
+            d |= {"checked": self.checked, "metrics": self.metrics}
+        else:
+            d["rows"] = self.rows
         if self.error:
             d["error"] = self.error
         return d
+
+    def text(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        if self.checked == BY_NAME:
+            what = f"PromQL not run, its metrics exported: {', '.join(self.metrics) or 'none'}"
+        else:
+            what = f"{self.rows} rows"
+        return f"  {mark} {self.dashboard} / {self.panel}: {what}" + (
+            f"  ({self.error})" if self.error else ""
+        )
 
 
 @dataclasses.dataclass
@@ -92,11 +119,11 @@ class CheckReport:
     def text(self) -> str:
         lines = [f"run {self.run_id}, {self.time_range.start:%Y-%m-%d %H:%M:%S} .. "
                  f"{self.time_range.end:%Y-%m-%d %H:%M:%S} UTC"]  # fmt: skip
-        for p in self.panels:
-            mark = "ok  " if p.ok else "FAIL"
-            lines.append(f"  {mark} {p.dashboard} / {p.panel}: {p.rows} rows"
-                         + (f"  ({p.error})" if p.error else ""))  # fmt: skip
-        lines.append("all panels ok" if self.ok else "some panels failed")
+        lines += [p.text() for p in self.panels]
+        by_name = sum(p.checked == BY_NAME for p in self.panels)
+        lines.append(("all panels ok" if self.ok else "some panels failed")
+                     + (f" ({by_name} Prometheus panels checked by metric name only: no "
+                        "Prometheus here)" if by_name else ""))  # fmt: skip
         return "\n".join(lines)
 
 
@@ -174,6 +201,7 @@ def check(
     folder: Path | None = None,
     grafana_root: Path | None = None,
     timeout_s: float = 10.0,
+    known: set[str] | None = None,
 ) -> CheckReport:
     """Check every dashboard in ``folder`` (default ``grafana/dashboards``) against the
     PostgreSQL database at ``url``, for ``run_id`` (default the newest) over
@@ -182,10 +210,16 @@ def check(
     The data source's TimescaleDB switch (from the provisioning under ``grafana_root``)
     decides whether ``$__timeGroup`` becomes ``time_bucket``; on a server without
     TimescaleDB the queries are expanded as a plain-PostgreSQL data source would, since
-    the dashboards must work there too.
+    the dashboards must work there too. Prometheus panels are checked against ``known``
+    metric names (default: every name the workbench exports).
     """
+    if known is None:
+        from workbench.metrics import exported_names  # prometheus_client: only here
+
+        known = exported_names()
     provisioning = boards.load_provisioning(grafana_root)
     source = boards.workbench_datasource(provisioning)
+    prometheus = boards.prometheus_datasources(provisioning)
     if not provisioning["providers"]:
         raise ValueError("no dashboard provider in grafana/provisioning/dashboards")
     dashboards = boards.load_dashboards(folder)
@@ -204,10 +238,33 @@ def check(
             report = CheckReport(chosen, time_range, timescaledb, {}, [])
             for board in dashboards:
                 report.panels += _check_dashboard(conn, board, report)
+                report.panels += check_promql(board, known, prometheus)
     for p in report.panels:
-        log.log(logging.INFO if p.ok else logging.WARNING, "%s / %s: %d rows%s", p.dashboard,
-                p.panel, p.rows, "" if p.ok else f": {p.error}")  # fmt: skip
+        log.log(logging.INFO if p.ok else logging.WARNING, "%s", p.text().strip())
     return report
+
+
+def check_promql(board: boards.Dashboard, known: set[str], sources: set[str]) -> list[PanelResult]:
+    """Each Prometheus panel of ``board``, by name: its data source is one of ``sources``
+    (provisioned Prometheus uids) and every metric its expressions read is in ``known``."""
+    results: dict[str, PanelResult] = {}
+    for q in board.promql:
+        result = results.setdefault(q.panel, PanelResult(board.title, q.panel, checked=BY_NAME))
+        if not result.ok:
+            continue
+        names = metric_names(q.expr)
+        unknown = [n for n in names if n not in known]
+        if q.datasource not in sources:
+            result.error = (
+                f"{q.ref_id}: data source {q.datasource!r} is not a provisioned Prometheus"
+            )
+        elif not names:
+            result.error = f"{q.ref_id}: no metric name in {q.expr!r}"
+        elif unknown:
+            result.error = f"{q.ref_id}: not a metric the workbench exports: {', '.join(unknown)}"
+        result.ok = result.error is None
+        result.metrics += [n for n in names if n not in result.metrics]
+    return list(results.values())
 
 
 def _check_dashboard(

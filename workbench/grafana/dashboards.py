@@ -2,7 +2,9 @@
 
 Why: ``workbench grafana check`` and the tests need every query a dashboard sends to the
 database (panel targets, annotation queries, template-variable queries) without a
-Grafana server; this module finds them and says what shape each panel expects.
+Grafana server; this module finds them and says what shape each panel expects. Panels of
+the Prometheus data source are listed apart (:attr:`Dashboard.promql`): their queries go to
+Prometheus, not to the database.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 #: the PostgreSQL data source type of Grafana 10.3+ (formerly "postgres")
 POSTGRES_TYPES = ("grafana-postgresql-datasource", "postgres")
+PROMETHEUS_TYPE = "prometheus"
 #: the panel types whose queries ``check`` understands, and what each needs
 SHAPES = {"timeseries": "time series", "barchart": "table", "gauge": "value", "stat": "value",
           "bargauge": "value", "table": "table"}  # fmt: skip
@@ -46,6 +49,18 @@ class Query:
     interval: str | None = None
 
 
+@dataclass(frozen=True)
+class PromQuery:
+    """One PromQL expression a panel sends to a Prometheus data source."""
+
+    dashboard: str
+    panel: str
+    ref_id: str
+    expr: str
+    #: the uid of the data source it names
+    datasource: str | None
+
+
 @dataclass
 class Dashboard:
     """One dashboard JSON file."""
@@ -53,6 +68,7 @@ class Dashboard:
     path: Path
     data: dict[str, Any]
     queries: list[Query] = field(default_factory=list)
+    promql: list[PromQuery] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -76,6 +92,12 @@ class Dashboard:
 def _sql(node: dict[str, Any]) -> str | None:
     sql = node.get("rawSql")
     return sql if isinstance(sql, str) and sql.strip() else None
+
+
+def _datasource(panel: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The data source of a target: its own, else its panel's."""
+    own = target.get("datasource")
+    return own if isinstance(own, dict) else panel.get("datasource") or {}
 
 
 def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,6 +129,16 @@ def load_dashboard(path: Path) -> Dashboard:
             board.queries.append(Query(board.title, f"annotation: {anno['name']}", "annotation",
                                        "Anno", sql))  # fmt: skip
     for panel in _panels(data.get("panels", [])):
+        for t in panel.get("targets") or []:
+            source = _datasource(panel, t)
+            if source.get("type") == PROMETHEUS_TYPE:
+                if panel.get("type") not in SHAPES:
+                    raise ValueError(f"{path.name}: panel {panel.get('title')!r} has PromQL but "
+                                     f"type {panel.get('type')!r}, which the check does not "
+                                     "know")  # fmt: skip
+                expr = str(t.get("expr") or "")
+                board.promql.append(PromQuery(board.title, panel["title"], t.get("refId", "A"),
+                                              expr, source.get("uid")))  # fmt: skip
         targets = [t for t in panel.get("targets") or [] if _sql(t)]
         if not targets:
             continue
@@ -119,7 +151,7 @@ def load_dashboard(path: Path) -> Dashboard:
                 shape = "time series"
             board.queries.append(Query(board.title, panel["title"], shape, t.get("refId", "A"),
                                        t["rawSql"], panel.get("interval")))  # fmt: skip
-    log.debug("%s: %d queries", path.name, len(board.queries))
+    log.debug("%s: %d queries, %d PromQL", path.name, len(board.queries), len(board.promql))
     return board
 
 
@@ -144,6 +176,12 @@ def load_provisioning(root: Path | None = None) -> dict[str, list[dict[str, Any]
                 raise ValueError(f"{path}: apiVersion must be 1")
             out[key] += doc.get(key) or []
     return out
+
+
+def prometheus_datasources(provisioning: dict[str, list[dict[str, Any]]]) -> set[str]:
+    """The uids of the provisioned Prometheus data sources."""
+    return {str(s.get("uid")) for s in provisioning["datasources"]
+            if s.get("type") == PROMETHEUS_TYPE}  # fmt: skip
 
 
 def workbench_datasource(provisioning: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

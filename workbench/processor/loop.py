@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -48,11 +48,15 @@ from workbench.processor.intake import Intake
 from workbench.processor.rules import RuleSet, load_rules
 from workbench.processor.state import Checkpoint, EngineConfig, PartitionState
 from workbench.processor.warmup import warm_up
+from workbench.processor.watermark import NONE as NO_WATERMARK
 from workbench.processor.windows import WindowConfig
 from workbench.processor.writer import Publisher, SideWriter, Write, Writer, WriteResult
 from workbench.sinks import Sink, WriteBatch, open_sink
 from workbench.sinks import WriteResult as SinkResult
 from workbench.sinks.postgres import redact
+
+if TYPE_CHECKING:
+    from workbench.metrics import ProcessorMetrics
 
 log = logging.getLogger(__name__)
 #: What a database that went away (or a SQLite file that stays locked) raises.
@@ -81,6 +85,8 @@ CONSUME_WAIT_S = 0.01
 HAND_OVER_AT_ONCE = 500
 #: (run, partition) pairs remembered as ended (for callers waiting on a run's end).
 ENDED_KEPT = 10_000
+#: How often the metrics' partition gauges (lag, watermark delay) are brought up to date.
+PARTITION_METRICS_S = 1.0
 
 
 @dataclass
@@ -161,7 +167,8 @@ class Processor:
     """Consume ``settings.topic_raw`` in ``settings.consumer_group`` into the sinks.
 
     ``database_url`` is any URL :func:`workbench.sinks.open_sink` takes: PostgreSQL, or a
-    SQLite file for the edge path.
+    SQLite file for the edge path. ``metrics``, when given, is kept up to date once per
+    batch (and the partition gauges once a second); None (the default) costs nothing.
 
     >>> # Processor(settings, bootstrap, database_url).run(stop_event)
     """
@@ -175,8 +182,10 @@ class Processor:
         rules: RuleSet | None = None,
         sink: Sink | None = None,
         skip: Collection[tuple[int, int]] = (),
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         self.settings = s = settings
+        self.metrics = metrics
         self.bootstrap = bootstrap
         self.group_id = group_id or s.consumer_group
         self.rules = rules or load_rules(s.rules_file)
@@ -218,6 +227,10 @@ class Processor:
         self._encoding: Future[Checkpoint] | None = None  # the checkpoint being encoded
         self._last_provisional = 0.0
         self._position: dict[int, int] = {}  # next offset to read, per partition
+        self._committed_at: dict[int, int] = {}  # offset committed on the broker, per partition
+        self._last_marks: dict[int, tuple[int, int]] = {}  # (low, high) as the last fetch told
+        self._newest_watermark: dict[int, int] = {}  # per partition, over its runs (metrics)
+        self._metrics_due = 0.0
         self._idle_since: dict[int, float | None] = {}
         self._active_at = 0.0
         # since when, and how many, consume() calls in a row brought nothing
@@ -262,6 +275,8 @@ class Processor:
                     self._widen_fetch_wait(unread)
                 self._collect()
                 self._watch_ends(now)
+                if self.metrics is not None and now >= self._metrics_due:
+                    self._observe_partitions(now)
                 if self._pending or self._windows_may_be_due(now):
                     # caught up with a burst in hand: out now, not after the batch's age
                     caught_up = len(messages) < s.batch_size and self._pending_rows() >= (
@@ -287,11 +302,13 @@ class Processor:
 
     def _take(self, messages: list[kafka.Message], now: float) -> None:
         """One consume() call's messages: columns, decoded, through the steps."""
+        started = time.perf_counter()
         batch = Batch.from_messages(messages, LIVE_RUN_ID)
         if not batch.size:
             return
         self.first_message_at = self.first_message_at or now
-        self.stats.consumed += batch.size - int(batch.control.sum())  # markers are not data
+        consumed = batch.size - int(batch.control.sum())  # markers are not data
+        self.stats.consumed += consumed
         for p, offset in batch.next_offsets().items():
             self._position[p] = max(self._position.get(p, 0), offset)
         taken = self.intake.take(batch, int(time.time() * 1000))
@@ -303,6 +320,8 @@ class Processor:
                 state = self.partitions[p] = self._new_state()
             rows, markers = taken.partition(p)
             part = steps.process(state, rows, batch.run_names, markers, now)
+            if self.metrics is not None:
+                self._note_watermark(p, state)
             out.readings += part.readings
             out.windows += part.windows
             out.sensor_stats += part.sensor_stats
@@ -323,6 +342,8 @@ class Processor:
         if not self._pending:
             self._pending_since = now
         self._pending.append(write)
+        if self.metrics is not None:
+            self.metrics.consumed_batch(consumed, time.perf_counter() - started)
 
     def _name_machines(self, readings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if readings:
@@ -408,12 +429,41 @@ class Processor:
 
     def _watch_ends(self, now: float) -> None:
         """Which partitions have nothing left to read, and since when."""
-        for p, (_low, high) in self._marks(cached=True).items():
+        self._last_marks = self._marks(cached=True)
+        for p, (_low, high) in self._last_marks.items():
             at_end = high >= 0 and self._position.get(p, -1) >= high
             if not at_end:
                 self._idle_since[p] = None
             elif self._idle_since.get(p) is None:
                 self._idle_since[p] = now
+
+    def _observe_partitions(self, now: float) -> None:
+        """The metrics' gauges of each assigned partition: lag (the high watermark as the
+        last fetch told, minus the offset committed; the log's start before any commit) and
+        watermark delay (wall clock minus the newest watermark of the partition's runs, kept
+        after they end: a partition that receives nothing falls further behind)."""
+        assert self.metrics is not None
+        self._metrics_due = now + PARTITION_METRICS_S
+        lag = {
+            p: max(0, high - self._committed_at.get(p, max(low, 0)))
+            for p, (low, high) in self._last_marks.items()
+            if high >= 0
+        }
+        for p, state in self.partitions.items():
+            self._note_watermark(p, state)
+        wall_ms = time.time() * 1000
+        delay = {p: (wall_ms - self._newest_watermark[p]) / 1000
+                 for p in self.partitions if p in self._newest_watermark}  # fmt: skip
+        self.metrics.partitions(lag, delay)
+
+    def _note_watermark(self, partition: int, state: PartitionState) -> None:
+        """Keep the partition's newest watermark (for the metrics): a run's state is dropped
+        soon after it ends, its watermark with it."""
+        marks = state.clock.watermark
+        if marks.size:
+            newest = int(marks.max())  # runs without a watermark yet hold NO_WATERMARK
+            if newest > self._newest_watermark.get(partition, NO_WATERMARK):
+                self._newest_watermark[partition] = newest
 
     def _windows_may_be_due(self, now: float) -> bool:
         """Quiet partitions still close their windows: look every second or so."""
@@ -515,8 +565,11 @@ class Processor:
         for r in results:
             self.stats.add(r)
             created = r.created_ms[r.created_ms > 0]
-            if created.size:  # event created -> its row visible in the database
-                self.stats.record_latency(r.visible_ms - created)
+            latency_ms = r.visible_ms - created  # event created -> its row visible in the database
+            if latency_ms.size:
+                self.stats.record_latency(latency_ms)
+            if self.metrics is not None:
+                self.metrics.written(r, latency_ms)
             for p, o in r.offsets.items():
                 offsets[p] = max(offsets.get(p, 0), o)
             for item in r.ended:
@@ -563,6 +616,7 @@ class Processor:
         tps = [TopicPartition(self.settings.topic_raw, p, o) for p, o in offsets.items()]
         try:
             self.consumer.commit(offsets=tps, asynchronous=False)
+            self._committed_at.update(offsets)
         except kafka.KafkaException as exc:
             # The rows are stored; a redelivery after this failure is absorbed by the
             # idempotent sinks, so this costs time, never correctness.
@@ -591,6 +645,7 @@ class Processor:
         self._writer.drain()  # the sink's connection is ours alone from here
         self._collect()
         on_broker = self._committed(partitions)
+        self._committed_at.update(on_broker or {})
         for tp in partitions:
             saved = self._retrying(
                 lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
@@ -626,16 +681,16 @@ class Processor:
         self._active_at = time.monotonic()
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
 
-    def _committed(self, partitions: list[TopicPartition]) -> set[int] | None:
-        """The partitions for which the broker holds an offset committed by our group, or
-        None when it cannot tell (then checkpoints are trusted)."""
+    def _committed(self, partitions: list[TopicPartition]) -> dict[int, int] | None:
+        """The offsets the broker holds committed by our group, by partition (those without
+        one left out), or None when it cannot tell (then checkpoints are trusted)."""
         query = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         try:
             found = self.consumer.committed(query, timeout=self.settings.connect_timeout_s)
         except kafka.KafkaException as exc:
             log.warning("could not read the group's committed offsets (%s)", exc)
             return None
-        return {tp.partition for tp in found if tp.offset >= 0}
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
     def _on_revoke(self, _consumer: kafka.Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {p.partition for p in partitions}
@@ -649,6 +704,8 @@ class Processor:
             self._checkpoint_at.pop(p, None)
             self._position.pop(p, None)
             self._idle_since.pop(p, None)
+            self._committed_at.pop(p, None)
+            self._newest_watermark.pop(p, None)
 
     def close(self) -> None:
         try:

@@ -44,13 +44,18 @@ def _worker(
     logging.getLogger("workbench").setLevel(level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from workbench.metrics import processor_metrics
     from workbench.processor.loop import Processor
     from workbench.processor.malloc import fix_mmap_threshold
 
     fix_mmap_threshold()
     try:
-        processor = Processor(settings, bootstrap, database_url, group_id=group_id, skip=skip)
-        stats = processor.run(stop, idle_timeout_s=idle_timeout_s, max_messages=max_messages)
+        # each worker its own metrics server: port + index (see workbench.metrics)
+        with processor_metrics(settings.metrics_port, settings.metrics_host, index) as metrics:
+            processor = Processor(settings, bootstrap, database_url, group_id=group_id,
+                                  skip=skip, metrics=metrics)  # fmt: skip
+            stats = processor.run(stop, idle_timeout_s=idle_timeout_s,
+                                  max_messages=max_messages)  # fmt: skip
         summary = asdict(stats)
         summary.pop("latency_ms", None)
         summary.pop("_seen", None)

@@ -164,7 +164,8 @@ def _stats_columns(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class WriteResult:
     """What one write did, handed back to the consume thread. ``visible_ms`` is the wall
-    time (epoch ms) its readings became visible in the database."""
+    time (epoch ms) its readings became visible in the database, ``write_s`` how long storing
+    and publishing it took."""
 
     stored: int
     duplicates: int
@@ -178,6 +179,7 @@ class WriteResult:
     created_ms: np.ndarray
     per_run: dict[str, int]
     visible_ms: float = 0.0
+    write_s: float = 0.0
 
 
 class Publisher:
@@ -304,9 +306,10 @@ class Writer:
         while (write := self._jobs.get()) is not None:
             try:
                 if self._error is None:  # after a failure, nothing more is written
+                    started = time.perf_counter()
                     first, rest = write.to_sink()
                     written = self._store(first)
-                    self._rest.put((write, rest, written, time.time() * 1000))
+                    self._rest.put((write, rest, written, time.time() * 1000, started))
             except BaseException as exc:  # raised again in the consume thread
                 self._error = exc
             finally:
@@ -326,7 +329,7 @@ class Writer:
         self._rest.task_done()
 
     def _complete(
-        self, write: Write, rest: WriteBatch, written: Any, visible_ms: float
+        self, write: Write, rest: WriteBatch, written: Any, visible_ms: float, started: float
     ) -> WriteResult:
         if rest.tables():
             self._store_rest(rest)
@@ -349,6 +352,7 @@ class Writer:
             created_ms=write.created_ms,
             per_run=per_run,
             visible_ms=visible_ms,
+            write_s=time.perf_counter() - started,
         )
 
     def check(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from workbench import job, kafka
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.gateway import command as gateway_command
 from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
@@ -438,23 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "broker acknowledged each; API keys from WORKBENCH_GATEWAY_API_KEYS or the keys file. "
         "`workbench gateway key NAME` adds a key to the file.",
     )
-    p.add_argument("--host", help="address to listen on (default WORKBENCH_GATEWAY_HOST)")
-    p.add_argument(
-        "--port", type=int, help="port (default WORKBENCH_GATEWAY_PORT, 8000; 0: a free one)"
-    )
-    p.add_argument(
-        "--run-id", help="run id of readings whose request names none in X-Run-Id (default new)"
-    )
-    gw = p.add_subparsers(dest="gateway_command", metavar="key")
-    k = gw.add_parser(
-        "key",
-        help="make an API key: its hash goes to the keys file, the key is printed once",
-    )
-    k.add_argument("name", help="a name for the key (logs, metrics)")
-    k.add_argument(
-        "--machines", help="comma-separated machine ids the key may send for (default: any)"
-    )
-    k.add_argument("--json", action="store_true", help='print {"name", "key", "file"}')
+    gateway_command.add_arguments(p)
 
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
@@ -883,22 +868,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
-    from workbench.gateway import keys, server
-
-    if args.gateway_command == "key":
-        machines = [m.strip() for m in (args.machines or "").split(",") if m.strip()]
-        path = settings.gateway_keys_path
-        key = keys.add_key(path, args.name, machines or None)
-        _emit(
-            args,
-            {"name": args.name, "key": key, "file": str(path), "machines": machines or None},
-            f"{key}\n(the key for {args.name!r}: shown only now; its hash is in {path})",
-        )
-        return 0
-    gateway = server.prepare_gateway(settings, args.run_id or new_run_id())
-    port = settings.gateway_port if args.port is None else args.port
-    gateway.serve(args.host or settings.gateway_host, port)
-    return 0
+    return gateway_command.run(settings, args)
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:

@@ -243,7 +243,31 @@ def _set_gauge(gauge: Gauge, values: Mapping[int, float], before: set[str]) -> s
 
 
 #: What makes each component's metrics in a registry: ``exported_names`` reads them all.
-COMPONENTS: list[Callable[[CollectorRegistry], Any]] = [ProcessorMetrics]
+class GatewayMetrics:
+    """The gateway's metrics, by HTTP status and reading outcome; updated per request."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = r = registry
+        self.requests = Counter(
+            "workbench_gateway_requests", "Telemetry requests by HTTP status", ["status"],
+            registry=r,
+        )  # fmt: skip
+        self.readings = Counter(
+            "workbench_gateway_readings",
+            "Readings by outcome: accepted (acknowledged), refused (4xx), failed (503)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "workbench_gateway_request_seconds", "Telemetry request latency, body to answer",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "workbench_gateway_inflight_requests", "Requests waiting for the broker", registry=r
+        )
+
+
+COMPONENTS: list[Callable[[CollectorRegistry], Any]] = [ProcessorMetrics, GatewayMetrics]
 
 
 def metric_names(registry: CollectorRegistry) -> set[str]:

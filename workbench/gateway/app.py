@@ -31,14 +31,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,6 +39,7 @@ from workbench.gateway import ingest
 from workbench.gateway.keys import ApiKey, KeyRing
 from workbench.gateway.publisher import Publisher
 from workbench.gateway.ratelimit import TokenBucket
+from workbench.metrics import GatewayMetrics, new_registry
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +87,6 @@ class Accepted(BaseModel):
     detail: str
 
 
-class GatewayMetrics:
-    """The gateway's Prometheus metrics, in a registry of its own (one per application)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "workbench_gateway_requests", "Telemetry requests by HTTP status", ["status"],
-            registry=r,
-        )  # fmt: skip
-        self.readings = Counter(
-            "workbench_gateway_readings",
-            "Readings by outcome: accepted (acknowledged), refused (4xx), failed (503)",
-            ["outcome"], registry=r,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "workbench_gateway_request_seconds", "Telemetry request latency, body to answer",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )  # fmt: skip
-        self.inflight = Gauge(
-            "workbench_gateway_inflight_requests", "Requests waiting for the broker", registry=r
-        )
-
-
 def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
     """The application; ``publisher`` is closed when it shuts down."""
 
@@ -134,7 +103,7 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(new_registry())
     app.state.metrics = metrics
 
     def answer(status: int, body: dict[str, Any], readings: int = 0, **headers: str) -> Response:

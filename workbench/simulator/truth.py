@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
 
 from workbench.producer import RecordProducer
 from workbench.schemas import codec_for
-from workbench.sinks.postgres import PostgresSink
+
+if TYPE_CHECKING:  # the sink (SQLAlchemy) is not loaded by everything that imports settings
+    from workbench.sinks.postgres import PostgresSink
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,8 @@ from typing import IO, Any
 from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.processor.batch import END_OF_RUN
+from workbench.processor.writer import ARROW_STREAM
 from workbench.schemas import DecodeError, codec_for
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,6 @@ log = logging.getLogger(__name__)
 KINDS = ("raw", "clean", "alerts", "deadletter", "chaos")
 #: Bytes of a payload shown with a dead letter or an undecodable message.
 PEEK = 32
-#: The header that marks a clean-topic message as an Arrow IPC stream of readings.
-ARROW_STREAM = b"application/vnd.apache.arrow.stream"
-#: The header value of a raw-topic end-of-run marker.
-END_OF_RUN = b"end-of-run"
 
 Record = dict[str, Any]
 

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -197,6 +198,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_factory_args(p)
     _add_via(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    p = sub.add_parser(
+        "tail",
+        help="print a topic's messages, decoded, as they arrive",
+        description="Print the messages of one of the pipeline's topics, decoded, one line "
+        "each (an Arrow batch on the clean topic: a line per reading), until Ctrl-C. A dead "
+        "letter shows its reason and its first bytes, as does a message that cannot be "
+        "decoded. Reads without joining any consumer group or committing: the pipeline "
+        "does not notice.",
+    )
+    p.add_argument(
+        "topic",
+        metavar="TOPIC",
+        help="raw, clean, alerts, deadletter or chaos (or the topic's name, e.g. telemetry.raw)",
+    )
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="every message the topic holds first (default: only those arriving from now on)",
+    )
+    p.add_argument("--max", type=_positive_int, metavar="N", help="stop after N lines")
+    p.add_argument("--run", metavar="RUN_ID", help="only this run's messages")
+    p.add_argument("--machine", metavar="ID", help="only this machine's messages")
+    p.add_argument("--sensor", metavar="TYPE", help="only this sensor type's messages")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = sub.add_parser("process", help="consume the raw topic into the database")
     p.add_argument("--idle-timeout", type=_positive_float, help="stop after this many idle seconds")
@@ -613,6 +639,26 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.intact else 1
 
 
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    """``workbench tail TOPIC``: Ctrl-C (or SIGTERM) ends it quietly, with status 0, as
+    does a reader of the output that goes away (``| head``)."""
+    from workbench import tail
+
+    kind, topic = tail.topic_for(settings, args.topic)  # a bad name stops us before the broker
+    bootstrap = job.ready_broker(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    filters = tail.Filters(run=args.run, machine=args.machine, sensor=args.sensor)
+    try:
+        tail.tail(bootstrap, kind, topic, tail.printer(kind, args.json, sys.stdout), stop,
+                  args.from_beginning, filters, args.max, sys.stdout.flush)  # fmt: skip
+    except BrokenPipeError:
+        # nothing more to write to; Python would complain again flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from workbench.metrics import processor_metrics
     from workbench.processor.malloc import fix_mmap_threshold, peak_rss_mb
@@ -926,6 +972,7 @@ COMMANDS = {
     "status": cmd_status,
     "simulate": cmd_simulate,
     "process": cmd_process,
+    "tail": cmd_tail,
     "run": cmd_run,
     "bench": cmd_bench,
     "evaluate": cmd_evaluate,

@@ -60,17 +60,28 @@ def ready_stack(settings: Settings, sink: str | None = None) -> Endpoints:
     """
     if sink is not None and sinks.is_sqlite(sink):
         sinks.create_schema(sink)  # a file that cannot be written stops us before the broker
-        endpoints, started = Stack(settings).up(parts=("broker",))
-        endpoints = dataclasses.replace(endpoints, database_url=sink)
-        kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
-    else:
-        if sink is not None:
-            settings = dataclasses.replace(settings, database_url=sink)
-        endpoints, started = Stack(settings).up()
-        prepare(settings, endpoints)
+        return Endpoints(ready_broker(settings), sink)
+    if sink is not None:
+        settings = dataclasses.replace(settings, database_url=sink)
+    endpoints, started = Stack(settings).up()
+    prepare(settings, endpoints)
+    _say_started(started)
+    return endpoints
+
+
+def ready_broker(settings: Settings) -> str:
+    """Attach to or start the broker alone (no database), and leave it running; the topics
+    exist on return. Returns its bootstrap servers. For the commands that only read or
+    write topics (``workbench tail``, ``process --sink sqlite://``)."""
+    endpoints, started = Stack(settings).up(parts=("broker",))
+    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    _say_started(started)
+    return endpoints.bootstrap_servers
+
+
+def _say_started(started: list[str]) -> None:
     if started:
         log.info("started embedded %s; `workbench down` stops it", " and ".join(started))
-    return endpoints
 
 
 @contextlib.contextmanager

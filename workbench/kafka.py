@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -41,6 +44,7 @@ __all__ = [
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "make_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,6 +245,44 @@ def make_consumer(
         "error_cb": _log_consumer_error,
     }
     return Consumer(config | overrides)
+
+
+def make_reader(
+    bootstrap: str, topic: str, from_beginning: bool, timeout_s: float = 5.0
+) -> tuple[Consumer, list[int]]:
+    """A consumer of every partition of ``topic`` that no one else notices: it joins no
+    group and commits nothing; returns it with the partition numbers.
+
+    Partitions are assigned, not subscribed to, so the consumer never joins a group and no
+    rebalance of the processors' group happens because someone is looking. librdkafka
+    wants a ``group.id`` all the same; with ``assign()`` and no commit it is never sent
+    to the broker, and a name of its own per reader keeps even that apart from every real
+    group. Each partition is read from its first offset (``from_beginning``) or its end,
+    and reports reaching its end (``enable.partition.eof``), so the caller can tell what
+    was there before it started from what arrived after.
+    """
+    config = _base_config(bootstrap, timeout_s) | {
+        "group.id": f"workbench-reader-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,
+        "error_cb": _log_consumer_error,
+    }
+    consumer = Consumer(config)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    except KafkaException as exc:
+        consumer.close()
+        raise BrokerUnavailable(bootstrap, f"no answer within {timeout_s:g}s ({exc})") from None
+    if metadata.error is not None or not metadata.partitions:
+        consumer.close()
+        reason = metadata.error.str() if metadata.error is not None else "no partitions"
+        raise StackError(f"cannot read topic {topic} on {bootstrap}: {reason}")
+    partitions = sorted(metadata.partitions)
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+    return consumer, partitions
 
 
 #: Consumer settings for reading at full speed. librdkafka (2.x) stops fetching a partition

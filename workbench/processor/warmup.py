@@ -54,7 +54,10 @@ def warm_up(config: EngineConfig, rules: RuleSet, limits: Limits) -> float:
     _feed(intake, state, [(b"", b"")], len(messages), control=True, wall_s=wall_s)
     steps.due(state, wall_s, provisional=False, idle_since=wall_s, idle_timeout_s=0.0)
     steps.forget_dropped(state)
-    state.snapshot()
+    # a restore from a checkpoint compiles (and the ahead-of-time build exports) the
+    # kernels only a restore calls
+    checkpoint = state.snapshot()
+    PartitionState.restore(config, rules, machines, checkpoint.state, checkpoint.segments)
     seconds = time.perf_counter() - t0
     log.debug("kernels warmed up in %.2fs", seconds)
     return seconds

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def prepare(settings: Settings, endpoints: Endpoints) -> None:
     """Create the topics and tables the pipeline needs (idempotent)."""
-    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     create_schema(
         endpoints.database_url,
         settings.reader_password,
@@ -61,7 +61,7 @@ def ready_stack(settings: Settings, sink: str | None = None) -> Endpoints:
         sinks.create_schema(sink)  # a file that cannot be written stops us before the broker
         endpoints, started = Stack(settings).up(parts=("broker",))
         endpoints = dataclasses.replace(endpoints, database_url=sink)
-        kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+        kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     else:
         if sink is not None:
             settings = dataclasses.replace(settings, database_url=sink)
@@ -150,11 +150,10 @@ def simulate(
     """
     control = control or ChaosControl(spec.chaos)
     sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
-    bootstrap = endpoints.bootstrap_servers
     with (
-        chaos_producer(bootstrap, settings.topic_chaos, run_id) as truth_producer,
+        chaos_producer(endpoints.broker, settings.topic_chaos, run_id) as truth_producer,
         RecordProducer(
-            bootstrap,
+            endpoints.broker,
             settings.topic_raw,
             run_id,
             processed_by=settings.consumer_group,
@@ -279,9 +278,7 @@ class _ProcessorThread(threading.Thread):
 def _processing(settings: Settings, endpoints: Endpoints) -> Iterator[_ProcessorThread]:
     """A processor consuming in a background thread for the block, stopped at its end;
     a failure of the processor is raised once the block is over."""
-    worker = _ProcessorThread(
-        Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-    )
+    worker = _ProcessorThread(Processor(settings, endpoints.broker, endpoints.database_url))
     worker.start()
     try:
         yield worker

@@ -163,13 +163,16 @@ class Processor:
     ``database_url`` is any URL :func:`workbench.sinks.open_sink` takes: PostgreSQL, or a
     SQLite file for the edge path.
 
-    >>> # Processor(settings, bootstrap, database_url).run(stop_event)
+    ``broker`` is the :class:`~workbench.kafka.Endpoint` to consume from (``Endpoints.broker``);
+    the processor's producer (clean, alerts, dead letters) writes to the same one.
+
+    >>> # Processor(settings, endpoints.broker, database_url).run(stop_event)
     """
 
     def __init__(
         self,
         settings: Settings,
-        bootstrap: str,
+        broker: kafka.Endpoint,
         database_url: str,
         group_id: str | None = None,
         rules: RuleSet | None = None,
@@ -177,7 +180,7 @@ class Processor:
         skip: Collection[tuple[int, int]] = (),
     ) -> None:
         self.settings = s = settings
-        self.bootstrap = bootstrap
+        self.broker = broker
         self.group_id = group_id or s.consumer_group
         self.rules = rules or load_rules(s.rules_file)
         self.limits = self.rules.validation
@@ -198,7 +201,7 @@ class Processor:
         self.sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._fetch_wait_ms = s.fetch_wait_ms
         self.consumer = self._make_consumer()
-        self.producer = kafka.make_producer(bootstrap)
+        self.producer = kafka.make_producer(broker)
         self.machines = MachineTable()
         # (partition, offset) an operator wants past: dead letters, whatever they hold
         self.intake = Intake(self.machines, self.limits, s.topic_raw, skip)
@@ -336,7 +339,7 @@ class Processor:
     def _make_consumer(self) -> kafka.Consumer:
         s = self.settings
         return kafka.make_consumer(
-            self.bootstrap, self.group_id, s.session_timeout_ms,
+            self.broker, self.group_id, s.session_timeout_ms,
             **kafka.FAST_CONSUMER | {"fetch.wait.max.ms": self._fetch_wait_ms},
         )  # fmt: skip
 

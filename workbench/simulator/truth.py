@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from dataclasses import astuple, dataclass
 
+from workbench import kafka
 from workbench.producer import RecordProducer
 from workbench.schemas import codec_for
 from workbench.sinks.postgres import PostgresSink
@@ -108,6 +109,6 @@ class GroundTruth:
         return len(new)
 
 
-def chaos_producer(bootstrap: str, topic: str, run_id: str) -> RecordProducer:
+def chaos_producer(broker: kafka.Endpoint, topic: str, run_id: str) -> RecordProducer:
     """A producer for ``chaos_event`` records (same delivery accounting as readings)."""
-    return RecordProducer(bootstrap, topic, run_id, codec=codec_for("chaos_event"))
+    return RecordProducer(broker, topic, run_id, codec=codec_for("chaos_event"))

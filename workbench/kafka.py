@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import threading
 import time
@@ -35,7 +36,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from workbench.errors import BrokerUnavailable, ConfigError, StackError
-from workbench.kafka_properties import KafkaProperties, kafka_variable
+from workbench.kafka_properties import REDACTED, KafkaProperties, kafka_variable
 
 __all__ = [
     "Consumer",
@@ -48,9 +49,11 @@ __all__ = [
     "TopicPartition",
     "TopicWatch",
     "check_broker",
+    "check_properties",
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "require_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,33 +119,40 @@ expected a value librdkafka accepts (Invalid value "SASL_TLS" for configuration 
             raise TypeError(f"Endpoint needs the bootstrap servers as text, not {self.bootstrap!r}")
         if not isinstance(self.properties, KafkaProperties):
             object.__setattr__(self, "properties", KafkaProperties(self.properties))
-        if self.properties:
-            _check_properties(self.properties)
+        check_properties(self.properties)
 
     def __str__(self) -> str:
         return self.bootstrap
 
 
 @functools.lru_cache(maxsize=8)
-def _check_properties(properties: KafkaProperties) -> None:
-    """Raise :class:`ConfigError` naming the variable of a property librdkafka refuses.
+def check_properties(properties: KafkaProperties) -> None:
+    """Raise :class:`ConfigError` naming the variable of a property librdkafka refuses, or
+    of a file one names (``*.location``) that is not there.
 
     librdkafka checks names and values as they are set and loads files (certificates,
     keys) when a client is made: a producer made without bootstrap servers (it connects
-    nowhere) does both. The culprit is the property refused on its own or, for one that
-    fails only beside the others (a CA file is loaded only with TLS on), the one the
-    error names; librdkafka's message has every secret value taken out.
+    nowhere) does both. The culprit is the property the error names, or else the one
+    refused on its own (an error may name ``linger.ms`` by its alias). Secret values stay
+    out of the message, and so does the value of a property librdkafka does not know (a
+    misspelt ``sasl.pasword`` may hold a password).
     """
-    error = _refusal(properties)
+    for prop, value in properties.items():
+        if prop.endswith(".location") and value != "probe" and not os.path.exists(value):
+            raise ConfigError(kafka_variable(prop), value, "a file or folder that exists")
+    error = _refusal(properties) if properties else None
     if error is None:
         return
-    culprit = next((p for p in properties if _refusal({p: properties[p]}) is not None), None)
-    if culprit is None:
-        named = re.findall(r'"([a-z0-9._]+)"|\b([a-z0-9_]+(?:\.[a-z0-9_]+)+) failed', error)
-        culprit = next((n for pair in named for n in pair if n in properties), None)
+    spelt = re.sub(r"[\s_]+", ".", error.lower())  # "SASL mechanism" names sasl.mechanism
+    culprit = next((p for p in properties if p in spelt), None) or next(
+        (p for p in properties if _refusal({p: properties[p]}) is not None), None
+    )
     reason = f"a value librdkafka accepts ({properties.redact(error)})"
     if culprit is None:
         raise ConfigError(", ".join(kafka_variable(p) for p in properties), "...", reason)
+    if error.startswith("No such configuration property"):
+        reason = f"a property librdkafka knows ({error}; see its CONFIGURATION.md)"
+        raise ConfigError(kafka_variable(culprit), REDACTED, reason)
     raise ConfigError(kafka_variable(culprit), properties.shown(culprit), reason)
 
 
@@ -155,15 +165,22 @@ def _refusal(properties: Mapping[str, str]) -> str | None:
     return None
 
 
-def _config(broker: Endpoint, connect_timeout_s: float, defaults: dict[str, Any]) -> dict[str, Any]:
-    """A client's configuration: where the broker is, how long to wait for a connection,
-    where librdkafka logs, then ``defaults`` for this kind of client, then the endpoint's
-    properties, which may change any of them."""
+def require_endpoint(broker: object) -> Endpoint:
+    """``broker`` if it is an :class:`Endpoint`; a TypeError saying what to pass if not (a
+    bare bootstrap string would make a client without the ``WORKBENCH_KAFKA_*`` properties)."""
     if not isinstance(broker, Endpoint):
         raise TypeError(
             f"a Kafka client needs a workbench.kafka.Endpoint (Endpoints.broker), not "
             f"{broker!r}: bootstrap servers alone carry no WORKBENCH_KAFKA_* properties"
         )
+    return broker
+
+
+def _config(broker: Endpoint, connect_timeout_s: float, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A client's configuration: where the broker is, how long to wait for a connection,
+    where librdkafka logs, then ``defaults`` for this kind of client, then the endpoint's
+    properties, which may change any of them."""
+    broker = require_endpoint(broker)
     return {
         "bootstrap.servers": broker.bootstrap,
         "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout_s * 1000)),
@@ -176,15 +193,28 @@ def _config(broker: Endpoint, connect_timeout_s: float, defaults: dict[str, Any]
 def check_broker(broker: Endpoint, timeout_s: float = 5.0) -> list[str]:
     """Ask the broker for its metadata; raise :class:`BrokerUnavailable` if it does not answer.
 
-    Returns the topic names it knows, which doubles as proof that it speaks Kafka.
+    Returns the topic names it knows, which doubles as proof that it speaks Kafka. The
+    reason given is librdkafka's first error report, which says what a failed metadata
+    request does not: a refused connection, a TLS certificate that could not be verified,
+    a SASL authentication the broker refused.
     """
-    admin = AdminClient(_config(broker, timeout_s, {}))
+    told: list[str] = []
+    admin = AdminClient(_config(broker, timeout_s, {"error_cb": lambda e: told.append(e.str())}))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        reason = f"no answer within {timeout_s:g}s ({exc.args[0].str()})"
+        admin.poll(0)  # serves the error reports
+        said = [_BROKER_PREFIX.sub("", e) for e in told if not _ALL_DOWN.search(e)]
+        why = said[0] if said else exc.args[0].str()
+        reason = f"no answer within {timeout_s:g}s ({broker.properties.redact(why)})"
         raise BrokerUnavailable(broker.bootstrap, reason) from None
     return sorted(metadata.topics)
+
+
+#: "ssl://127.0.0.1:9093/bootstrap: " (the broker librdkafka names) before its reason
+_BROKER_PREFIX = re.compile(r"^\S+/\S+: ")
+#: librdkafka's count of brokers down, which follows the reason
+_ALL_DOWN = re.compile(r"\d+/\d+ brokers are down")
 
 
 def unprocessed(broker: Endpoint, topic: str, group: str, timeout_s: float = 5.0) -> int:

@@ -47,7 +47,9 @@ _RESERVED = {
 }
 
 #: A property whose value is a secret: shown as ``***`` in reprs, logs, errors and status.
-_SECRET = re.compile(r"password|secret|passphrase|\.pem$|^sasl\.oauthbearer\.config$")
+#: Broad on purpose ("pas" catches a misspelt password too): hiding a value that was not
+#: secret costs less than showing one that was.
+_SECRET = re.compile(r"pas|pwd|secret|token|credential|\.pem$|^sasl\.oauthbearer\.config$")
 
 REDACTED = "***"
 

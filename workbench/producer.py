@@ -77,7 +77,7 @@ class RecordProducer:
         # readings are the bulk of all traffic: they get the field-by-field encoder
         self._encode = ReadingEncoder(codec).encode if codec is READING else codec.encode
         self.headers = [("run_id", run_id.encode())]
-        self._broker, self._config = broker, config
+        self._broker, self._config = kafka.require_endpoint(broker), config
         self._tracker = kafka.DeliveryTracker()
         self._ready = threading.Event()
         self._errors = kafka.BrokerDown(str(broker))

@@ -143,6 +143,7 @@ class Stack:
     def status(self) -> dict[str, dict[str, Any]]:
         """Where each part is and whether it answers; checks external parts with a short timeout."""
         s = self.settings
+        kafka.check_properties(s.kafka_properties)  # a bad one is an error, not shown
         timeout = min(s.connect_timeout_s, 3.0)
         result: dict[str, dict[str, Any]] = {}
         if s.bootstrap_servers is None:

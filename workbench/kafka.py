@@ -267,6 +267,8 @@ def ensure_topics(
 
     A topic that exists with fewer partitions than asked is reported, not altered:
     growing partitions moves keys to other partitions, which is the operator's call.
+    Replicas are the broker's default (1 on a single node; Confluent Cloud refuses
+    anything but its own 3).
     """
     admin = AdminClient(_config(broker, timeout_s, {}))
     existing = admin.list_topics(timeout=timeout_s).topics
@@ -282,7 +284,7 @@ def ensure_topics(
     if not missing:
         return
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+        [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing],
         operation_timeout=timeout_s,
     )
     for name, future in futures.items():

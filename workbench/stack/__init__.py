@@ -81,6 +81,7 @@ class Stack:
         address in the endpoints is empty (a SQLite sink needs no database server, a
         database query no broker)."""
         s = self.settings
+        kafka.check_properties(s.kafka_properties)  # before an embedded broker is started
         started: list[str] = []
         broker: kafka.Endpoint | None = None
         database_url = ""

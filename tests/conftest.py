@@ -158,7 +158,7 @@ def read_topic(settings: Settings, endpoints: Endpoints, topic: str, expected: i
     """Every data message of ``topic`` (up to ``expected``), read by partition assignment:
     no consumer group to join, so no rebalance wait. Control messages (end-of-run markers)
     are left out."""
-    consumer = kafka.make_consumer(endpoints.bootstrap_servers, "test-reader", 6000)
+    consumer = kafka.make_consumer(endpoints.broker, "test-reader", 6000)
     consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     got, deadline = [], time.monotonic() + timeout_s
     try:

@@ -54,7 +54,7 @@ def run(stack):
         start_ms=int(START.timestamp() * 1000),
     )
     job.simulate(settings, endpoints, spec, run_id)
-    Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(idle_timeout_s=3)
+    Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=3)
     return settings, endpoints, run_id
 
 

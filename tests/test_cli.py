@@ -8,6 +8,7 @@ import psutil
 import pytest
 from conftest import WORKBENCH, cli_env, isolated_settings, readings_in
 
+from workbench import kafka
 from workbench.runs import RunRegistry
 
 
@@ -257,10 +258,8 @@ def test_an_idempotent_producer_renews_itself_after_a_broker_restart(tmp_path):
     try:
         assert workbench(settings, "up").returncode == 0
         status = json.loads(workbench(settings, "status", "--json").stdout)["broker"]
-        bootstrap = status["address"]
-        producer = RecordProducer(
-            bootstrap, settings.topic_raw, "r", **{"enable.idempotence": True}
-        )
+        broker = kafka.Endpoint(status["address"])
+        producer = RecordProducer(broker, settings.topic_raw, "r", **{"enable.idempotence": True})
         producer.connect()
         for i in range(500):
             producer.send_raw(b"m-%d" % (i % 5), b"before")

@@ -88,11 +88,12 @@ def test_the_state_horizons_are_settings_that_reach_the_engine():
 
 def test_a_processor_builds_its_engine_from_the_settings():
     from workbench.bench import NullSink
+    from workbench.kafka import Endpoint
     from workbench.processor.loop import Processor
 
     s = Settings.from_env({"WORKBENCH_ROLLING_HISTORY_S": "90",
                            "WORKBENCH_CORRECTION_HORIZON_S": "30"})  # fmt: skip
-    processor = Processor(s, "127.0.0.1:9", "postgresql://nobody@127.0.0.1:9/none",
+    processor = Processor(s, Endpoint("127.0.0.1:9"), "postgresql://nobody@127.0.0.1:9/none",
                           sink=NullSink())  # fmt: skip
     try:
         assert processor.config.rolling_history_s == 90.0

@@ -24,11 +24,11 @@ def test_database_down_mid_run_then_back_loses_nothing_and_duplicates_nothing(
     pg, rec = private_database
     url = pg.url(rec)
     settings = own_settings(stack[0], endpoints, batch_size=500)
-    ends = Endpoints(endpoints.bootstrap_servers, url)
+    ends = Endpoints(endpoints.broker, url)
     report = simulate(settings, ends, SimulationSpec.build(machines=50, duration_s=120), "outage")
     registry = RunRegistry(url)
 
-    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    processor = Processor(settings, endpoints.broker, url)
     with in_background(processor) as errors:
         deadline = time.monotonic() + 60
         while registry.counts("outage").stored < report.produced // 4:
@@ -59,9 +59,9 @@ def test_a_database_that_stays_down_stops_the_processor_with_a_clear_error(
     pg, rec = private_database
     url = pg.url(rec)
     settings = own_settings(stack[0], endpoints, db_retry_timeout_s=2.0)
-    simulate(settings, Endpoints(endpoints.bootstrap_servers, url),
+    simulate(settings, Endpoints(endpoints.broker, url),
              SimulationSpec.build(machines=2, duration_s=10), "down")  # fmt: skip
-    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    processor = Processor(settings, endpoints.broker, url)
     pg.stop()
     with pytest.raises(DatabaseUnavailable, match=r"127\.0\.0\.1"):
         processor.run(idle_timeout_s=30)

@@ -76,9 +76,9 @@ def finished(registry: RunRegistry, report) -> bool:
 
 
 def run_undisturbed(settings, endpoints, run_id: str, url: str | None = None):
-    ends = Endpoints(endpoints.bootstrap_servers, url or endpoints.database_url)
+    ends = Endpoints(endpoints.broker, url or endpoints.database_url)
     report = simulate(settings, ends, SPEC, run_id)
-    processor = Processor(settings, endpoints.bootstrap_servers, ends.database_url)
+    processor = Processor(settings, endpoints.broker, ends.database_url)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,))
     worker.start()
@@ -147,7 +147,7 @@ def test_a_hand_over_with_final_windows_in_cold_segments_gives_the_same_results(
     base, endpoints = stack
     settings = own_settings(base, endpoints, batch_size=300, cold_segment_values=50)
     report = simulate(settings, endpoints, SPEC, "det-cold")
-    first = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    first = Processor(settings, endpoints.broker, endpoints.database_url)
     first.run(max_messages=report.produced * 2 // 3)
     assert stored_segments(endpoints.database_url, settings.consumer_group) > 0
     run_to_the_end(settings, endpoints, report)
@@ -156,7 +156,7 @@ def test_a_hand_over_with_final_windows_in_cold_segments_gives_the_same_results(
 
 def run_to_the_end(settings, endpoints, report) -> None:
     registry = RunRegistry(endpoints.database_url)
-    processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    processor = Processor(settings, endpoints.broker, endpoints.database_url)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,))
     worker.start()
@@ -200,9 +200,9 @@ def test_a_database_outage_longer_than_the_idle_timeout_changes_nothing(
     pg, rec = private_database
     url = pg.url(rec)
     settings = own_settings(base, endpoints, batch_size=300, idle_timeout_s=1.0)
-    report = simulate(settings, Endpoints(endpoints.bootstrap_servers, url), SPEC, "det-outage")
+    report = simulate(settings, Endpoints(endpoints.broker, url), SPEC, "det-outage")
     registry = RunRegistry(url)
-    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    processor = Processor(settings, endpoints.broker, url)
     with in_background(processor) as errors:
         wait_until(lambda: registry.counts("det-outage").stored > report.produced // 4, 60,
                    "a quarter")  # fmt: skip
@@ -225,15 +225,15 @@ def test_a_reading_from_the_future_makes_no_reading_after_it_late(settings, endp
                for i in range(300) for m in range(3)]  # fmt: skip
     future = {**records[450], "ts": t0 + 6 * 86_400_000, "seq": 10_000}
     for run_id, extra in (("clock-ok", []), ("clock-broken", [future])):
-        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
+        with RecordProducer(endpoints.broker, settings.topic_raw, run_id) as p:
             for i, r in enumerate(records):
                 p.send(r)
                 if i == 450:
                     for e in extra:
                         p.send(e)
-        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
+        with RecordProducer(endpoints.broker, settings.topic_raw, run_id) as p:
             p.end_of_run(f"m-{m}".encode() for m in range(3))
-    processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    processor = Processor(settings, endpoints.broker, endpoints.database_url)
     processor.run(idle_timeout_s=3)
     import sqlalchemy as sa
 

@@ -527,7 +527,9 @@ def test_send_many_and_send_raw_give_the_same_digest_and_count_failures():
     keys, buffer, offsets = random_batch(rng, 300)
     messages = split(keys, buffer, offsets)
     nowhere = {"message.timeout.ms": 200, "log_level": 0}
-    one, many = (RecordProducer("127.0.0.1:9", "t", "r", **nowhere) for _ in range(2))
+    one, many = (
+        RecordProducer(kafka.Endpoint("127.0.0.1:9"), "t", "r", **nowhere) for _ in range(2)
+    )
     for key, value in messages:
         one.send_raw(key, value)
     many.send_many(keys[:100], buffer, offsets[:101])
@@ -548,9 +550,11 @@ def test_connect_says_whether_the_producer_can_send():
     wait for."""
     started = time.monotonic()
     idempotent = {"enable.idempotence": True, "max.in.flight.requests.per.connection": 5}
-    assert not RecordProducer("127.0.0.1:9", "t", "r", log_level=0, **idempotent).connect(0.3)
+    assert not RecordProducer(
+        kafka.Endpoint("127.0.0.1:9"), "t", "r", log_level=0, **idempotent
+    ).connect(0.3)
     assert time.monotonic() - started < 3
-    assert RecordProducer("127.0.0.1:9", "t", "r", log_level=0).connect(0.0)
+    assert RecordProducer(kafka.Endpoint("127.0.0.1:9"), "t", "r", log_level=0).connect(0.0)
 
 
 # -- against the embedded broker ----------------------------------------------------------------
@@ -562,7 +566,7 @@ def test_simulation_through_the_producer_is_delivered_and_consumed_back_unchange
     """Everything sent is delivered (failures-only reports), and what a consumer reads back
     has the digest the producer computed per batch; the end-of-run markers reach the
     partitions the data went to."""
-    bootstrap = endpoints.bootstrap_servers
+    bootstrap = endpoints.broker
     topic = f"{settings.topic_raw}.one"
     kafka.ensure_topics(bootstrap, [topic], 1)  # one partition: consumed in send order
     expected, _, _ = stream(build(Simulation, "all-s7"), 120)

@@ -24,13 +24,13 @@ def consume_all(bootstrap, topic, group, expected, timeout_s=30):
 def test_readings_round_trip_keyed_by_machine_with_run_header(settings, endpoints):
     factory = Factory(FactoryConfig(machines=4, seed=1, start_ms=0))
     records = [r for tick in factory.ticks(5) for r in factory.records(tick)]
-    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, "run-a") as producer:
+    with RecordProducer(endpoints.broker, settings.topic_raw, "run-a") as producer:
         for r in records:
             producer.send(r)
     report = producer.report
     assert (report.sent, report.delivered, report.failed) == (len(records), len(records), 0)
 
-    messages = consume_all(endpoints.bootstrap_servers, settings.topic_raw, "rt", len(records))
+    messages = consume_all(endpoints.broker, settings.topic_raw, "rt", len(records))
     assert len(messages) == len(records)
     decoded = [READING.decode(m.value()) for m in messages]
     key = lambda r: (r["machine_id"], r["sensor_type"], r["seq"])  # noqa: E731
@@ -48,7 +48,7 @@ def test_digest_is_equal_for_equal_streams(settings, endpoints):
     digests = []
     for _ in range(2):
         factory = Factory(FactoryConfig(machines=2, seed=9, start_ms=0))
-        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, "r") as p:
+        with RecordProducer(endpoints.broker, settings.topic_raw, "r") as p:
             for tick in factory.ticks(3):
                 for r in factory.records(tick):
                     p.send(r)
@@ -57,8 +57,8 @@ def test_digest_is_equal_for_equal_streams(settings, endpoints):
 
 
 def test_ensure_topics_is_idempotent_and_uses_the_partition_count(settings, endpoints):
-    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
-    consumer = kafka.make_consumer(endpoints.bootstrap_servers, "meta", 6000)
+    kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
+    consumer = kafka.make_consumer(endpoints.broker, "meta", 6000)
     try:
         meta = consumer.list_topics(timeout=5).topics
     finally:
@@ -70,7 +70,7 @@ def test_ensure_topics_is_idempotent_and_uses_the_partition_count(settings, endp
 def test_the_topic_watch_tells_how_much_the_broker_holds_and_when_a_topic_is_lost(
     settings, endpoints, caplog
 ):
-    bootstrap = endpoints.bootstrap_servers
+    bootstrap = endpoints.broker
     with RecordProducer(bootstrap, settings.topic_raw, "held") as p:
         for i in range(25):  # one batch each: Tansu's ends count batches' first offsets
             p.send_raw(b"m-%d" % (i % 3), b"x")
@@ -83,7 +83,7 @@ def test_the_topic_watch_tells_how_much_the_broker_holds_and_when_a_topic_is_los
     assert len(said) == 1 and watch.held >= 20, (said, watch.held)
     assert watch.lost == watch.losses == 0
     # the topic deleted under the watch: found gone, and everything written since counted
-    admin = kafka.AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafka.AdminClient({"bootstrap.servers": bootstrap.bootstrap})
     admin.delete_topics([settings.topic_raw])[settings.topic_raw].result(10)
     watch.check()
     assert watch.losses == 1 and watch.lost == 0  # nothing written after the watch began

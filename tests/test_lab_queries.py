@@ -25,7 +25,7 @@ RUN = "lab-q"
 def stored_run(settings, endpoints):
     """Two minutes of the standard chaos scenario, processed and stored."""
     simulate(settings, endpoints, SimulationSpec.build(scenario="standard", duration_s=120), RUN)
-    Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(idle_timeout_s=3)
+    Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=3)
     return endpoints.database_url
 
 

@@ -180,7 +180,7 @@ def test_ten_thousand_poison_messages_among_good_ones_stop_nothing(stack):
         mixed.append((machine.encode(), READING.encode(rec), run.encode()))
     for item in bad:
         mixed.insert(rng.randrange(len(mixed) + 1), item)
-    producer = kafka.make_producer(endpoints.bootstrap_servers, **{"message.max.bytes": 4 << 20})
+    producer = kafka.make_producer(endpoints.broker, **{"message.max.bytes": 4 << 20})
     failed = []
     for key, value, run_header in mixed:
         headers = [("run_id", run_header or run.encode())]
@@ -188,10 +188,10 @@ def test_ten_thousand_poison_messages_among_good_ones_stop_nothing(stack):
                          on_delivery=lambda err, _: err and failed.append(err))  # fmt: skip
         producer.poll(0)
     assert producer.flush(60) == 0 and not failed, failed[:3]
-    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run) as p:
+    with RecordProducer(endpoints.broker, settings.topic_raw, run) as p:
         p.end_of_run(f"m-{m}".encode() for m in range(4))
 
-    processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    processor = Processor(settings, endpoints.broker, endpoints.database_url)
     processor.run(idle_timeout_s=3)  # returns when idle: never raises on poison
 
     with psycopg.connect(endpoints.database_url) as conn:
@@ -224,10 +224,10 @@ def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_stored(stack, 
     good = [GOOD | {"machine_id": f"m-{m}", "seq": s, "ts": T0 + 1000 * s}
             for s in range(300) for m in range(4)]  # fmt: skip
     for _ in range(2):  # the second time: a redelivery, as after a crash before the commit
-        with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run) as p:
+        with RecordProducer(endpoints.broker, settings.topic_raw, run) as p:
             for record in good:
                 p.send(record)
-    processor = Processor(settings, endpoints.bootstrap_servers, url)
+    processor = Processor(settings, endpoints.broker, url)
     stats = processor.run(idle_timeout_s=3)
     assert stats.consumed == 2 * len(good)
 

@@ -20,7 +20,7 @@ from workbench.simulator.physics import Factory, FactoryConfig
 
 def produce(endpoints, settings, run_id, machines, seconds, extra_raw=()):
     factory = Factory(FactoryConfig(machines=machines, seed=4, start_ms=1_767_225_600_000))
-    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, run_id) as p:
+    with RecordProducer(endpoints.broker, settings.topic_raw, run_id) as p:
         for tick in factory.ticks(seconds):
             for record in factory.records(tick):
                 p.send(record)
@@ -36,7 +36,7 @@ def committed(endpoints, settings, expected):
     Tansu reports the base offset of the last record batch + 1 as the high watermark,
     which is short of the true end when a batch holds several records.
     """
-    consumer = kafka.make_consumer(endpoints.bootstrap_servers, settings.consumer_group, 6000)
+    consumer = kafka.make_consumer(endpoints.broker, settings.consumer_group, 6000)
     try:
         parts = [kafka.TopicPartition(settings.topic_raw, p) for p in range(settings.partitions)]
         offsets = {
@@ -73,9 +73,7 @@ def test_valid_readings_are_stored_and_bad_ones_dead_lettered_with_reasons(setti
     report = produce(endpoints, settings, "proc-a", machines=3, seconds=20, extra_raw=bad)
     assert report.delivered == readings_in(3, 20) + 4
 
-    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
-        idle_timeout_s=3
-    )
+    stats = Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=3)
     n = readings_in(3, 20)
     assert (stats.consumed, stats.stored, stats.deadlettered) == (n + 4, n, 4)
     counts = RunRegistry(endpoints.database_url).counts("proc-a")
@@ -92,12 +90,8 @@ def test_valid_readings_are_stored_and_bad_ones_dead_lettered_with_reasons(setti
 
 def test_a_second_run_of_the_processor_rereads_nothing(settings, endpoints):
     produce(endpoints, settings, "proc-b", machines=2, seconds=10)
-    first = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
-        idle_timeout_s=2
-    )
-    second = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
-        idle_timeout_s=2
-    )
+    first = Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=2)
+    second = Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=2)
     assert (first.consumed, second.consumed) == (readings_in(2, 10), 0)
 
 
@@ -121,9 +115,7 @@ def test_kill_9_mid_run_then_restart_loses_nothing_and_duplicates_nothing(settin
     stored_at_kill = registry.counts("proc-kill").stored
     assert 0 < stored_at_kill < total, "the kill must land mid-run for this test to mean anything"
 
-    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
-        idle_timeout_s=3
-    )
+    stats = Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=3)
     assert registry.counts("proc-kill").stored == total
     # the restarted processor re-read only what was not committed, and stored only what was missing
     assert stats.stored == total - stored_at_kill
@@ -164,7 +156,7 @@ def test_a_broker_slower_than_the_fetch_wait_does_not_starve_the_processor(
     s = dataclasses.replace(settings, fetch_wait_ms=0)
     produce(endpoints, s, "starved", 3, 20)
     expected = readings_in(3, 20)
-    processor = Processor(s, endpoints.bootstrap_servers, endpoints.database_url)
+    processor = Processor(s, endpoints.broker, endpoints.database_url)
     with caplog.at_level(logging.WARNING, "workbench.processor.loop"):
         stats = processor.run(idle_timeout_s=60, max_messages=expected)
     assert stats.consumed == stats.stored == expected

@@ -81,7 +81,7 @@ def alerts_of(database_url: str, run_id: str) -> set[tuple]:
 
 def test_final_windows_agree_with_the_stored_readings_under_chaos(settings, endpoints):
     report = simulate(settings, endpoints, SPEC, "win-ref")
-    processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
+    processor = Processor(settings, endpoints.broker, endpoints.database_url)
     stats = processor.run(idle_timeout_s=3)
     assert {("win-ref", p) for p in report.partitions} <= processor.ended
     assert stats.late > 0 and stats.duplicates > 0  # the chaos did reach the processor
@@ -120,12 +120,10 @@ def test_out_of_range_and_implausible_times_are_dead_lettered_with_reasons(setti
         "ancient": {"ts": 0, "sensor_type": "pressure", "value": 1.0},
         "fine": {"ts": now_ms, "sensor_type": "pressure", "value": 1.0},
     }
-    with RecordProducer(endpoints.bootstrap_servers, settings.topic_raw, "dl-run") as p:
+    with RecordProducer(endpoints.broker, settings.topic_raw, "dl-run") as p:
         for seq, fields in enumerate(records.values()):
             p.send({"machine_id": "m-1", "status_code": 0, "seq": seq, **fields})
-    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
-        idle_timeout_s=2
-    )
+    stats = Processor(settings, endpoints.broker, endpoints.database_url).run(idle_timeout_s=2)
     assert (stats.stored, stats.deadlettered) == (1, 5)
     dead = read_topic(settings, endpoints, settings.topic_deadletter, 5)
     reasons = {READING.decode(m.value())["seq"]: dict(m.headers())["reason"].decode() for m in dead}
@@ -181,7 +179,7 @@ def test_killed_processors_partitions_and_state_move_to_the_survivor(stack, endp
     # The reference: the same seeded run through one processor that is never disturbed.
     ref = own_settings(base, endpoints)
     simulate(ref, endpoints, SPEC, "handoff-ref")
-    Processor(ref, endpoints.bootstrap_servers, endpoints.database_url).run(idle_timeout_s=3)
+    Processor(ref, endpoints.broker, endpoints.database_url).run(idle_timeout_s=3)
 
     # Two processors in one group split the 4 partitions before any data comes ...
     settings = own_settings(base, endpoints, batch_size=200)

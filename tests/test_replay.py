@@ -173,7 +173,7 @@ def test_round_trip_through_the_processor_stores_every_reading_and_the_label(set
     summary, _ = replay_json(settings, DATA / "skab" / "other" / "1.csv")
     run_id = summary["run_id"]
     assert summary["produced"] == rows * SKAB_SENSORS and summary["labels"] == 1
-    stats = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url).run(
+    stats = Processor(settings, endpoints.broker, endpoints.database_url).run(
         idle_timeout_s=3, max_messages=summary["produced"]
     )
     assert stats.per_run == {run_id: rows * SKAB_SENSORS}

@@ -46,7 +46,7 @@ def test_second_caller_attaches_instead_of_starting_another(stack):
 def test_up_waits_for_health_and_down_leaves_no_process(private):
     endpoints, started = private.up()
     assert started == ["broker", "database"]
-    assert kafka.check_broker(endpoints.bootstrap_servers, 2) is not None
+    assert kafka.check_broker(endpoints.broker, 2) is not None
     assert check_database(endpoints.database_url, 2).startswith("18")
     pids = [private.broker.record().pid, private.postgres.record().pid]
     backends = psutil.Process(pids[1]).children()
@@ -192,8 +192,8 @@ def test_up_after_down_takes_the_same_ports_again(private):
 def test_a_producer_says_at_once_that_the_broker_went_away(private, caplog):
     """Not a minute later, when its messages time out."""
     endpoints, _ = private.up()
-    producer = kafka.make_producer(endpoints.bootstrap_servers)
-    kafka.ensure_topics(endpoints.bootstrap_servers, ["gone"], 1)
+    producer = kafka.make_producer(endpoints.broker)
+    kafka.ensure_topics(endpoints.broker, ["gone"], 1)
     producer.produce("gone", b"before")
     assert producer.flush(10) == 0
     caplog.set_level(logging.WARNING, "workbench.kafka")

@@ -59,7 +59,7 @@ def tail_json(settings, *args):
 
 def produce(settings, endpoints, topic, messages):
     """(key, value, headers) messages to ``topic``, acknowledged."""
-    producer = kafka.make_producer(endpoints.bootstrap_servers)
+    producer = kafka.make_producer(endpoints.broker)
     for key, value, headers in messages:
         producer.produce(topic, key=key, value=value, headers=headers)
     assert producer.flush(30) == 0

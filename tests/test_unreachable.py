@@ -15,7 +15,7 @@ from workbench.stack import Stack
 def test_unreachable_broker_raises_naming_the_address():
     t0 = time.monotonic()
     with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
-        kafka.check_broker("127.0.0.1:1", timeout_s=2)
+        kafka.check_broker(kafka.Endpoint("127.0.0.1:1"), timeout_s=2)
     assert time.monotonic() - t0 < 10
 
 

@@ -109,7 +109,7 @@ def _stage_rows(results: list[tuple[str, int, float, float, float]]) -> list[dic
 
 
 def bench_simulator(
-    bootstrap: str,
+    broker: kafka.Endpoint,
     topic_prefix: str,
     machines: int = 1000,
     duration_s: float = 60.0,
@@ -120,10 +120,10 @@ def bench_simulator(
     chaos = parse_chaos(BENCH_CHAOS)
     encoded: list[tuple[bytes, bytes]] = []
     Simulation(config, "bench").run(lambda k, v: encoded.append((k, v)), duration_s)
-    kafka.ensure_topics(bootstrap, [f"{topic_prefix}.baseline", f"{topic_prefix}.sim"], 4)
+    kafka.ensure_topics(broker, [f"{topic_prefix}.baseline", f"{topic_prefix}.sim"], 4)
 
     def produce_encoded() -> tuple[int, float]:
-        producer = RecordProducer(bootstrap, f"{topic_prefix}.baseline", "bench")
+        producer = RecordProducer(broker, f"{topic_prefix}.baseline", "bench")
         producer.connect()  # the idempotent producer's handshake is not producing
         t0 = time.perf_counter()
         for key, value in encoded:
@@ -138,7 +138,7 @@ def bench_simulator(
             control = ChaosControl(chaos if with_chaos else {})
             sim = Simulation(config, "bench", control)
             producer = (
-                RecordProducer(bootstrap, f"{topic_prefix}.sim", "bench") if send_to_kafka else None
+                RecordProducer(broker, f"{topic_prefix}.sim", "bench") if send_to_kafka else None
             )
             if producer:
                 producer.connect()
@@ -196,7 +196,7 @@ class NullSink:
 
 def bench_processor(
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     database_url: str,
     topic_prefix: str,
     machines: int = 500,
@@ -211,10 +211,10 @@ def bench_processor(
     (``latency_ms``) and with each second's readings sent at once (``latency_ticks_ms``)."""
     topic = f"{topic_prefix}.raw"
     run_id = f"bench-{topic_prefix}"
-    kafka.ensure_topics(bootstrap, [topic, f"{topic_prefix}.clean", f"{topic_prefix}.alerts",
+    kafka.ensure_topics(broker, [topic, f"{topic_prefix}.clean", f"{topic_prefix}.alerts",
                                     f"{topic_prefix}.deadletter"], settings.partitions)  # fmt: skip
     config = FactoryConfig(machines=machines, seed=2)
-    with RecordProducer(bootstrap, topic, run_id) as producer:
+    with RecordProducer(broker, topic, run_id) as producer:
         Simulation(config, run_id).run(producer, duration_s)
     assert producer.report is not None
     total = producer.report.delivered
@@ -228,7 +228,7 @@ def bench_processor(
 
     def raw_consume_decode() -> tuple[int, float]:
         """The best a consumer can do: tuned fetching, fastavro decode of every message."""
-        consumer = kafka.make_consumer(bootstrap, f"{topic_prefix}.raw-reader", 6000,
+        consumer = kafka.make_consumer(broker, f"{topic_prefix}.raw-reader", 6000,
                                        **kafka.FAST_CONSUMER)  # fmt: skip
         consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(settings.partitions)])
         decode, n, t0 = READING.decode, 0, None
@@ -257,7 +257,7 @@ def bench_processor(
                     for table in ("readings", "window_stats", "alerts", "sensor_stats"):
                         conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
             group = f"{topic_prefix}.processor-{next(counter)}"
-            processor = Processor(proc_settings, bootstrap, database_url, group_id=group,
+            processor = Processor(proc_settings, broker, database_url, group_id=group,
                                   sink=None if store else NullSink(),
                                   rules=rules if model else without_model)  # fmt: skip
             stats = processor.run(max_messages=total)
@@ -278,7 +278,7 @@ def bench_processor(
     with connect(database_url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) readings, window_stats, alerts, sensor_stats")
     latency, ticks = (
-        _latency(proc_settings, bootstrap, database_url, topic_prefix, latency_rate, latency_s, p)
+        _latency(proc_settings, broker, database_url, topic_prefix, latency_rate, latency_s, p)
         for p in LATENCY_PATTERNS
     )
     return {
@@ -302,7 +302,7 @@ def bench_processor(
 
 
 def bench_memory(
-    settings: Settings, bootstrap: str, database_url: str, topic_prefix: str,
+    settings: Settings, broker: kafka.Endpoint, database_url: str, topic_prefix: str,
     machines: int = 5000, duration_s: float = 60.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Peak resident memory of a `workbench process` storing ``machines`` x ``duration_s``
@@ -313,13 +313,14 @@ def bench_memory(
 
     topic = f"{topic_prefix}.rss.raw"
     run_id = f"bench-rss-{topic_prefix}"
-    kafka.ensure_topics(bootstrap, [topic], settings.partitions)
-    with RecordProducer(bootstrap, topic, run_id) as producer:
+    kafka.ensure_topics(broker, [topic], settings.partitions)
+    with RecordProducer(broker, topic, run_id) as producer:
         Simulation(FactoryConfig(machines=machines, seed=5), run_id).run(producer, duration_s)
     assert producer.report is not None
     total = producer.report.delivered
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-    env |= dataclasses.replace(settings, topic_raw=topic, bootstrap_servers=bootstrap,
+    env |= dataclasses.replace(settings, topic_raw=topic, bootstrap_servers=broker.bootstrap,
+                               kafka_properties=broker.properties,
                                database_url=database_url).to_env()  # fmt: skip
     out = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "-q", "process", "--json", "--group",
@@ -367,7 +368,7 @@ LATENCY_PATTERNS = ("steady", "ticks")
 
 def _latency(
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     database_url: str,
     prefix: str,
     rate: int,
@@ -378,9 +379,9 @@ def _latency(
     readings/s paced in real time, arriving as ``pattern`` says (see LATENCY_PATTERNS)."""
     # A topic of its own: the throughput passes' readings must not queue up in front.
     settings = dataclasses.replace(settings, topic_raw=f"{prefix}.latency-{pattern}.raw")
-    kafka.ensure_topics(bootstrap, [settings.topic_raw], settings.partitions)
+    kafka.ensure_topics(broker, [settings.topic_raw], settings.partitions)
     group = f"{prefix}.latency-{pattern}"
-    processor = Processor(settings, bootstrap, database_url, group_id=group)
+    processor = Processor(settings, broker, database_url, group_id=group)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
     worker.start()
@@ -390,7 +391,7 @@ def _latency(
     machines = max(1, round(rate / FactoryConfig(machines=1).events_per_second()))
     config = FactoryConfig(machines=machines, seed=3, start_ms=int(time.time()) * 1000)
     run_id = f"bench-latency-{pattern}-{prefix}"
-    with RecordProducer(bootstrap, settings.topic_raw, run_id, **{"linger.ms": 5}) as p:
+    with RecordProducer(broker, settings.topic_raw, run_id, **{"linger.ms": 5}) as p:
         simulation = Simulation(config, run_id)
         if pattern == "steady":
             simulation.run(SteadySender(p.send_raw, config.events_per_second()), seconds)
@@ -624,7 +625,7 @@ PARTS = ("simulator", "processor", "archive", "sink", "memory", "gateway")
 
 def run_benchmark(
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     database_url: str,
     topic_prefix: str,
     parts: Collection[str] = PARTS,
@@ -656,12 +657,12 @@ def run_benchmark(
     result: dict[str, Any] = {"machine": machine_info()}
     if "simulator" in parts:
         result["simulator"] = bench_simulator(
-            bootstrap, topic_prefix, machines=machines, duration_s=duration_s, repeats=repeats
+            broker, topic_prefix, machines=machines, duration_s=duration_s, repeats=repeats
         )
     if "processor" in parts:
         result["processor"] = bench_processor(
             settings,
-            bootstrap,
+            broker,
             database_url,
             topic_prefix,
             machines=machines,
@@ -677,13 +678,13 @@ def run_benchmark(
     if "sink" in parts:
         result["sink"] = bench_sink(database_url, rows=sink_rows, repeats=repeats)
     if "memory" in parts:
-        result["memory"] = bench_memory(settings, bootstrap, database_url, topic_prefix,
+        result["memory"] = bench_memory(settings, broker, database_url, topic_prefix,
                                         rss_machines, rss_duration_s)  # fmt: skip
     if "gateway" in parts:
         from workbench.gateway.benchmark import bench_gateway
 
         result["gateway"] = bench_gateway(
-            settings, bootstrap, topic_prefix, _interleaved, repeats=repeats
+            settings, broker, topic_prefix, _interleaved, repeats=repeats
         )
     result["bench_peak_rss_mb"] = peak_rss_mb()
     result["peak_rss_mb"] = result.get("memory", {}).get("peak_rss_mb", peak_rss_mb())

@@ -591,8 +591,10 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
     if not args.force and settings.bootstrap_servers is None:
         rec = stack.broker.running()
-        left = rec and kafka.unprocessed(stack.broker.bootstrap(rec), settings.topic_raw,
-                                         settings.consumer_group)  # fmt: skip
+        left = 0
+        if rec is not None:
+            broker = kafka.Endpoint(stack.broker.bootstrap(rec), settings.kafka_properties)
+            left = kafka.unprocessed(broker, settings.topic_raw, settings.consumer_group)
         if left:
             raise WorkbenchError(
                 f"{left} messages on {settings.topic_raw} were not processed by group "
@@ -611,6 +613,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     lines = [
         f"{name:<9}{'running' if part['running'] else 'stopped':<9}"
         f"{'embedded' if part['embedded'] else 'external':<10}{part['address'] or ''}"
+        + "".join(f" {k}={v}" for k, v in part.get("properties", {}).items())
         for name, part in status.items()
     ]
     _emit(args, status, "\n".join(lines))
@@ -645,13 +648,13 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from workbench import tail
 
     kind, topic = tail.topic_for(settings, args.topic)  # a bad name stops us before the broker
-    bootstrap = job.ready_broker(settings)
+    broker = job.ready_broker(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     filters = tail.Filters(run=args.run, machine=args.machine, sensor=args.sensor)
     try:
-        tail.tail(bootstrap, kind, topic, tail.printer(kind, args.json, sys.stdout), stop,
+        tail.tail(broker, kind, topic, tail.printer(kind, args.json, sys.stdout), stop,
                   args.from_beginning, filters, args.max, sys.stdout.flush)  # fmt: skip
     except BrokenPipeError:
         # nothing more to write to; Python would complain again flushing stdout at exit
@@ -674,7 +677,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     if workers > 1:
         from workbench.processor.workers import run_workers
 
-        total = run_workers(settings, endpoints.bootstrap_servers, endpoints.database_url,
+        total = run_workers(settings, endpoints.broker, endpoints.database_url,
                             workers, group_id=args.group, idle_timeout_s=args.idle_timeout,
                             max_messages=args.max_messages, skip=tuple(args.skip))  # fmt: skip
         data = {k: total.get(k, 0) for k in ("consumed", "stored", "duplicates", "deadlettered",
@@ -682,7 +685,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         data |= {"per_run": total.get("per_run", {}), "workers": total["workers"]}
     else:
         with processor_metrics(settings.metrics_port, settings.metrics_host) as metrics:
-            processor = Processor(settings, endpoints.bootstrap_servers, endpoints.database_url,
+            processor = Processor(settings, endpoints.broker, endpoints.database_url,
                                   group_id=args.group, skip=args.skip, metrics=metrics)  # fmt: skip
             stop = threading.Event()
             # Ctrl-C or SIGTERM: finish the batch in hand, commit, leave the group, then exit
@@ -891,7 +894,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
                "sink": args.skip_sink}  # fmt: skip
     result = bench.run_benchmark(
         settings,
-        endpoints.bootstrap_servers,
+        endpoints.broker,
         endpoints.database_url,
         f"bench.{stamp}",
         parts=[p for p in bench.PARTS if not skipped.get(p)],

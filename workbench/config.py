@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError
+from workbench.kafka_properties import KafkaProperties, kafka_variable
 from workbench.simulator.control import parse_duration_s
 
 PREFIX = "WORKBENCH_"
@@ -154,6 +155,11 @@ class Settings:
     state_dir: Path = _env(_path, default_factory=lambda: project_root() / ".workbench")  # noqa: RUF009
     #: Kafka bootstrap servers; empty means "start or attach to the embedded broker".
     bootstrap_servers: str | None = _env(_optional_text, default=None)
+    #: librdkafka properties for every Kafka client (TLS, SASL, tuning), one variable each:
+    #: ``WORKBENCH_KAFKA_<NAME>`` (see :class:`KafkaProperties`).
+    kafka_properties: KafkaProperties = field(
+        default_factory=KafkaProperties, metadata={"read": KafkaProperties.from_env}
+    )
     #: PostgreSQL URL; empty means "start or attach to the embedded PostgreSQL".
     database_url: str | None = _env(_database_url, default=None)
     #: Where the Parquet archive goes: a local path, file:// or s3:// URI.
@@ -267,10 +273,23 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = PREFIX + f.name.upper()
-            if name in environ:
+            if "read" in f.metadata:  # a family of variables, not one
+                values[f.name] = f.metadata["read"](environ)
+            elif name in environ:
                 values[f.name] = f.metadata["parse"](name, environ[name])
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kafka_properties, KafkaProperties):
+            object.__setattr__(self, "kafka_properties", KafkaProperties(self.kafka_properties))
+        if self.bootstrap_servers is None and self.kafka_properties.secured:
+            raise ConfigError(
+                kafka_variable("security.protocol"),
+                self.kafka_properties["security.protocol"],
+                "PLAINTEXT while WORKBENCH_BOOTSTRAP_SERVERS is unset: the embedded broker "
+                "speaks plaintext only (set WORKBENCH_BOOTSTRAP_SERVERS to use your broker)",
+            )
 
     def to_env(self) -> dict[str, str]:
         """The ``WORKBENCH_*`` variables that make :meth:`from_env` give these settings back
@@ -286,6 +305,9 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None:
+                continue
+            if isinstance(value, KafkaProperties):
+                env |= value.to_env()
                 continue
             if isinstance(value, bool):
                 text = "true" if value else "false"

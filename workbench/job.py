@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def prepare(settings: Settings, endpoints: Endpoints) -> None:
     """Create the topics and tables the pipeline needs (idempotent)."""
-    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     create_schema(
         endpoints.database_url,
         settings.reader_password,
@@ -69,14 +69,14 @@ def ready_stack(settings: Settings, sink: str | None = None) -> Endpoints:
     return endpoints
 
 
-def ready_broker(settings: Settings) -> str:
+def ready_broker(settings: Settings) -> kafka.Endpoint:
     """Attach to or start the broker alone (no database), and leave it running; the topics
-    exist on return. Returns its bootstrap servers. For the commands that only read or
+    exist on return. Returns the broker's endpoint. For the commands that only read or
     write topics (``workbench tail``, ``process --sink sqlite://``)."""
     endpoints, started = Stack(settings).up(parts=("broker",))
-    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     _say_started(started)
-    return endpoints.bootstrap_servers
+    return endpoints.broker
 
 
 def _say_started(started: list[str]) -> None:
@@ -178,14 +178,13 @@ def simulate(
     """
     control = control or ChaosControl(spec.chaos)
     sim = Simulation(spec.factory, run_id, control, spec.scripted(), spec.magnitudes)
-    bootstrap = endpoints.bootstrap_servers
     with (
-        chaos_producer(bootstrap, settings.topic_chaos, run_id) as truth_producer,
+        chaos_producer(endpoints.broker, settings.topic_chaos, run_id) as truth_producer,
         (
             GatewaySender(via.url, via.api_key, run_id)
             if via is not None
             else RecordProducer(
-                bootstrap,
+                endpoints.broker,
                 settings.topic_raw,
                 run_id,
                 processed_by=settings.consumer_group,
@@ -320,9 +319,7 @@ class _ProcessorThread(threading.Thread):
 def _processing(settings: Settings, endpoints: Endpoints) -> Iterator[_ProcessorThread]:
     """A processor consuming in a background thread for the block, stopped at its end;
     a failure of the processor is raised once the block is over."""
-    worker = _ProcessorThread(
-        Processor(settings, endpoints.bootstrap_servers, endpoints.database_url)
-    )
+    worker = _ProcessorThread(Processor(settings, endpoints.broker, endpoints.database_url))
     worker.start()
     try:
         yield worker

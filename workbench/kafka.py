@@ -3,15 +3,24 @@
 No other module imports ``confluent_kafka``; they get configured clients from here, so
 client defaults (timeouts, batching, logging) are decided in one place and hold for the
 embedded Tansu broker and for Apache Kafka alike.
+
+Every client is made for an :class:`Endpoint`: the bootstrap servers and the librdkafka
+properties the user set (``WORKBENCH_KAFKA_*``: TLS, SASL, tuning), so that a cloud
+broker's credentials reach every producer, consumer and admin client alike. A client gets
+the workbench's defaults for its kind, then the endpoint's properties (which may change
+any of them), then what its caller asked for.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +38,13 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from workbench.errors import BrokerUnavailable, StackError
+from workbench.errors import BrokerUnavailable, ConfigError, StackError
+from workbench.kafka_properties import REDACTED, KafkaProperties, kafka_variable
 
 __all__ = [
     "Consumer",
     "DeliveryTracker",
+    "Endpoint",
     "KafkaError",
     "KafkaException",
     "Message",
@@ -41,10 +52,12 @@ __all__ = [
     "TopicPartition",
     "TopicWatch",
     "check_broker",
+    "check_properties",
     "ensure_topics",
     "make_consumer",
     "make_producer",
     "make_reader",
+    "require_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,36 +92,143 @@ class _HandshakeLogger(_LibrdkafkaLogger):
         super().log(level, msg, *args, **kwargs)
 
 
-def _base_config(bootstrap: str, connect_timeout_s: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Endpoint:
+    """A Kafka broker to talk to: its bootstrap servers and the librdkafka ``properties``
+    every client of it gets (``Settings.kafka_properties``; secrets shown as ``***`` in the
+    repr). ``str()`` is the bootstrap servers alone, fit for any message.
+
+    The properties are checked with librdkafka when the endpoint is made: a property it
+    does not know, a value it refuses or a file it cannot load (``ssl.ca.location``) is a
+    :class:`~workbench.errors.ConfigError` naming the variable, before any client is made.
+
+    >>> Endpoint("127.0.0.1:9092")
+    Endpoint(bootstrap='127.0.0.1:9092', properties=KafkaProperties({}))
+    >>> Endpoint("broker:9093", {"sasl.username": "me", "sasl.password": "s3cret"})
+    Endpoint(bootstrap='broker:9093', properties=KafkaProperties({'sasl.password': '***', \
+'sasl.username': 'me'}))
+    >>> Endpoint("broker:9093", {"security.protocol": "SASL_TLS"})
+    Traceback (most recent call last):
+    ...
+    workbench.errors.ConfigError: WORKBENCH_KAFKA_SECURITY_PROTOCOL='SASL_TLS' is not valid: \
+expected a value librdkafka accepts (Invalid value "SASL_TLS" for configuration property \
+"security.protocol")
+    """
+
+    bootstrap: str
+    properties: KafkaProperties = field(default_factory=KafkaProperties)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bootstrap, str) or not self.bootstrap:
+            raise TypeError(f"Endpoint needs the bootstrap servers as text, not {self.bootstrap!r}")
+        if not isinstance(self.properties, KafkaProperties):
+            object.__setattr__(self, "properties", KafkaProperties(self.properties))
+        check_properties(self.properties)
+
+    def __str__(self) -> str:
+        return self.bootstrap
+
+
+@functools.lru_cache(maxsize=8)
+def check_properties(properties: KafkaProperties) -> None:
+    """Raise :class:`ConfigError` naming the variable of a property librdkafka refuses, or
+    of a file one names (``*.location``) that is not there.
+
+    librdkafka checks names and values as they are set and loads files (certificates,
+    keys) when a client is made: a producer made without bootstrap servers (it connects
+    nowhere) does both. The culprit is the property the error names, or else the one
+    refused on its own (an error may name ``linger.ms`` by its alias). Secret values stay
+    out of the message, and so does the value of a property librdkafka does not know (a
+    misspelt ``sasl.pasword`` may hold a password).
+    """
+    for prop, value in properties.items():
+        if prop.endswith(".location") and value != "probe" and not os.path.exists(value):
+            raise ConfigError(kafka_variable(prop), value, "a file or folder that exists")
+    error = _refusal(properties) if properties else None
+    if error is None:
+        return
+    spelt = re.sub(r"[\s_]+", ".", error.lower())  # "SASL mechanism" names sasl.mechanism
+    culprit = next((p for p in properties if p in spelt), None) or next(
+        (p for p in properties if _refusal({p: properties[p]}) is not None), None
+    )
+    reason = f"a value librdkafka accepts ({properties.redact(error)})"
+    if culprit is None:
+        raise ConfigError(", ".join(kafka_variable(p) for p in properties), "...", reason)
+    if error.startswith("No such configuration property"):
+        reason = f"a property librdkafka knows ({error}; see its CONFIGURATION.md)"
+        raise ConfigError(kafka_variable(culprit), REDACTED, reason)
+    raise ConfigError(kafka_variable(culprit), properties.shown(culprit), reason)
+
+
+def _refusal(properties: Mapping[str, str]) -> str | None:
+    """librdkafka's reason to refuse a client with ``properties``, or None."""
+    try:
+        Producer({**properties, "logger": _RDKAFKA_LOGGER})
+    except KafkaException as exc:
+        return str(exc.args[0].str()).removeprefix("Failed to create producer: ")
+    return None
+
+
+def require_endpoint(broker: object) -> Endpoint:
+    """``broker`` if it is an :class:`Endpoint`; a TypeError saying what to pass if not (a
+    bare bootstrap string would make a client without the ``WORKBENCH_KAFKA_*`` properties)."""
+    if not isinstance(broker, Endpoint):
+        raise TypeError(
+            f"a Kafka client needs a workbench.kafka.Endpoint (Endpoints.broker), not "
+            f"{broker!r}: bootstrap servers alone carry no WORKBENCH_KAFKA_* properties"
+        )
+    return broker
+
+
+def _config(broker: Endpoint, connect_timeout_s: float, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A client's configuration: where the broker is, how long to wait for a connection,
+    where librdkafka logs, then ``defaults`` for this kind of client, then the endpoint's
+    properties, which may change any of them."""
+    broker = require_endpoint(broker)
     return {
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": broker.bootstrap,
         "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout_s * 1000)),
         "logger": _RDKAFKA_LOGGER,
+        **defaults,
+        **broker.properties,
     }
 
 
-def check_broker(bootstrap: str, timeout_s: float = 5.0) -> list[str]:
+def check_broker(broker: Endpoint, timeout_s: float = 5.0) -> list[str]:
     """Ask the broker for its metadata; raise :class:`BrokerUnavailable` if it does not answer.
 
-    Returns the topic names it knows, which doubles as proof that it speaks Kafka.
+    Returns the topic names it knows, which doubles as proof that it speaks Kafka. The
+    reason given is librdkafka's first error report, which says what a failed metadata
+    request does not: a refused connection, a TLS certificate that could not be verified,
+    a SASL authentication the broker refused.
     """
-    admin = AdminClient(_base_config(bootstrap, timeout_s))
+    told: list[str] = []
+    admin = AdminClient(_config(broker, timeout_s, {"error_cb": lambda e: told.append(e.str())}))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        reason = f"no answer within {timeout_s:g}s ({exc.args[0].str()})"
-        raise BrokerUnavailable(bootstrap, reason) from None
+        admin.poll(0)  # serves the error reports
+        said = [_BROKER_PREFIX.sub("", e) for e in told if not _ALL_DOWN.search(e)]
+        why = said[0] if said else exc.args[0].str()
+        reason = f"no answer within {timeout_s:g}s ({broker.properties.redact(why)})"
+        raise BrokerUnavailable(broker.bootstrap, reason) from None
     return sorted(metadata.topics)
 
 
-def unprocessed(bootstrap: str, topic: str, group: str, timeout_s: float = 5.0) -> int:
+#: "ssl://127.0.0.1:9093/bootstrap: " (the broker librdkafka names) before its reason
+_BROKER_PREFIX = re.compile(r"^\S+/\S+: ")
+#: librdkafka's count of brokers down, which follows the reason
+_ALL_DOWN = re.compile(r"\d+/\d+ brokers are down")
+
+
+def unprocessed(broker: Endpoint, topic: str, group: str, timeout_s: float = 5.0) -> int:
     """Messages of ``topic`` past ``group``'s committed offsets (all of a partition it has
     not committed in); 0 when the topic does not exist.
 
     The embedded broker reports a partition's end short of the true one when its last
     record batch holds several records, so this may count a few too few, never too many.
     """
-    admin = AdminClient(_base_config(bootstrap, timeout_s))
+    admin = AdminClient(_config(broker, timeout_s, {}))
     try:
         parts = _partitions(admin, topic, timeout_s)
     except KafkaException as exc:
@@ -145,14 +265,16 @@ def _committed(
 
 
 def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, timeout_s: float = 10.0
+    broker: Endpoint, topics: Iterable[str], partitions: int, timeout_s: float = 10.0
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
     A topic that exists with fewer partitions than asked is reported, not altered:
     growing partitions moves keys to other partitions, which is the operator's call.
+    Replicas are the broker's default (1 on a single node; Confluent Cloud refuses
+    anything but its own 3).
     """
-    admin = AdminClient(_base_config(bootstrap, timeout_s))
+    admin = AdminClient(_config(broker, timeout_s, {}))
     existing = admin.list_topics(timeout=timeout_s).topics
     missing = [t for t in topics if t not in existing]
     for name in topics:
@@ -166,7 +288,7 @@ def ensure_topics(
     if not missing:
         return
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+        [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing],
         operation_timeout=timeout_s,
     )
     for name, future in futures.items():
@@ -175,11 +297,11 @@ def ensure_topics(
             log.info("created topic %s with %d partitions", name, partitions)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise StackError(f"could not create topic {name} on {bootstrap}: {exc}") from None
+                raise StackError(f"could not create topic {name} on {broker}: {exc}") from None
 
 
 def make_producer(
-    bootstrap: str,
+    broker: Endpoint,
     failures: DeliveryTracker | None = None,
     ready: threading.Event | None = None,
     **overrides: Any,
@@ -205,20 +327,20 @@ def make_producer(
     starts; messages produced before wait for it. It is set at once when there is nothing
     to wait for (no idempotence) or no way to tell (a ``logger`` of the caller's own).
     """
-    config = _base_config(bootstrap, 5.0) | {
+    config = _config(broker, 5.0, {
         "acks": "all",
         "enable.idempotence": False,
         "max.in.flight.requests.per.connection": 1,
         "linger.ms": 20,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
-    }
+    })  # fmt: skip
     if failures is not None:
         config |= {"delivery.report.only.error": True, "on_delivery": failures.callback}
-    config |= {"error_cb": BrokerDown(bootstrap)}
+    config |= {"error_cb": BrokerDown(broker.bootstrap)}
     config |= overrides
     if ready is not None:
-        if config["enable.idempotence"] in (True, "true") and "logger" not in overrides:
+        if str(config["enable.idempotence"]).lower() == "true" and "logger" not in overrides:
             debug = [d for d in str(config.get("debug", "")).split(",") if d]
             config |= {"logger": _HandshakeLogger(ready), "debug": ",".join([*debug, "eos"])}
         else:
@@ -227,14 +349,14 @@ def make_producer(
 
 
 def make_consumer(
-    bootstrap: str, group_id: str, session_timeout_ms: int, **overrides: Any
+    broker: Endpoint, group_id: str, session_timeout_ms: int, **overrides: Any
 ) -> Consumer:
     """A consumer in ``group_id`` that never commits by itself.
 
     Offsets are committed by the caller once the sinks have the data (at-least-once),
     and a new group starts from the earliest offset so no produced event is skipped.
     """
-    config = _base_config(bootstrap, 5.0) | {
+    config = _config(broker, 5.0, {
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -243,12 +365,12 @@ def make_consumer(
         "heartbeat.interval.ms": max(100, session_timeout_ms // 10),
         "fetch.wait.max.ms": 100,
         "error_cb": _log_consumer_error,
-    }
+    })  # fmt: skip
     return Consumer(config | overrides)
 
 
 def make_reader(
-    bootstrap: str, topic: str, from_beginning: bool, timeout_s: float = 5.0
+    broker: Endpoint, topic: str, from_beginning: bool, timeout_s: float = 5.0
 ) -> tuple[Consumer, list[int]]:
     """A consumer of every partition of ``topic`` that no one else notices: it joins no
     group and commits nothing; returns it with the partition numbers.
@@ -261,24 +383,24 @@ def make_reader(
     and reports reaching its end (``enable.partition.eof``), so the caller can tell what
     was there before it started from what arrived after.
     """
-    config = _base_config(bootstrap, timeout_s) | {
+    config = _config(broker, timeout_s, {
         "group.id": f"workbench-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 100,
         "error_cb": _log_consumer_error,
-    }
+    })  # fmt: skip
     consumer = Consumer(config)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
     except KafkaException as exc:
         consumer.close()
-        raise BrokerUnavailable(bootstrap, f"no answer within {timeout_s:g}s ({exc})") from None
+        raise BrokerUnavailable(str(broker), f"no answer within {timeout_s:g}s ({exc})") from None
     if metadata.error is not None or not metadata.partitions:
         consumer.close()
         reason = metadata.error.str() if metadata.error is not None else "no partitions"
-        raise StackError(f"cannot read topic {topic} on {bootstrap}: {reason}")
+        raise StackError(f"cannot read topic {topic} on {broker}: {reason}")
     partitions = sorted(metadata.partitions)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in partitions])
@@ -379,14 +501,14 @@ class TopicWatch(threading.Thread):
     a topic's only writer with no consumer, and the run's books, counted downstream, give
     the exact figure in every case.
 
-    >>> # with TopicWatch(bootstrap, "telemetry.raw", group="workbench-processor") as watch:
+    >>> # with TopicWatch(endpoint, "telemetry.raw", group="workbench-processor") as watch:
     >>> #     ...produce...
     >>> # watch.lost
     """
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: Endpoint,
         topic: str,
         group: str | None = None,
         acknowledged: Callable[[], int] | None = None,
@@ -394,7 +516,7 @@ class TopicWatch(threading.Thread):
         warn_held: int | None = None,
     ) -> None:
         super().__init__(name=f"watch {topic}", daemon=True)
-        self.bootstrap, self.topic, self.group, self.every_s = bootstrap, topic, group, every_s
+        self.broker, self.topic, self.group, self.every_s = broker, topic, group, every_s
         self._acknowledged = acknowledged or (lambda: 0)
         self._acked_base = 0
         self.warn_held, self._warned_at = warn_held, 0
@@ -468,7 +590,7 @@ class TopicWatch(threading.Thread):
             logging.ERROR if lost else logging.WARNING,
             "the broker at %s lost topic %s (restarted on memory storage, or the topic was "
             "deleted): %s",
-            self.bootstrap, self.topic,
+            self.broker, self.topic,
             f"about {lost} acknowledged messages written to it since this run began, and "
             "not yet processed, are gone" if lost else "no unprocessed message written to "
             "it since this run began is known to have been in it",
@@ -533,4 +655,4 @@ class TopicWatch(threading.Thread):
 
     def _renew(self) -> None:
         """A new admin client in place of one whose request failed (see :meth:`_look`)."""
-        self._admin = AdminClient(_base_config(self.bootstrap, 1.0))
+        self._admin = AdminClient(_config(self.broker, 1.0, {}))

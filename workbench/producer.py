@@ -76,7 +76,10 @@ class Flushing:
 class RecordProducer(Flushing):
     """Encode records (readings by default) and produce them to ``topic``, keyed by machine.
 
-    >>> # with RecordProducer(bootstrap, "telemetry.raw", run_id="r1") as p:
+    ``broker`` is the :class:`~workbench.kafka.Endpoint` to produce to (``Endpoints.broker``
+    of a stack), which carries the ``WORKBENCH_KAFKA_*`` properties.
+
+    >>> # with RecordProducer(endpoints.broker, "telemetry.raw", run_id="r1") as p:
     >>> #     p.send({"machine_id": "m-0001", ...})
     >>> #     p.send_many([b"m-0001", b"m-0002"], buffer, offsets)   # encoded in bulk
     >>> # p.report.delivered
@@ -84,7 +87,7 @@ class RecordProducer(Flushing):
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: kafka.Endpoint,
         topic: str,
         run_id: str,
         codec: AvroCodec = READING,
@@ -97,11 +100,12 @@ class RecordProducer(Flushing):
         # readings are the bulk of all traffic: they get the field-by-field encoder
         self._encode = ReadingEncoder(codec).encode if codec is READING else codec.encode
         self.headers = [("run_id", run_id.encode())]
-        self._bootstrap, self._config = bootstrap, config
+        self._broker, self._config = kafka.require_endpoint(broker), config
         self._tracker = kafka.DeliveryTracker()
         self._ready = threading.Event()
-        self._errors = kafka.BrokerDown(bootstrap)
-        self._idempotent = str(config.get("enable.idempotence", False)).lower() == "true"
+        self._errors = kafka.BrokerDown(str(broker))
+        idempotence = config.get("enable.idempotence", broker.properties.get("enable.idempotence"))
+        self._idempotent = str(idempotence).lower() == "true"
         self._renewed = 0
         self._producer = self._make_producer()
         self._digest = hashlib.sha256()
@@ -110,13 +114,13 @@ class RecordProducer(Flushing):
         # a lost topic is told at once (what the group ``processed_by`` had read of it is
         # not counted lost), and each ``warn_held`` more messages the topic holds
         self._watch = kafka.TopicWatch(
-            bootstrap, topic, processed_by, self._acknowledged, warn_held=warn_held
+            broker, topic, processed_by, self._acknowledged, warn_held=warn_held
         )
         self._watch.start()
 
     def _make_producer(self) -> kafka.Producer:
         return kafka.make_producer(
-            self._bootstrap,
+            self._broker,
             failures=self._tracker,
             ready=self._ready,
             **({"error_cb": self._errors} | self._config),
@@ -254,7 +258,7 @@ class RecordProducer(Flushing):
                 reached.add(msg.partition())
 
         control = kafka.make_producer(
-            self._bootstrap, **({"enable.idempotence": False} | self._config)
+            self._broker, **({"enable.idempotence": False} | self._config)
         )
         headers = [*self.headers, ("control", b"end-of-run")]
         for key in keys:

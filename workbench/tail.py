@@ -247,7 +247,7 @@ def _finite(x: Any) -> Any:
 
 
 def tail(
-    bootstrap: str,
+    broker: kafka.Endpoint,
     kind: str,
     topic: str,
     emit: Callable[[Record], None],
@@ -267,7 +267,7 @@ def tail(
     is passed over. ``flush`` runs after each fetched batch, so a pipe sees lines at once.
     """
     started_ms = time.time() * 1000
-    consumer, partitions = kafka.make_reader(bootstrap, topic, from_beginning)
+    consumer, partitions = kafka.make_reader(broker, topic, from_beginning)
     at_end: set[int] = set()
     warned: set[str] = set()
 

@@ -55,10 +55,10 @@ def _records(n: int, machines: int = 1000) -> list[dict[str, Any]]:
 class _GatewayProcess:
     """``workbench gateway --port 0`` on ``topic``, with a key of its own and no rate limit."""
 
-    def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
+    def __init__(self, settings: Settings, broker: kafka.Endpoint, topic: str) -> None:
         self.key = secrets.token_urlsafe(16)
         env = os.environ | settings.to_env() | {
-            "WORKBENCH_BOOTSTRAP_SERVERS": bootstrap,
+            "WORKBENCH_BOOTSTRAP_SERVERS": broker.bootstrap,
             "WORKBENCH_TOPIC_RAW": topic,
             "WORKBENCH_GATEWAY_API_KEYS": self.key,
             "WORKBENCH_GATEWAY_RATE": "1e12",
@@ -86,7 +86,7 @@ class _GatewayProcess:
 
 def bench_gateway(
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     topic_prefix: str,
     interleaved: Callable[..., list[tuple[str, int, float, float, float]]],
     readings: int = 100_000,
@@ -97,11 +97,11 @@ def bench_gateway(
 ) -> dict[str, Any]:
     """The gateway section; ``interleaved`` is the benchmark's case runner."""
     topic = f"{topic_prefix}.gateway"
-    kafka.ensure_topics(bootstrap, [topic], settings.partitions)
+    kafka.ensure_topics(broker, [topic], settings.partitions)
     records = _records(readings)
     enc = ReadingEncoder()
     encoded = [(r["machine_id"].encode(), enc.encode(r)) for r in records]
-    gateway = _GatewayProcess(settings, bootstrap, topic)
+    gateway = _GatewayProcess(settings, broker, topic)
     url = gateway.url + "/v1/telemetry"
     headers = {"X-API-Key": gateway.key, "X-Run-Id": "bench"}
 
@@ -118,7 +118,7 @@ def bench_gateway(
     latencies: dict[str, load.LoadResult] = {}
 
     def direct() -> tuple[int, float]:
-        producer = RecordProducer(bootstrap, topic, "bench")
+        producer = RecordProducer(broker, topic, "bench")
         producer.connect()
         t0 = time.perf_counter()
         for key, value in encoded:

@@ -92,7 +92,7 @@ class Publisher:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, ack_timeout_s: float = 10.0, **config: Any
+        self, bootstrap: kafka.Endpoint, topic: str, ack_timeout_s: float = 10.0, **config: Any
     ) -> None:
         self.bootstrap, self.topic, self.ack_timeout_s = bootstrap, topic, ack_timeout_s
         self._producer = kafka.make_producer(

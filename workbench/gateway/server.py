@@ -30,7 +30,7 @@ class Gateway:
     """A configured gateway, ready to :meth:`serve`."""
 
     settings: Settings
-    bootstrap: str
+    bootstrap: kafka.Endpoint
     config: GatewayConfig
 
     def app(self) -> object:
@@ -76,9 +76,9 @@ def prepare_gateway(settings: Settings, run_id: str) -> Gateway:
     endpoints, started = Stack(settings).up(parts=("broker",))
     if started:
         log.info("started the embedded broker; `workbench down` stops it")
-    kafka.ensure_topics(endpoints.bootstrap_servers, settings.topics, settings.partitions)
+    kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     rate = settings.gateway_rate
     config = GatewayConfig(
         keys, run_id, rate=rate, burst=rate, max_body_bytes=settings.gateway_max_body_bytes
     )
-    return Gateway(settings, endpoints.bootstrap_servers, config)
+    return Gateway(settings, endpoints.broker, config)

@@ -170,13 +170,16 @@ class Processor:
     SQLite file for the edge path. ``metrics``, when given, is kept up to date once per
     batch (and the partition gauges once a second); None (the default) costs nothing.
 
-    >>> # Processor(settings, bootstrap, database_url).run(stop_event)
+    ``broker`` is the :class:`~workbench.kafka.Endpoint` to consume from (``Endpoints.broker``);
+    the processor's producer (clean, alerts, dead letters) writes to the same one.
+
+    >>> # Processor(settings, endpoints.broker, database_url).run(stop_event)
     """
 
     def __init__(
         self,
         settings: Settings,
-        bootstrap: str,
+        broker: kafka.Endpoint,
         database_url: str,
         group_id: str | None = None,
         rules: RuleSet | None = None,
@@ -186,7 +189,7 @@ class Processor:
     ) -> None:
         self.settings = s = settings
         self.metrics = metrics
-        self.bootstrap = bootstrap
+        self.broker = broker
         self.group_id = group_id or s.consumer_group
         self.rules = rules or load_rules(s.rules_file)
         self.limits = self.rules.validation
@@ -207,7 +210,7 @@ class Processor:
         self.sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._fetch_wait_ms = s.fetch_wait_ms
         self.consumer = self._make_consumer()
-        self.producer = kafka.make_producer(bootstrap)
+        self.producer = kafka.make_producer(broker)
         self.machines = MachineTable()
         # (partition, offset) an operator wants past: dead letters, whatever they hold
         self.intake = Intake(self.machines, self.limits, s.topic_raw, skip)
@@ -357,7 +360,7 @@ class Processor:
     def _make_consumer(self) -> kafka.Consumer:
         s = self.settings
         return kafka.make_consumer(
-            self.bootstrap, self.group_id, s.session_timeout_ms,
+            self.broker, self.group_id, s.session_timeout_ms,
             **kafka.FAST_CONSUMER | {"fetch.wait.max.ms": self._fetch_wait_ms},
         )  # fmt: skip
 

@@ -13,10 +13,13 @@ import logging
 import multiprocessing as mp
 import signal
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench import kafka
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class WorkerFailed(WorkbenchError):
 def _worker(
     index: int,
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     database_url: str,
     group_id: str | None,
     idle_timeout_s: float | None,
@@ -52,7 +55,7 @@ def _worker(
     try:
         # each worker its own metrics server: port + index (see workbench.metrics)
         with processor_metrics(settings.metrics_port, settings.metrics_host, index) as metrics:
-            processor = Processor(settings, bootstrap, database_url, group_id=group_id,
+            processor = Processor(settings, broker, database_url, group_id=group_id,
                                   skip=skip, metrics=metrics)  # fmt: skip
             stats = processor.run(stop, idle_timeout_s=idle_timeout_s,
                                   max_messages=max_messages)  # fmt: skip
@@ -66,7 +69,7 @@ def _worker(
 
 def run_workers(
     settings: Settings,
-    bootstrap: str,
+    broker: kafka.Endpoint,
     database_url: str,
     workers: int,
     group_id: str | None = None,
@@ -90,7 +93,7 @@ def run_workers(
             args=(
                 i,
                 settings,
-                bootstrap,
+                broker,
                 database_url,
                 group_id,
                 idle_timeout_s,

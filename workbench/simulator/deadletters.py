@@ -31,14 +31,19 @@ class DeadLetters:
     """
 
     def __init__(
-        self, settings: Settings, bootstrap: str, sink: PostgresSink, run_id: str, file: Path
+        self,
+        settings: Settings,
+        broker: kafka.Endpoint,
+        sink: PostgresSink,
+        run_id: str,
+        file: Path,
     ) -> None:
         self.topic, self.sink = settings.topic_deadletter, sink
         self.run_id, self.file = run_id, file
         # (topic, partition, offset) is the table's natural key: the run id keeps two
         # replays of one file apart, the line number the rows of one replay
         self.table_topic = f"replay:{file.name}@{run_id}"
-        self.producer = kafka.make_producer(bootstrap)
+        self.producer = kafka.make_producer(broker)
         self.tracker = kafka.DeliveryTracker()
         self.pending: list[tuple[Any, ...]] = []
         self.count = 0

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from workbench import kafka
 from workbench.config import Settings
 from workbench.errors import ConfigError
 from workbench.processor.decode import SYMBOLS
@@ -200,8 +201,7 @@ def replay(
         registry.track(run_id, "replay", None, params),
     ):
         with PostgresSink(endpoints.database_url, settings.connect_timeout_s) as sink:
-            summary = _Replay(settings, endpoints.bootstrap_servers, sink, source, options,
-                              run_id).run()  # fmt: skip
+            summary = _Replay(settings, endpoints.broker, sink, source, options, run_id).run()
         registry.finish(run_id, "completed" if summary.ok else "failed",
                         produced=summary.produced, deadlettered=summary.bad_rows)  # fmt: skip
     for warning in summary.warnings():
@@ -212,9 +212,9 @@ def replay(
 class _Replay:
     """One pass over the file: re-time, number, produce, label and dead-letter its rows."""
 
-    def __init__(self, settings: Settings, bootstrap: str, sink: PostgresSink,
+    def __init__(self, settings: Settings, broker: kafka.Endpoint, sink: PostgresSink,
                  source: CsvSource, options: ReplayOptions, run_id: str) -> None:  # fmt: skip
-        self.settings, self.bootstrap, self.sink = settings, bootstrap, sink
+        self.settings, self.broker, self.sink = settings, broker, sink
         self.source, self.options, self.run_id = source, options, run_id
         self.truth = GroundTruth(run_id, source=f"replay:{source.path.name}")
         self.first_ts: int | None = None  # the first good row's original time
@@ -240,15 +240,15 @@ class _Replay:
         # handshake with the broker, which then overlaps with the replay
         with (
             RecordProducer(
-                self.bootstrap,
+                self.broker,
                 s.topic_raw,
                 self.run_id,
                 processed_by=s.consumer_group,
                 warn_held=s.broker_held_warn,
             ) as producer,
-            chaos_producer(self.bootstrap, s.topic_chaos, self.run_id) as chaos,
+            chaos_producer(self.broker, s.topic_chaos, self.run_id) as chaos,
         ):
-            dead = DeadLetters(s, self.bootstrap, self.sink, self.run_id, src.path)
+            dead = DeadLetters(s, self.broker, self.sink, self.run_id, src.path)
             try:
                 self._stream(producer, dead, chaos)
             finally:

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
+from workbench import kafka
 from workbench.producer import RecordProducer
 from workbench.schemas import codec_for
 
@@ -111,6 +112,6 @@ class GroundTruth:
         return len(new)
 
 
-def chaos_producer(bootstrap: str, topic: str, run_id: str) -> RecordProducer:
+def chaos_producer(broker: kafka.Endpoint, topic: str, run_id: str) -> RecordProducer:
     """A producer for ``chaos_event`` records (same delivery accounting as readings)."""
-    return RecordProducer(bootstrap, topic, run_id, codec=codec_for("chaos_event"))
+    return RecordProducer(broker, topic, run_id, codec=codec_for("chaos_event"))

@@ -7,6 +7,7 @@ directory, or attached to when another caller already started it).
 >>> # from workbench import Settings, Stack
 >>> # with Stack(Settings.from_env()).session() as ends:
 >>> #     print(ends.bootstrap_servers, ends.database_url)
+>>> #     producer = RecordProducer(ends.broker, "telemetry.raw", run_id)
 """
 
 from __future__ import annotations
@@ -35,10 +36,24 @@ PARTS = ("broker", "database")
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where the pipeline's broker and database answer."""
+    """Where the pipeline's broker and database answer.
 
-    bootstrap_servers: str
+    ``broker`` is what every Kafka client is made for: the bootstrap servers with the
+    ``WORKBENCH_KAFKA_*`` properties (TLS, SASL). ``bootstrap_servers`` is its address alone,
+    for messages and reports.
+    """
+
+    broker: kafka.Endpoint | None
     database_url: str
+
+    def __post_init__(self) -> None:
+        if self.broker is not None and not isinstance(self.broker, kafka.Endpoint):
+            raise TypeError(f"Endpoints.broker is a kafka.Endpoint, not {self.broker!r}")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker's bootstrap servers ("" when the broker was not asked for)."""
+        return self.broker.bootstrap if self.broker is not None else ""
 
 
 class Stack:
@@ -66,8 +81,10 @@ class Stack:
         address in the endpoints is empty (a SQLite sink needs no database server, a
         database query no broker)."""
         s = self.settings
+        kafka.check_properties(s.kafka_properties)  # before an embedded broker is started
         started: list[str] = []
-        bootstrap = database_url = ""
+        broker: kafka.Endpoint | None = None
+        database_url = ""
         with self._locked():
             try:
                 if "broker" not in parts:
@@ -77,10 +94,10 @@ class Stack:
                     if rec is None:
                         rec = self.broker.start(s.startup_timeout_s)
                         started.append(self.broker.name)
-                    bootstrap = self.broker.bootstrap(rec)
+                    broker = kafka.Endpoint(self.broker.bootstrap(rec), s.kafka_properties)
                 else:
-                    bootstrap = s.bootstrap_servers
-                    kafka.check_broker(bootstrap, s.connect_timeout_s)
+                    broker = kafka.Endpoint(s.bootstrap_servers, s.kafka_properties)
+                    kafka.check_broker(broker, s.connect_timeout_s)
                 if "database" not in parts:
                     pass
                 elif s.database_url is None:
@@ -95,7 +112,7 @@ class Stack:
             except BaseException:
                 self._stop(started)  # no half-started stack left behind
                 raise
-        return Endpoints(bootstrap, database_url), started
+        return Endpoints(broker, database_url), started
 
     def down(self) -> dict[str, bool]:
         """Stop the embedded parts; return which ones were running."""
@@ -127,6 +144,7 @@ class Stack:
     def status(self) -> dict[str, dict[str, Any]]:
         """Where each part is and whether it answers; checks external parts with a short timeout."""
         s = self.settings
+        kafka.check_properties(s.kafka_properties)  # a bad one is an error, not shown
         timeout = min(s.connect_timeout_s, 3.0)
         result: dict[str, dict[str, Any]] = {}
         if s.bootstrap_servers is None:
@@ -139,11 +157,14 @@ class Stack:
                 "log": str(self.broker.log_path),
             }
         else:
+            broker = kafka.Endpoint(s.bootstrap_servers, s.kafka_properties)
             result["broker"] = {
                 "embedded": False,
-                "running": _answers(kafka.check_broker, s.bootstrap_servers, timeout),
+                "running": _answers(kafka.check_broker, broker, timeout),
                 "address": s.bootstrap_servers,
             }
+        if s.kafka_properties:  # secrets as ***
+            result["broker"]["properties"] = s.kafka_properties.redacted()
         if s.database_url is None:
             rec = self.postgres.running()
             result["database"] = {
@@ -164,7 +185,7 @@ class Stack:
         return result
 
 
-def _answers(check: Any, address: str, timeout_s: float) -> bool:
+def _answers(check: Any, address: Any, timeout_s: float) -> bool:
     try:
         check(address, timeout_s)
     except WorkbenchError:

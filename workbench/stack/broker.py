@@ -64,7 +64,8 @@ class EmbeddedBroker(EmbeddedServer):
 
     def answers(self, rec: ProcessRecord) -> bool:
         try:
-            kafka.check_broker(self.address(rec), timeout_s=2.0)
+            # the embedded broker speaks plaintext: no user properties needed to ask it
+            kafka.check_broker(kafka.Endpoint(self.address(rec)), timeout_s=2.0)
         except BrokerUnavailable:
             return False
         return True

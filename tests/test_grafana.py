@@ -151,13 +151,15 @@ def test_the_pipeline_health_row_reads_the_processor_metrics() -> None:
     assert [r["title"] for r in rows] == ["Pipeline health"]
     below = {q.panel for q in board.promql}
     assert below == {"Consumer lag", "Processor rates", "Latency", "Watermark delay",
-                     "Processors up"}  # fmt: skip
+                     "Processors up", "Gateway requests"}  # fmt: skip
     used = {n for q in board.promql for n in metric_names(q.expr)}
     p = "workbench_processor_"
     assert {f"{p}consumer_lag_messages", f"{p}consumed_total", f"{p}stored_total",
             f"{p}dead_lettered_total", f"{p}late_total", f"{p}watermark_delay_seconds",
             f"{p}end_to_end_latency_seconds_bucket",
             f"{p}batch_duration_seconds_bucket"} <= used  # fmt: skip
+    g = "workbench_gateway_"
+    assert {f"{g}requests_total", f"{g}readings_total", f"{g}request_seconds_bucket"} <= used
     # rates and quantiles are PromQL's: every counter under rate(), buckets by le
     for q in board.promql:
         if "_total" in q.expr:

@@ -113,7 +113,7 @@ def test_default_spike_rule_is_a_transient_alone_rule():
     assert spike.kind == "anomaly"
     assert spike.max_breaches == 2
     assert spike.alone_s == 3.0
-    assert spike.alone_score == 8.0
+    assert spike.alone_score == 5.0
     assert spike.detects == ("spike",)
 
 

@@ -111,9 +111,12 @@ def open_loop(
             free.put_nowait(await _connect(url))
         statuses: dict[int, int] = {}
         latencies: list[float] = []
-        t0 = time.perf_counter() + 0.05
+
+        begin = asyncio.Event()
+        t0 = 0.0
 
         async def one(i: int, req: bytes) -> None:
+            await begin.wait()
             due = t0 + i / rate_per_s
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             conn = await free.get()
@@ -122,7 +125,13 @@ def open_loop(
             statuses[status] = statuses.get(status, 0) + 1
             free.put_nowait(conn)
 
-        await asyncio.gather(*(one(i, req) for i, req in enumerate(requests)))
+        # every request waits on its own timer, made before the clock starts: making
+        # thousands of tasks takes tens of milliseconds, which the first ones would count
+        tasks = [asyncio.create_task(one(i, req)) for i, req in enumerate(requests)]
+        await asyncio.sleep(0)
+        t0 = time.perf_counter() + 0.25  # every task has set its timer by then
+        begin.set()
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
         while not free.empty():
             free.get_nowait()[1].close()

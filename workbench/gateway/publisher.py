@@ -98,8 +98,17 @@ class Publisher:
         self._producer = kafka.make_producer(
             bootstrap,
             **{
-                # a single reading waits at most 2 ms for company before it is sent
-                "linger.ms": 2,
+                # A reading goes out at once, with up to five produce requests in flight
+                # per connection: with one (what the simulator's producer keeps, for order
+                # under retries), requests queue behind each other's acknowledgements
+                # (measured on the embedded broker at 500 readings/s, one by one: p99
+                # 28 ms with one in flight, 10 ms with five). A retry may then reorder a
+                # few readings; the processor orders by event time and recognises a
+                # reading by its sequence number, not by its place. Idempotence would keep
+                # the order but the embedded broker holds an idempotent producer's
+                # messages for up to a second (p99 460 ms).
+                "linger.ms": 0,
+                "max.in.flight.requests.per.connection": 5,
                 "message.timeout.ms": max(1, int(ack_timeout_s * 1000)),
             }
             | config,

@@ -8,6 +8,7 @@ stops. It never touches the database.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class Gateway:
             host, port, self.settings.topic_raw, self.bootstrap, len(self.config.keys),
             self.config.run_id,
         )  # fmt: skip
+        # what is loaded by now lives as long as the process: out of the collector's
+        # sight, so that a collection scans only what requests make (shorter pauses)
+        gc.collect()
+        gc.freeze()
         server.run(sockets=[sock])
 
 

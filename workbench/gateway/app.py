@@ -104,7 +104,6 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
     )
     metrics = GatewayMetrics(new_registry())
-    app.state.metrics = metrics
 
     def answer(status: int, body: dict[str, Any], readings: int = 0, **headers: str) -> Response:
         metrics.requests.labels(str(status)).inc()

@@ -115,7 +115,7 @@ class GatewaySender(Flushing):
             said.append(f"{self.rejected:,} refused by the gateway")
         return ", ".join(said)
 
-    def flush(self, timeout_s: float | None = None) -> ProduceReport:
+    def flush(self) -> ProduceReport:
         """Post what is buffered; the report of everything sent."""
         if self._values:
             self._post_batch()

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 
 import uvicorn
+from fastapi import FastAPI
 
 from workbench import kafka
 from workbench.config import Settings
@@ -34,7 +35,7 @@ class Gateway:
     bootstrap: kafka.Endpoint
     config: GatewayConfig
 
-    def app(self) -> object:
+    def app(self) -> FastAPI:
         publisher = Publisher(
             self.bootstrap, self.settings.topic_raw, self.settings.gateway_ack_timeout_s
         )

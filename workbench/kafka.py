@@ -527,7 +527,6 @@ class TopicWatch(threading.Thread):
         self.losses = 0
         #: whether the broker answered the last look
         self.answering = True
-        self._renew()
         self._id: str | None = None
         self._start: dict[int, int] = {}
         self._ends: dict[int, int] = {}
@@ -614,45 +613,39 @@ class TopicWatch(threading.Thread):
     def _look(self) -> tuple[str, dict[int, int], dict[int, int], int] | None:
         """The topic's id, the end offset of each partition, the group's committed offsets
         and the messages the topic holds; ``("", {}, {}, 0)`` when the topic does not
-        exist, None when the broker does not answer."""
-        # librdkafka may abort the process when an admin request times out while the
-        # broker is away (confluentinc/librdkafka#4605), so a metadata request, which
-        # does not go through that path, asks first whether the broker answers at all;
-        # a client whose admin request failed anyway is replaced, not asked again.
+        exist, None when the broker does not answer.
+
+        librdkafka can abort the whole process when an admin request timed out and its
+        client is used on (confluentinc/librdkafka#4605: the broker went away, or was slow
+        to answer after a restart). So each look has an admin client of its own, gone when
+        the look is, and a metadata request, which does not take that path, asks first
+        whether the broker answers at all.
+        """
+        admin = AdminClient(_config(self.broker, 1.0, {}))
         try:
-            if self.topic not in self._admin.list_topics(timeout=1.0).topics:
+            if self.topic not in admin.list_topics(timeout=1.0).topics:
                 return "", {}, {}, 0
-        except KafkaException as exc:
-            log.debug("topic watch: %s", exc)
-            return None
-        try:
-            described = self._admin.describe_topics(
-                TopicCollection([self.topic]), request_timeout=1.0
-            )[self.topic].result()
+            described = admin.describe_topics(TopicCollection([self.topic]), request_timeout=1.0)[
+                self.topic
+            ].result()
             parts = [TopicPartition(self.topic, p.id) for p in described.partitions]
-            ends = _offsets(self._admin, parts, OffsetSpec.latest(), 1.0)
-            starts = _offsets(self._admin, parts, OffsetSpec.earliest(), 1.0)
+            ends = _offsets(admin, parts, OffsetSpec.latest(), 1.0)
+            starts = _offsets(admin, parts, OffsetSpec.earliest(), 1.0)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return "", {}, {}, 0
             log.debug("topic watch: %s", exc)
-            self._renew()
             return None
         held = sum(max(0, end - starts.get(p, 0)) for p, end in ends.items())
-        return str(described.topic_id), ends, self._processed(parts), held
+        return str(described.topic_id), ends, self._processed(admin, parts), held
 
-    def _processed(self, parts: list[TopicPartition]) -> dict[int, int]:
+    def _processed(self, admin: AdminClient, parts: list[TopicPartition]) -> dict[int, int]:
         """The group's committed offsets; those of the last look when it cannot tell (the
         group is rebalancing, or has none)."""
         if self.group is None:
             return {}
         try:
-            return _committed(self._admin, self.group, parts, 1.0) or self._read
+            return _committed(admin, self.group, parts, 1.0) or self._read
         except KafkaException as exc:
             log.debug("topic watch: offsets of %s: %s", self.group, exc)
-            self._renew()
             return self._read
-
-    def _renew(self) -> None:
-        """A new admin client in place of one whose request failed (see :meth:`_look`)."""
-        self._admin = AdminClient(_config(self.broker, 1.0, {}))

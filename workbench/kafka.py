@@ -484,6 +484,11 @@ class DeliveryTracker:
                 self.errors[reason] = self.errors.get(reason, 0) + 1
 
 
+#: The topic watch's admin requests: far above an answering broker's round trip, so that
+#: they do not time out (see TopicWatch._look).
+ADMIN_TIMEOUT_S = 5.0
+
+
 class TopicWatch(threading.Thread):
     """Notices, within seconds, that the broker lost the messages of a topic it acknowledged.
 
@@ -527,6 +532,7 @@ class TopicWatch(threading.Thread):
         self.losses = 0
         #: whether the broker answered the last look
         self.answering = True
+        self._admin = AdminClient(_config(self.broker, 1.0, {}))
         self._id: str | None = None
         self._start: dict[int, int] = {}
         self._ends: dict[int, int] = {}
@@ -615,37 +621,36 @@ class TopicWatch(threading.Thread):
         and the messages the topic holds; ``("", {}, {}, 0)`` when the topic does not
         exist, None when the broker does not answer.
 
-        librdkafka can abort the whole process when an admin request timed out and its
-        client is used on (confluentinc/librdkafka#4605: the broker went away, or was slow
-        to answer after a restart). So each look has an admin client of its own, gone when
-        the look is, and a metadata request, which does not take that path, asks first
-        whether the broker answers at all.
+        librdkafka can abort the whole process when an admin request times out
+        (confluentinc/librdkafka#4605), and destroying an admin client that has requests
+        out can hang. So one client serves every look, a metadata request (which takes
+        neither path) asks first whether the broker answers at all, and the admin
+        requests that follow get a timeout far above an answering broker's round trip.
         """
-        admin = AdminClient(_config(self.broker, 1.0, {}))
         try:
-            if self.topic not in admin.list_topics(timeout=1.0).topics:
+            if self.topic not in self._admin.list_topics(timeout=1.0).topics:
                 return "", {}, {}, 0
-            described = admin.describe_topics(TopicCollection([self.topic]), request_timeout=1.0)[
-                self.topic
-            ].result()
+            described = self._admin.describe_topics(
+                TopicCollection([self.topic]), request_timeout=ADMIN_TIMEOUT_S
+            )[self.topic].result()
             parts = [TopicPartition(self.topic, p.id) for p in described.partitions]
-            ends = _offsets(admin, parts, OffsetSpec.latest(), 1.0)
-            starts = _offsets(admin, parts, OffsetSpec.earliest(), 1.0)
+            ends = _offsets(self._admin, parts, OffsetSpec.latest(), ADMIN_TIMEOUT_S)
+            starts = _offsets(self._admin, parts, OffsetSpec.earliest(), ADMIN_TIMEOUT_S)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return "", {}, {}, 0
             log.debug("topic watch: %s", exc)
             return None
         held = sum(max(0, end - starts.get(p, 0)) for p, end in ends.items())
-        return str(described.topic_id), ends, self._processed(admin, parts), held
+        return str(described.topic_id), ends, self._processed(parts), held
 
-    def _processed(self, admin: AdminClient, parts: list[TopicPartition]) -> dict[int, int]:
+    def _processed(self, parts: list[TopicPartition]) -> dict[int, int]:
         """The group's committed offsets; those of the last look when it cannot tell (the
         group is rebalancing, or has none)."""
         if self.group is None:
             return {}
         try:
-            return _committed(admin, self.group, parts, 1.0) or self._read
+            return _committed(self._admin, self.group, parts, ADMIN_TIMEOUT_S) or self._read
         except KafkaException as exc:
             log.debug("topic watch: offsets of %s: %s", self.group, exc)
             return self._read

@@ -87,7 +87,7 @@ def _median_rate(samples: list[tuple[int, float]]) -> tuple[int, float, float]:
     return events, seconds, events / seconds if seconds else 0.0
 
 
-def _interleaved(
+def interleaved(
     cases: dict[str, Callable[[], tuple[int, float]]], repeats: int
 ) -> list[tuple[str, int, float, float, float]]:
     """Run every case once per round, ``repeats`` rounds, interleaved so that a noisy
@@ -101,6 +101,23 @@ def _interleaved(
     medians = [(name, *_median_rate(samples[name])) for name in cases]
     baseline = medians[0][3]
     return [(name, n, sec, rate, rate / baseline) for name, n, sec, rate in medians]
+
+
+def produce_all(
+    broker: kafka.Endpoint, topic: str, encoded: list[tuple[bytes, bytes]]
+) -> tuple[int, float]:
+    """Produce already-encoded (key, value) messages and wait for every acknowledgement:
+    the baseline of the simulator and gateway sections (the Kafka client and broker alone).
+    Returns (messages, seconds)."""
+    producer = RecordProducer(broker, topic, "bench")
+    producer.connect()  # the producer's handshake is not producing
+    t0 = time.perf_counter()
+    for key, value in encoded:
+        producer.send_raw(key, value)
+    producer.flush()
+    elapsed = time.perf_counter() - t0
+    producer.close()  # its topic watch: no thread left polling the broker
+    return len(encoded), elapsed
 
 
 def _stage_rows(results: list[tuple[str, int, float, float, float]]) -> list[dict[str, Any]]:
@@ -123,15 +140,7 @@ def bench_simulator(
     kafka.ensure_topics(broker, [f"{topic_prefix}.baseline", f"{topic_prefix}.sim"], 4)
 
     def produce_encoded() -> tuple[int, float]:
-        producer = RecordProducer(broker, f"{topic_prefix}.baseline", "bench")
-        producer.connect()  # the idempotent producer's handshake is not producing
-        t0 = time.perf_counter()
-        for key, value in encoded:
-            producer.send_raw(key, value)
-        producer.flush()
-        elapsed = time.perf_counter() - t0
-        producer.close()  # its topic watch: no thread left polling the broker
-        return len(encoded), elapsed
+        return produce_all(broker, f"{topic_prefix}.baseline", encoded)
 
     def simulate(send_to_kafka: bool, with_chaos: bool) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
@@ -160,7 +169,7 @@ def bench_simulator(
         "simulator + Avro + produce": simulate(True, False),
         "simulator + chaos + Avro + produce": simulate(True, True),
     }
-    rows = _stage_rows(_interleaved(cases, repeats))
+    rows = _stage_rows(interleaved(cases, repeats))
     with_kafka = rows[2]["events_per_s"]
     return {
         "machines": machines,
@@ -272,7 +281,7 @@ def bench_processor(
              "processor into PostgreSQL": full_processor(True)}  # fmt: skip
     if rules.uses_model:
         cases["compute without the machine model"] = full_processor(False, model=False)
-    rows = _stage_rows(_interleaved(cases, repeats))
+    rows = _stage_rows(interleaved(cases, repeats))
     # the passes above deleted what they stored: clean up now, so that the server's own
     # autovacuum of those rows does not land in the latency measurement
     with connect(database_url, autocommit=True) as conn:
@@ -532,7 +541,7 @@ def bench_sink(database_url: str, rows: int = 100_000, repeats: int = 3) -> dict
     cases = {"baseline: executemany INSERT": executemany,
              "the sink: binary COPY into readings": bulk}  # fmt: skip
     out = [{"name": name, "rows": n, "seconds": round(seconds, 3), "rows_per_s": round(rate),
-            "ratio": round(ratio, 2)} for name, n, seconds, rate, ratio in _interleaved(
+            "ratio": round(ratio, 2)} for name, n, seconds, rate, ratio in interleaved(
                 cases, repeats)]  # fmt: skip
     return {"rows": out, "repeats": repeats, "batch_rows": rows}
 
@@ -683,9 +692,7 @@ def run_benchmark(
     if "gateway" in parts:
         from workbench.gateway.benchmark import bench_gateway
 
-        result["gateway"] = bench_gateway(
-            settings, broker, topic_prefix, _interleaved, repeats=repeats
-        )
+        result["gateway"] = bench_gateway(settings, broker, topic_prefix, repeats=repeats)
     result["bench_peak_rss_mb"] = peak_rss_mb()
     result["peak_rss_mb"] = result.get("memory", {}).get("peak_rss_mb", peak_rss_mb())
     processor = result.get("processor", {})

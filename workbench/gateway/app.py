@@ -145,11 +145,18 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
             metrics.inflight.dec()
             metrics.latency.observe(time.perf_counter() - started)
 
-    async def _telemetry(request: Request) -> Response:
+    def authorised(request: Request) -> ApiKey | Response:
+        """The request's key, or the 401 to answer."""
         key = config.keys.check(request.headers.get("x-api-key"))
-        if key is None:
-            said = "missing" if "x-api-key" not in request.headers else "not a valid key"
-            return answer(401, {"detail": f"X-API-Key header {said}"})
+        if key is not None:
+            return key
+        said = "missing" if "x-api-key" not in request.headers else "not a valid key"
+        return answer(401, {"detail": f"X-API-Key header {said}"})
+
+    async def _telemetry(request: Request) -> Response:
+        key = authorised(request)
+        if isinstance(key, Response):
+            return key
         run_id = request.headers.get("x-run-id", config.run_id)
         if not 0 < len(run_id) <= MAX_RUN_ID or not run_id.isprintable():
             said = f"X-Run-Id must be 1 to {MAX_RUN_ID} printable characters"
@@ -198,9 +205,9 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         'Body: {"machines": ["m-0001", ...]}; header X-Run-Id names the run.',
     )
     async def end_of_run(request: Request) -> Response:
-        key = config.keys.check(request.headers.get("x-api-key"))
-        if key is None:
-            return answer(401, {"detail": "X-API-Key header missing or not a valid key"})
+        key = authorised(request)
+        if isinstance(key, Response):
+            return key
         run_id = request.headers.get("x-run-id", "")
         body = await _read_body(request, config.max_body_bytes)
         try:

@@ -17,18 +17,16 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from workbench import kafka
+from workbench.bench import interleaved, produce_all
 from workbench.config import Settings
 from workbench.errors import StackError
 from workbench.gateway import load
 from workbench.gateway.ingest import AVRO_MANY, JSON, avro_array
-from workbench.producer import RecordProducer
 from workbench.schemas import ReadingEncoder
 
 log = logging.getLogger(__name__)
@@ -88,14 +86,13 @@ def bench_gateway(
     settings: Settings,
     broker: kafka.Endpoint,
     topic_prefix: str,
-    interleaved: Callable[..., list[tuple[str, int, float, float, float]]],
     readings: int = 100_000,
     singles: int = 5_000,
     repeats: int = 3,
     steady_rate: float = 500.0,
     steady_s: float = 10.0,
 ) -> dict[str, Any]:
-    """The gateway section; ``interleaved`` is the benchmark's case runner."""
+    """The gateway section of the benchmark (see the module's docstring)."""
     topic = f"{topic_prefix}.gateway"
     kafka.ensure_topics(broker, [topic], settings.partitions)
     records = _records(readings)
@@ -118,15 +115,7 @@ def bench_gateway(
     latencies: dict[str, load.LoadResult] = {}
 
     def direct() -> tuple[int, float]:
-        producer = RecordProducer(broker, topic, "bench")
-        producer.connect()
-        t0 = time.perf_counter()
-        for key, value in encoded:
-            producer.send_raw(key, value)
-        producer.flush()
-        elapsed = time.perf_counter() - t0
-        producer.close()
-        return len(encoded), elapsed
+        return produce_all(broker, topic, encoded)
 
     def through(name: str, requests: list[bytes], per: int, connections: int):
         def run() -> tuple[int, float]:

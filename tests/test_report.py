@@ -89,7 +89,7 @@ def test_bad_names_and_values_are_one_line_each(settings, capsys, request):
     for args, complaint in (  # the same path in this process: seconds less each
         (("quickstart", "-p", "machinez", "2"), "parameters of 01_quickstart"),
         (("quickstart", "-p", "machines", "many"), "a whole number"),
-        ((), "a notebook NAME, --all or --list"),
+        ((), "a notebook NAME, --all, --list or --history"),
         (("--all", "--notebooks", "/nonexistent"), "a folder of .ipynb files"),
     ):
         assert main(["report", *args]) == 1, args
@@ -145,22 +145,32 @@ def test_the_index_shows_each_reports_status_and_flags_a_regression_across_runs(
         assert json.loads(proc.stdout)["run_id"] == run_id
     failed = report(settings, str(nb), "-p", "fail", "true", "--out", str(out))
     assert failed.returncode == 1
-    from workbench.lab.history import load, series
+    from workbench.lab.history import REPORT_SECONDS, load, series
 
     (latest, other) = sorted(series(load(out)), key=lambda s: len(s.entries), reverse=True)
     assert [e.run_id for e in latest.entries] == ["r1", "r2", "r3"]
-    assert [(c.name, c.baseline, c.latest) for c in latest.regressions()] == [
-        ("score.spike.recall", 0.9, 0.6)
-    ]
+    # (how long a report took is a figure too, but a timing one: not asserted here)
+    regressed = [(c.name, c.baseline, c.latest) for c in latest.regressions()]
+    assert [r for r in regressed if r[0] != REPORT_SECONDS] == [("score.spike.recall", 0.9, 0.6)]
     verdicts = {c.name: c.verdict for c in latest.changes()}
     assert verdicts["faults_missed"] == verdicts["produced"] == "steady"
     assert [e.status for e in other.entries] == ["failed"] and other.changed == {"fail": True}
     index = (out / "index.html").read_text()
     needs_look = index.split("<h2>Trends</h2>")[0]
+    assert "AssertionError" in needs_look and "score.spike.recall" in needs_look
     assert "score.spike.recall 0.9 &rarr; 0.6" in needs_look
     assert "AssertionError: asked to fail" in needs_look
     for run_id, *_ in runs:
         assert f"detector-{run_id}.html" in index
+    # the same, for a scheduler: exit 1, and what regressed
+    told = report(settings, "--history", "--json", "--out", str(out))
+    assert told.returncode == 1, told.stderr
+    by_params = {json.dumps(s["parameters"]): s for s in json.loads(told.stdout)["series"]}
+    assert by_params['{"fail": true}']["latest"]["status"] == "failed"
+    changes = by_params["{}"]["changes"]
+    assert [(c["name"], c["verdict"]) for c in changes if c["name"] != REPORT_SECONDS] == [
+        ("score.spike.recall", "regression")
+    ]
 
 
 def test_values_take_the_type_of_the_default():

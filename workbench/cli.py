@@ -343,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"), help="set a parameter (repeatable)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="the notebooks and their parameters")
-    p.add_argument("--all", action="store_true", help="run every notebook with its defaults")
+    p.add_argument("--all", action="store_true", help="run every notebook with its defaults "
+                   "(all of them, even after one fails; exit 1 if any failed)")  # fmt: skip
+    p.add_argument("--history", action="store_true", help="each series' latest run against "
+                   "the runs before it; exit 1 if one failed or regressed")  # fmt: skip
     p.add_argument("--keep-code", action="store_true", help="show the code in the HTML")
     p.add_argument("--out", help="reports folder (default reports/)")
     p.add_argument("--notebooks", metavar="DIR", help="where NAME is found (default notebooks/)")
@@ -930,19 +933,38 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
                  for k, v in nb["parameters"].items()) for nb in notebooks]  # fmt: skip
         _emit(args, {"notebooks": notebooks}, "\n".join(lines))
         return 0
+    out = Path(args.out) if args.out else project_root() / "reports"
+    if args.history:
+        from workbench.lab import history
+
+        found = history.series(history.load(out))
+        data = {"ok": all(s.ok for s in found), "series": [s.to_dict() for s in found]}
+        _emit(args, data, "\n".join(s.text() for s in found) or f"no reports in {out}")
+        return 0 if data["ok"] else 1
     if args.all == bool(args.name):
-        raise ConfigError("report", args.name or "", "a notebook NAME, --all or --list")
-    names = [nb.name for nb in reports.list_notebooks(folder)] if args.all else [args.name]
-    out = Path(args.out) if args.out else None
-    done = []
-    for i, name in enumerate(names, 1):
-        if len(names) > 1:
-            log.info("report %d of %d: %s", i, len(names), name)
-        r = reports.run(name, dict(args.parameter), out, args.keep_code,
+        raise ConfigError("report", args.name or "", "a notebook NAME, --all, --list or --history")
+    if not args.all:
+        r = reports.run(args.name, dict(args.parameter), out, args.keep_code,
                         progress=sys.stderr.isatty(), folder=folder)  # fmt: skip
+        _emit(args, r.to_dict(), f"{r.executed}\n{r.html}\n{r.results}")
+        return 0
+    names = [nb.name for nb in reports.list_notebooks(folder)]
+    done, failed = [], []
+    for i, name in enumerate(names, 1):
+        log.info("report %d of %d: %s", i, len(names), name)
+        try:
+            r = reports.run(name, dict(args.parameter), out, args.keep_code,
+                            progress=sys.stderr.isatty(), folder=folder)  # fmt: skip
+        except reports.ReportFailed as exc:  # a scheduled run goes on to the next notebook
+            log.error("%s", exc)
+            failed.append(name)
+            continue
         done.append(r.to_dict())
     text = "\n".join(f"{r['executed']}\n{r['html']}\n{r['results']}" for r in done)
-    _emit(args, done[0] if len(done) == 1 else {"reports": done}, text)
+    _emit(args, {"reports": done, "failed": failed}, text)
+    if failed:
+        raise reports.ReportFailed(f"{len(failed)} of {len(names)} notebooks failed: "
+                                   f"{', '.join(failed)} (see reports/index.html)")  # fmt: skip
     return 0
 
 

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: previous runs of a series the latest is compared with (their median)
 BASELINE_RUNS = 5
+#: the figure every report has: how long the notebook took, start to end (a regression
+#: only when it doubles: it includes starting a stack and a kernel)
+REPORT_SECONDS = "report seconds"
 
 _HIGHER = {"recall", "precision", "f1", "reconciled", "detected", "caught", "flagged", "per",
            "ratio", "throughput", "close", "closes"}  # fmt: skip
@@ -62,6 +65,8 @@ def direction(name: str) -> int:
 def tolerance(name: str, baseline: float) -> float:
     """How far a figure may move the wrong way before it counts as a regression."""
     words = set(_words(name.rsplit(".", 1)[-1]))
+    if name == REPORT_SECONDS:
+        return abs(baseline)
     if words & _NOISY:
         return 0.25 * abs(baseline)  # timing on a shared machine
     if 0.0 <= baseline <= 1.0 and not float(baseline).is_integer():
@@ -136,9 +141,9 @@ class Series:
         before = before[-BASELINE_RUNS:]
         history = [flatten(e.results) for e in before]
         # the run's duration is a figure too: a notebook that got slower shows it
-        now = flatten(latest.results) | {"report seconds": latest.seconds or 0.0}
+        now = flatten(latest.results) | {REPORT_SECONDS: latest.seconds or 0.0}
         for e, h in zip(before, history, strict=True):
-            h["report seconds"] = e.seconds or 0.0
+            h[REPORT_SECONDS] = e.seconds or 0.0
         out = []
         for name, value in now.items():
             past = [h[name] for h in history if name in h]
@@ -158,6 +163,32 @@ class Series:
 
     def regressions(self) -> list[Change]:
         return [c for c in self.changes() if c.verdict == "regression"]
+
+    @property
+    def ok(self) -> bool:
+        """The latest run completed and no figure of it regressed."""
+        return self.entries[-1].status == "completed" and not self.regressions()
+
+    def to_dict(self) -> dict[str, Any]:
+        latest = self.entries[-1]
+        return {
+            "notebook": self.notebook, "parameters": self.changed, "runs": len(self.entries),
+            "ok": self.ok,
+            "latest": {"run_id": latest.run_id, "status": latest.status, "html": latest.html,
+                       "started": latest.started, "error": latest.error},
+            "changes": [c.to_dict() for c in self.changes() if c.verdict != "steady"],
+        }  # fmt: skip
+
+    def text(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.changed.items()) or "defaults"
+        latest = self.entries[-1]
+        head = f"{self.notebook} ({params}): {len(self.entries)} runs, latest {latest.run_id}"
+        if latest.status != "completed":
+            return f"{head} FAILED: {latest.error}"
+        flagged = [c for c in self.changes() if c.verdict in ("regression", "changed")]
+        lines = [head + (" ok" if not flagged else "")]
+        lines += [f"  {c.verdict}: {c.name} {c.baseline:g} -> {c.latest:g}" for c in flagged]
+        return "\n".join(lines)
 
 
 def _verdict(name: str, value: float, base: float) -> str:

@@ -188,15 +188,21 @@ def kernel_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def run_notebook(name: str, out_dir: Path, **parameters) -> dict:
     """Execute ``notebooks/<name>.ipynb`` headless with ``parameters`` (use the
     ``kernel_env`` fixture first); return the results it recorded (``workbench.lab.record``)."""
+    import nbformat
     import papermill
 
     from workbench.lab import recorded
+    from workbench.lab.render import WIDGET_VIEW
 
     out = out_dir / f"{name}.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
         progress_bar=False, cwd=str(NOTEBOOKS),
     )  # fmt: skip
+    # headless, a widget would be a dead frozen picture in the report (a bar stuck at 0 %)
+    widgets = [i for i, cell in enumerate(nbformat.read(out, as_version=4).cells)
+               for o in cell.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]  # fmt: skip
+    assert not widgets, f"{name}: cells {widgets} display widgets in a headless run"
     return recorded(out)
 
 

@@ -227,7 +227,8 @@ def run_with_progress(
     refresh_s: float = 0.5,
 ) -> RunSummary:
     """:func:`~workbench.job.run_experiment` with a progress bar of the event time simulated
-    (tqdm: a widget in Jupyter, a text bar in a terminal or a report), then its summary.
+    (tqdm: a widget in Jupyter, a text bar in a terminal), then its summary. Headless (a
+    report) there is no bar: a static page would keep a widget's first state, "0%".
 
     For the notebooks that run one experiment and then study it; a long run shows where it
     is instead of a cell that looks hung. Failures are raised as from ``run_experiment``.
@@ -236,7 +237,8 @@ def run_with_progress(
 
     run = LiveRun(settings, spec, control=control, keep_up=keep_up).start()
     total = max(1, round(spec.duration_s))
-    with tqdm(total=total, unit="s", desc=f"run {run.run_id}", leave=True) as bar:
+    with tqdm(total=total, unit="s", desc=f"run {run.run_id}", leave=True,
+              disable=is_headless()) as bar:  # fmt: skip
         while not run.done:
             bar.n = min(total, round(run.event_s))
             bar.set_postfix_str(f"{run.phase}, {run.produced:,} readings", refresh=True)

@@ -937,7 +937,11 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     if args.history:
         from workbench.lab import history
 
+        from workbench.lab.index import write_index
+
         found = history.series(history.load(out))
+        if found:
+            write_index(out)  # the page agrees with what is printed
         data = {"ok": all(s.ok for s in found), "series": [s.to_dict() for s in found]}
         _emit(args, data, "\n".join(s.text() for s in found) or f"no reports in {out}")
         return 0 if data["ok"] else 1

@@ -15,7 +15,9 @@ narrow one, counts none. A figure with no known direction that changed is report
 
 >>> direction("score.spike.recall"), direction("faults_missed"), direction("produced")
 (1, -1, 0)
->>> flatten({"score": {"spike": {"recall": 1.0}}, "ok": True, "name": "x"})
+>>> direction("processor_eps"), direction("latency_ms.p99"), direction("peak_rss_mb")
+(1, -1, -1)
+>>> flatten({"score": {"spike": {"recall": 1.0}}, "ok": True, "name": "x", "parameters": {"n": 1}})
 {'score.spike.recall': 1.0, 'ok': 1.0}
 """
 
@@ -39,11 +41,11 @@ BASELINE_RUNS = 5
 REPORT_SECONDS = "report seconds"
 
 _HIGHER = {"recall", "precision", "f1", "reconciled", "detected", "caught", "flagged", "per",
-           "ratio", "throughput", "close", "closes"}  # fmt: skip
+           "ratio", "throughput", "close", "closes", "eps", "nab"}  # fmt: skip
 _LOWER = {"missed", "false", "alarms", "alarm", "delay", "latency", "p50", "p90", "p95", "p99",
-          "rss", "lost", "failed", "seconds", "errors", "error"}  # fmt: skip
-_NOISY = {"per", "ratio", "throughput", "latency", "p50", "p90", "p95", "p99", "rss", "seconds",
-          "delay"}  # fmt: skip
+          "rss", "lost", "failed", "seconds", "elapsed", "errors", "error"}  # fmt: skip
+_NOISY = {"per", "ratio", "throughput", "eps", "latency", "p50", "p90", "p95", "p99", "rss",
+          "seconds", "elapsed", "delay"}  # fmt: skip
 
 
 def _words(name: str) -> list[str]:
@@ -74,10 +76,17 @@ def tolerance(name: str, baseline: float) -> float:
     return 0.0  # a count: one more missed fault is one more
 
 
+#: recorded results that are inputs, not findings: never compared
+INPUTS = frozenset({"parameters", "run_id"})
+
+
 def flatten(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers in ``results`` by dotted path (booleans as 0/1; text and None left out)."""
+    """The numbers in ``results`` by dotted path (booleans as 0/1; text, None and the
+    recorded inputs left out)."""
     out: dict[str, float] = {}
     for key, value in results.items():
+        if not prefix and key in INPUTS:
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, name + "."))

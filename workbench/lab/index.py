@@ -24,7 +24,7 @@ MAX_RESULTS = 6
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em}h3{font-size:1.05em;margin-bottom:.3em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em}summary{cursor:pointer;margin:.4em 0}
 table{border-collapse:collapse;margin:.5em 0 1em}
 td,th{padding:3px 9px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -89,14 +89,19 @@ def _series_html(s: Series) -> str:
     changes = s.changes()[:MAX_FIGURES]
     runs = len(s.entries)
     failed = sum(e.status != "completed" for e in s.entries)
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    verdicts = ", ".join(f"<span class={v}>{n} {v}</span>" for v, n in counts.items())
+    flagged = failed or counts.get("regression") or counts.get("changed")
     head = (
-        f'<h3 id="{_anchor(s)}">{_e(s.notebook)}</h3><p class=small>{_params(s.changed)}; '
-        f"{runs} run{'s' * (runs != 1)}"
+        f'<details id="{_anchor(s)}"{" open" * bool(flagged)}><summary><b>{_e(s.notebook)}</b> '
+        f"<span class=small>{_params(s.changed)}; {runs} run{'s' * (runs != 1)}"
         + (f", <span class=failed>{failed} failed</span>" if failed else "")
-        + "</p>"
+        + f"</span> {verdicts}</summary>"
     )
     if not changes:
-        return head + "<p>No completed run yet.</p>"
+        return head + "<p>No completed run yet.</p></details>"
     rows = "".join(
         f"<tr><td><code>{_e(c.name)}</code></td><td>{_spark(c.values)}</td>"
         f"<td class=num>{_fmt(c.latest)}</td><td class=num>{_fmt(c.baseline)}</td>"
@@ -105,7 +110,7 @@ def _series_html(s: Series) -> str:
     )
     return (
         head + "<table><tr><th>figure</th><th>runs</th><th>latest</th><th>median before</th>"
-        "<th></th></tr>" + rows + "</table>"
+        "<th></th></tr>" + rows + "</table></details>"
     )
 
 
@@ -177,7 +182,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return _e(f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}")
+        return _e(f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}")
     if isinstance(value, int):
         return f"{value:,}"
     return _e(str(value))

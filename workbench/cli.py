@@ -350,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
+        "lab",
+        help="start JupyterLab on the notebooks and print its URL (with its token)",
+        description="Serve JupyterLab on notebooks/ (or --notebooks DIR) until Ctrl-C, which "
+        "stops it and its kernels. The URL, token included, is printed once it answers; the "
+        "server's log goes to <state dir>/lab.log.",
+    )
+    p.add_argument("--notebooks", metavar="DIR", help="the folder to serve (default notebooks/)")
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, help="port (default 8888, or the next free one)")
+    p.add_argument(
+        "--no-browser", action="store_true", help="open no browser (none opens without a display)"
+    )
+
+    p = sub.add_parser(
         "prune",
         help="delete what is older than the retention, by when each run was recorded",
         description="Readings and dead letters of runs older than --readings go; everything "
@@ -946,6 +960,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.lab import jupyter  # jupyter_core, and pandas through workbench.lab
+
+    options = jupyter.LabOptions.from_args(args.notebooks, args.ip, args.port, args.no_browser)
+    return jupyter.run(settings, options)
+
+
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     readings_s = args.readings or settings.retention_readings_s
     windows_s = args.windows or settings.retention_windows_s
@@ -986,6 +1007,7 @@ COMMANDS = {
     "db": cmd_db,
     "grafana": cmd_grafana,
     "gateway": cmd_gateway,
+    "lab": cmd_lab,
 }
 
 if __name__ == "__main__":

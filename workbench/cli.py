@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="workbench",
         description="IoT streaming lab: simulate a factory, stream it through Kafka, "
         "process it into PostgreSQL, report what happened.",
-        epilog="Settings come from WORKBENCH_* environment variables; see the README.",
+        epilog="Settings come from WORKBENCH_* environment variables: see docs/settings.md.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

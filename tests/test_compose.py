@@ -167,10 +167,10 @@ def test_default_up_and_profiles(services: dict[str, Any]) -> None:
 
 def test_memory_limits_add_up_to_less_than_8_gib(services: dict[str, Any]) -> None:
     limits = {name: mem_bytes(service["mem_limit"]) for name, service in services.items()}
-    # every service of every profile at once, one processor (the README's arithmetic)
+    # every service of every profile at once, one processor (docs/operations.md's arithmetic)
     total = sum(limits.values())
     assert total < 8 * GIB, f"{total / GIB:.2f} GiB"
-    assert total == 8160 * MIB, "the README states 8160 MiB: update it with compose.yaml"
+    assert total == 8160 * MIB, "docs/operations.md states 8160 MiB: update it with compose.yaml"
     # the default `up` with `docker compose up --scale processor=3`
     scaled = sum(limits[name] for name in DEFAULT_UP) + 2 * limits["processor"]
     assert scaled < 8 * GIB, f"--scale processor=3: {scaled / GIB:.2f} GiB"

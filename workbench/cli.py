@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="workbench",
         description="IoT streaming lab: simulate a factory, stream it through Kafka, "
         "process it into PostgreSQL, report what happened.",
-        epilog="Settings come from WORKBENCH_* environment variables; see the README.",
+        epilog="Settings come from WORKBENCH_* environment variables: see docs/settings.md.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -351,6 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="reports folder (default reports/)")
     p.add_argument("--notebooks", metavar="DIR", help="where NAME is found (default notebooks/)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "lab",
+        help="start JupyterLab on the notebooks and print its URL (with its token)",
+        description="Serve JupyterLab on notebooks/ (or --notebooks DIR) until Ctrl-C, which "
+        "stops it and its kernels. The URL, token included, is printed once it answers; the "
+        "server's log goes to <state dir>/lab.log.",
+    )
+    p.add_argument("--notebooks", metavar="DIR", help="the folder to serve (default notebooks/)")
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, help="port (default 8888, or the next free one)")
+    p.add_argument(
+        "--no-browser", action="store_true", help="open no browser (none opens without a display)"
+    )
 
     p = sub.add_parser(
         "prune",
@@ -972,6 +986,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.lab import jupyter  # jupyter_core, and pandas through workbench.lab
+
+    options = jupyter.LabOptions.from_args(args.notebooks, args.ip, args.port, args.no_browser)
+    return jupyter.run(settings, options)
+
+
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     readings_s = args.readings or settings.retention_readings_s
     windows_s = args.windows or settings.retention_windows_s
@@ -1012,6 +1033,7 @@ COMMANDS = {
     "db": cmd_db,
     "grafana": cmd_grafana,
     "gateway": cmd_gateway,
+    "lab": cmd_lab,
 }
 
 if __name__ == "__main__":

@@ -40,20 +40,17 @@ from typing import Any
 import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
 
 from workbench.config import project_root
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.lab.index import write_index
+from workbench.lab.jupyter import ipc_kernel_config
 from workbench.lab.render import render, shared_plotly
 from workbench.lab.results import recorded
 from workbench.runs import new_run_id
 
 log = logging.getLogger(__name__)
-
-
-#: the kernel's own log at ERROR: it warns, at every start, that a local kernel's sockets are
-#: not encrypted (they listen on 127.0.0.1 only), which a report's reader cannot act on
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class ReportFailed(WorkbenchError):
@@ -244,14 +241,17 @@ def run(
     source = nbformat.read(nb.path, as_version=4)
     cells = sum(c.cell_type == "code" for c in source.cells)
     log.info("running %s (%d cells) into %s", nb.name, cells, executed)
-    try:
-        papermill.execute_notebook(
-            str(nb.path), str(executed), parameters=params, cwd=str(nb.path.parent),
-            progress_bar=progress, log_output=False, kernel_name=_kernel(source),
-            extra_arguments=KERNEL_ARGUMENTS,
-        )  # fmt: skip
-    except PapermillExecutionError as exc:
-        failure = exc
+    # the kernel on Unix sockets in a private folder: no plain-text TCP port, and no
+    # warning about one at every report
+    with ipc_kernel_config() as kernel_config:
+        try:
+            papermill.execute_notebook(
+                str(nb.path), str(executed), parameters=params, cwd=str(nb.path.parent),
+                progress_bar=progress, log_output=False, kernel_name=_kernel(source),
+                config=Config(kernel_config),
+            )  # fmt: skip
+        except PapermillExecutionError as exc:
+            failure = exc
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     done = nbformat.read(executed, as_version=4)
     found = recorded(done)

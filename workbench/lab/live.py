@@ -30,6 +30,7 @@ from workbench.job import RunSummary, run_experiment
 from workbench.runs import new_run_id
 from workbench.simulator.control import ChaosControl, Pace, RunProgress
 from workbench.simulator.spec import SimulationSpec
+from workbench.stack import Endpoints, Stack
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class LiveRun:
     as fast as possible) may be changed from any thread while the run goes on; they
     default to the spec's chaos and no pacing. :meth:`stop` ends the simulation early;
     the run still processes and accounts for what was produced. The run id is known
-    before the run starts, so a live view can query the database while it goes on.
+    before the run starts, and :attr:`endpoints` as soon as the run's stack is up, so a
+    live view queries the database this run writes to while it goes on (a stack started
+    again since may answer on other ports than an earlier one).
 
     States (:attr:`phase`): ``ready`` -> ``simulating`` -> ``draining`` (the simulation
     ended, the processor stores the rest) -> ``done`` or ``failed``.
@@ -76,6 +79,8 @@ class LiveRun:
         self.run_id = run_id or new_run_id()
         self.keep_up = keep_up
         self.progress = RunProgress()
+        #: where the run's broker and database answer, once its stack is up (else None)
+        self.endpoints: Endpoints | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._summary: RunSummary | None = None
@@ -118,10 +123,15 @@ class LiveRun:
 
     def _run(self) -> None:
         try:
-            self._summary = run_experiment(
-                self.settings, self.spec, run_id=self.run_id, keep_up=self.keep_up,
-                control=self.control, pace=self.pace, stop=self._stop, progress=self.progress,
-            )  # fmt: skip
+            # the stack is brought up here rather than only inside run_experiment, so its
+            # endpoints are known while the run goes on; run_experiment attaches to it
+            with Stack(self.settings).session(keep_up=self.keep_up) as endpoints:
+                self.endpoints = endpoints
+                self._summary = run_experiment(
+                    self.settings, self.spec, run_id=self.run_id, keep_up=self.keep_up,
+                    control=self.control, pace=self.pace, stop=self._stop,
+                    progress=self.progress,
+                )  # fmt: skip
             log.info("live run %s done: reconciled=%s", self.run_id, self._summary.reconciled)
         except BaseException as exc:  # kept for wait(): a thread has no one to raise to
             log.error("live run %s failed: %s", self.run_id, exc)
@@ -149,6 +159,11 @@ class LiveRun:
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stop.is_set()
+
+    @property
+    def database_url(self) -> str | None:
+        """The database this run writes to, once its stack is up (``None`` before)."""
+        return self.endpoints.database_url if self.endpoints is not None else None
 
     @property
     def summary(self) -> RunSummary | None:

@@ -6,7 +6,8 @@
 * a slider and an on/off toggle for every chaos injector, bound to a
   :class:`~workbench.simulator.control.ChaosControl` that the simulation reads every tick,
   so a slider move changes the running simulation from its next tick on (off keeps the
-  slider's value, and on restores it);
+  slider's value, and on restores it); a toggle reads ``spike: on`` (green) or
+  ``spike: off`` (grey), and the slider's unit is written out beside it;
 * an event-rate slider (readings per wall second, with a toggle for "as fast as
   possible") bound to a :class:`~workbench.simulator.control.Pace`;
 * Start and Stop buttons, a progress bar and a status line;
@@ -17,7 +18,10 @@ The run itself is a :class:`~workbench.lab.live.LiveRun` in a background thread,
 kernel stays idle and handles widget events while it goes on. A second background thread
 refreshes the progress display and the figure about once a second, each time querying
 only the last ``view_s`` seconds of event time of one machine and sensor (and the run's
-alerts and ground truth every few refreshes), never the whole run.
+alerts and ground truth every few refreshes), never the whole run. It queries the database
+of the stack the run uses, known once the run brought it up: a Start after the stack was
+stopped starts a new one (perhaps on other ports), and the figure follows it. A page
+reloaded in the browser draws the figure as it is now (:class:`LiveFigure`).
 
 Every widget is an attribute, so a test or a script drives the panel from Python::
 
@@ -33,6 +37,8 @@ import datetime as dt
 import html
 import logging
 import threading
+import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import ipywidgets as w
@@ -63,6 +69,10 @@ SLIDER_RANGES: dict[str, tuple[float, float, str, str]] = {
     **{k: (0.5, 0.005, ".3f", "episodes per machine-minute") for k in PER_MACHINE_MINUTE},
     **{k: (10.0, 0.1, ".1f", "mean extra delay, s") for k in DELAY},
 }
+#: Widths of a row: the toggle, the slider (track and readout), and the unit after it
+#: (written out in full in its own label, so no description is cut short).
+TOGGLE_WIDTH, SLIDER_WIDTH = "150px", "360px"
+
 #: The intensity a toggle switches an injector on at when it has never been on.
 DEFAULT_ON: dict[str, float] = {
     "spike": 0.005, "loss": 0.01, "duplicate": 0.01, "malformed": 0.002, "drift": 0.05,
@@ -74,29 +84,64 @@ RATE_MIN, RATE_MAX = 1.0, 100_000.0
 MAX_MACHINES_LISTED = 200
 
 
+class LiveFigure(go.FigureWidget):
+    """A plotly ``FigureWidget`` that a reloaded page (or any new front end) draws as it is
+    now, not as it was first displayed.
+
+    ``FigureWidget`` sends each change to the views open at the time and keeps the state a
+    new view starts from (``_widget_data``, ``_widget_layout``) as it was when the figure
+    was last displayed by itself; a figure inside a panel is never displayed by itself, so
+    after a page reload the live figure came back empty. Here the state a front end asks
+    for is taken from the figure's current data and layout.
+    """
+
+    def get_state(
+        self, key: str | Iterable[str] | None = None, drop_defaults: bool = False
+    ) -> dict[str, Any]:
+        """The widget's state for a front end, with the figure's current data and layout."""
+        state = super().get_state(key, drop_defaults)
+        if getattr(self, "_layout_obj", None) is None:  # asked while the figure is being made
+            return state
+        keys = self.keys if key is None else [key] if isinstance(key, str) else list(key)
+        current = {"_widget_data": self._data, "_widget_layout": self._layout_obj._props}
+        for name, value in current.items():
+            if name in keys:
+                to_json = self.trait_metadata(name, "to_json")
+                state[name] = to_json(value, self)
+        return state
+
+
 class ControlPanel:
     """Sliders, buttons and a live figure that steer and show runs of one factory.
 
-    ``database_url`` is where the live figure reads from (``endpoints.database_url``).
     ``events_per_s`` is the initial pace in readings per wall second (``None`` or 0: as
     fast as possible). The figure shows the last ``view_s`` seconds of event time and
-    is refreshed every ``refresh_s`` seconds of wall time. ``keep_up`` keeps a stack the
-    run starts running afterwards (a notebook stops its stack itself, at the end).
+    is refreshed every ``refresh_s`` seconds of wall time; it reads from the database of
+    the stack each run uses (:attr:`database_url`). ``keep_up`` keeps a stack the run
+    starts running afterwards (a notebook stops its stack itself, at the end).
+    ``database_url`` is not used any more (each Start may find its stack elsewhere) and is
+    accepted, with a warning, so older notebooks still run.
     """
 
     def __init__(
         self,
         settings: Settings,
         spec: SimulationSpec,
-        database_url: str,
+        database_url: str | None = None,
         events_per_s: float | None = None,
         refresh_s: float = 1.0,
         view_s: float = 600.0,
         keep_up: bool = True,
     ) -> None:
+        if database_url is not None:
+            warnings.warn(
+                "ControlPanel's database_url is not used: the live figure reads from the "
+                "database of the stack each run uses; leave it out",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.settings = settings
         self.spec = spec
-        self.database_url = database_url
         self.refresh_s = refresh_s
         self.view_s = view_s
         self.keep_up = keep_up
@@ -115,6 +160,8 @@ class ControlPanel:
     def _build_widgets(self, events_per_s: float | None) -> None:
         self.sliders: dict[str, w.FloatSlider] = {}
         self.toggles: dict[str, w.ToggleButton] = {}
+        #: the unit each slider is in, beside it (the kinds, and "rate")
+        self.units: dict[str, w.Label] = {}
         rows = []
         for kind in FAULT_KINDS:
             top, step, fmt, unit = SLIDER_RANGES[kind]
@@ -123,28 +170,28 @@ class ControlPanel:
             start = value if on else DEFAULT_ON[kind]
             slider = w.FloatSlider(
                 value=start, min=0.0, max=max(top, start), step=step, readout_format=fmt,
-                description=unit, disabled=not on, continuous_update=False,
-                style={"description_width": "190px"}, layout=w.Layout(width="520px"),
+                disabled=not on, continuous_update=False, tooltip=f"{kind}: {unit}",
+                layout=w.Layout(width=SLIDER_WIDTH),
             )  # fmt: skip
-            toggle = w.ToggleButton(
-                value=on, description=kind, tooltip=f"switch {kind} on or off",
-                layout=w.Layout(width="110px"),
-            )  # fmt: skip
+            toggle = w.ToggleButton(value=on, tooltip=f"switch {kind} on or off",
+                                    layout=w.Layout(width=TOGGLE_WIDTH))  # fmt: skip
+            _show_toggle(toggle, kind)
             slider.observe(lambda change, k=kind: self._on_slider(k, change["new"]), "value")
             toggle.observe(lambda change, k=kind: self._on_toggle(k, change["new"]), "value")
             self.sliders[kind], self.toggles[kind] = slider, toggle
-            rows.append(w.HBox([toggle, slider]))
+            self.units[kind] = w.Label(unit)
+            rows.append(w.HBox([toggle, slider, self.units[kind]]))
         paced = bool(events_per_s)
         rate = min(max(float(events_per_s or 200.0), RATE_MIN), RATE_MAX)
         self.rate_slider = w.FloatLogSlider(
             value=rate, base=10, min=0, max=5, step=0.05, readout_format=",.0f",
-            description="readings per second", disabled=not paced, continuous_update=False,
-            style={"description_width": "190px"}, layout=w.Layout(width="520px"),
+            disabled=not paced, continuous_update=False, tooltip="readings per wall second",
+            layout=w.Layout(width=SLIDER_WIDTH),
         )  # fmt: skip
-        self.rate_toggle = w.ToggleButton(
-            value=paced, description="paced", tooltip="off: as fast as possible",
-            layout=w.Layout(width="110px"),
-        )  # fmt: skip
+        self.rate_toggle = w.ToggleButton(value=paced, layout=w.Layout(width=TOGGLE_WIDTH),
+                                          tooltip="off: as fast as possible")  # fmt: skip
+        _show_toggle(self.rate_toggle, "paced")
+        self.units["rate"] = w.Label("readings per second")
         self.rate_slider.observe(lambda change: self._on_rate(change["new"]), "value")
         self.rate_toggle.observe(lambda change: self._on_rate_toggle(change["new"]), "value")
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
@@ -170,13 +217,13 @@ class ControlPanel:
                                       "rolling_1", "rolling_2"])  # fmt: skip
         first = signal_figure(empty, machines[0], sensors[0], title="no run yet: press Start",
                               widths_s=self.settings.window_widths_s)  # fmt: skip
-        self.figure = go.FigureWidget(first)
+        self.figure = LiveFigure(first)
         self.widget = w.VBox([
             w.HTML("<b>Chaos</b> (toggle an injector off and on: it comes back at its "
                    "last value)"),
             *rows,
             w.HTML("<b>Event rate</b> (readings per wall-clock second over the factory)"),
-            w.HBox([self.rate_toggle, self.rate_slider]),
+            w.HBox([self.rate_toggle, self.rate_slider, self.units["rate"]]),
             w.HBox([self.start_button, self.stop_button, self.progress_bar]),
             self.status,
             w.HBox([self.machine_dropdown, self.sensor_dropdown]),
@@ -194,6 +241,7 @@ class ControlPanel:
             self.control.set(kind, value)
 
     def _on_toggle(self, kind: str, on: bool) -> None:
+        _show_toggle(self.toggles[kind], kind)
         slider = self.sliders[kind]
         if on:
             self.control.on(kind, slider.value or DEFAULT_ON[kind])
@@ -207,10 +255,17 @@ class ControlPanel:
             self.pace.set(value)
 
     def _on_rate_toggle(self, on: bool) -> None:
+        _show_toggle(self.rate_toggle, "paced")
         self.pace.set(self.rate_slider.value if on else None)
         self.rate_slider.disabled = not on
 
     # -- runs ------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str | None:
+        """The database the current run writes to and the figure reads from (``None``
+        before a run has brought its stack up)."""
+        return self.run.database_url if self.run is not None else None
 
     def start(self) -> LiveRun:
         """Start a run of the factory with the intensities and pace now set (Start button).
@@ -289,7 +344,9 @@ class ControlPanel:
         machine, sensor = self.machine_dropdown.value, self.sensor_dropdown.value
         end = dt.datetime.fromtimestamp((run.spec.start_ms + run.event_s * 1000) / 1000, tz=dt.UTC)
         since = end - dt.timedelta(seconds=self.view_s)
-        url, run_id = self.database_url, run.run_id
+        url, run_id = run.database_url, run.run_id
+        if url is None:  # the run's stack is not up yet
+            return
         try:
             df = lab.readings(url, run_id, sensor_type=sensor, machine_ids=[machine],
                               since=since, max_rows=20_000)  # fmt: skip
@@ -300,14 +357,22 @@ class ControlPanel:
             self._context = {"alerts": lab.alerts(url, run_id),
                              "truth": lab.ground_truth(url, run_id)}  # fmt: skip
         alerts, truth = (_since(self._context[k], since) for k in ("alerts", "truth"))
-        title = (f"run {run_id} · {machine} · {sensor}: the last "
-                 f"{self.view_s / 60:g} min of event time")  # fmt: skip
+        title = f"run {run_id} · {machine} · {sensor} · last {self.view_s / 60:g} min"
         update_signal_figure(self.figure, df, machine, sensor, alerts, truth, title,
                              self.settings.window_widths_s)  # fmt: skip
 
     @staticmethod
     def _line(text: str) -> str:
         return f"<code>{html.escape(text)}</code>"
+
+
+def _show_toggle(toggle: w.ToggleButton, name: str) -> None:
+    """Label a toggle with its state, so on and off cannot be mistaken for each other:
+    ``spike: on`` in green with a switched-on icon, ``spike: off`` plain."""
+    on = bool(toggle.value)
+    toggle.description = f"{name}: {'on' if on else 'off'}"
+    toggle.button_style = "success" if on else ""
+    toggle.icon = "toggle-on" if on else "toggle-off"
 
 
 def _since(frame: pd.DataFrame, since: dt.datetime) -> pd.DataFrame:

@@ -8,6 +8,10 @@ alerts as red shaded spans with a marker where each opened, and ground-truth fau
 dashed spans in a colour per fault kind with a marker where each began. Hovering a
 marker names the rule or the fault kind. Times are event time, UTC.
 
+Spans and markers are clipped to the time the readings cover: a fault that began before
+the first reading shown (or an alert that closed after the last) is drawn from the edge,
+so a view of the last 10 minutes spans 10 minutes, not the run's whole history.
+
 >>> import pandas as pd
 >>> t = pd.date_range("2026-01-01", periods=4, freq="s", tz="UTC")
 >>> r = pd.DataFrame({"machine_id": "m-0001", "sensor_type": "pressure", "ts": t,
@@ -28,10 +32,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.lab.plots.style import ALERT_COLOUR, fault_colour, naive_utc
+from workbench.lab.plots.style import ALERT_COLOUR, fault_colour, house_layout, naive_utc
 
 #: Kinds whose ground truth is a span worth shading (latency covers whole stretches of
 #: every sensor and would shade everything; it keeps its marker).
@@ -86,20 +91,22 @@ def signal_figure(
                 fig.add_trace(go.Scatter(x=x, y=r[col], name=name, mode="lines",
                                          line={"color": colour, "width": 2}))  # fmt: skip
     points = pd.DataFrame({"t": x, "y": pd.to_numeric(level, errors="coerce")}).dropna()
+    shown = (x.min(), x.max()) if len(x) else None
     shapes: list[dict[str, Any]] = []
     if alerts is not None and len(alerts):
-        _add_alerts(fig, shapes, _rows(alerts, machine_id, sensor_type, nullable=True), points)
+        a = _rows(alerts, machine_id, sensor_type, nullable=True)
+        _add_alerts(fig, shapes, a, points, shown)
     if truth is not None and len(truth):
-        _add_truth(fig, shapes, _rows(truth, machine_id, sensor_type, nullable=True), points)
+        t = _rows(truth, machine_id, sensor_type, nullable=True)
+        _add_truth(fig, shapes, t, points, shown)
+    house_layout(fig)
     fig.update_layout(
-        title=title or f"{machine_id} · {sensor_type}: raw vs rolling means, alerts, faults",
+        title_text=title or f"{machine_id} · {sensor_type}: raw vs rolling means, alerts, faults",
         xaxis_title="event time (UTC)",
         yaxis_title=sensor_type,
         shapes=shapes,
         hovermode="closest",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        margin={"t": 90},
-        height=420,
+        height=460,
     )
     return fig
 
@@ -162,18 +169,37 @@ def _at(points: pd.DataFrame, when: pd.Series) -> list[float | None]:
     return found.sort_values("i")["y"].tolist()
 
 
+def _clip(
+    start: pd.Series, end: pd.Series, shown: tuple[pd.Timestamp, pd.Timestamp] | None
+) -> tuple[np.ndarray, pd.Series, pd.Series]:
+    """Which of the spans ``start``..``end`` overlap the ``shown`` time range, and their
+    starts and ends cut to it (all of them, uncut, when nothing is shown)."""
+    if shown is None:
+        return np.ones(len(start), dtype=bool), start, end
+    lo, hi = shown
+    keep = ((end.fillna(start) >= lo) & (start <= hi)).to_numpy()
+    return keep, start[keep].clip(lower=lo, upper=hi), end[keep].clip(lower=lo, upper=hi)
+
+
 def _fmt(t: Any) -> str:
     return "—" if t is None or pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _add_alerts(fig: go.Figure, shapes: list, a: pd.DataFrame, points: pd.DataFrame) -> None:
+def _add_alerts(
+    fig: go.Figure, shapes: list, a: pd.DataFrame, points: pd.DataFrame, shown: Any
+) -> None:
     if not len(a):
         return
     start, opened = naive_utc(a["start_ts"]), naive_utc(a["opened_ts"])
     closed = naive_utc(a["closed_ts"]) if "closed_ts" in a.columns else opened
     updated = naive_utc(a["updated_ts"]) if "updated_ts" in a.columns else opened
-    end = closed.fillna(updated)
-    for s, e in list(zip(start, end, strict=True))[:MAX_SPANS]:
+    keep, span_start, span_end = _clip(start, closed.fillna(updated), shown)
+    if not keep.any():
+        return
+    a, start, opened, closed = a[keep], start[keep], opened[keep], closed[keep]
+    # the marker where the alert opened, or at the edge of the view it reaches into
+    at = opened.clip(lower=shown[0], upper=shown[1]) if shown else opened
+    for s, e in list(zip(span_start, span_end, strict=True))[:MAX_SPANS]:
         shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": s, "x1": e,
                        "y0": 0, "y1": 1, "fillcolor": ALERT_COLOUR, "opacity": 0.12,
                        "line": {"width": 0}, "layer": "below"})  # fmt: skip
@@ -191,19 +217,25 @@ def _add_alerts(fig: go.Figure, shapes: list, a: pd.DataFrame, points: pd.DataFr
             + (f"<br>aims at {aims}" if aims else "")
         )
     fig.add_trace(go.Scatter(
-        x=opened, y=_at(points, opened), name="alerts", mode="markers",
+        x=at, y=_at(points, at), name="alerts", mode="markers",
         marker={"color": ALERT_COLOUR, "symbol": "triangle-down", "size": 11,
                 "line": {"width": 1, "color": "white"}},
         hovertext=text, hoverinfo="text",
     ))  # fmt: skip
 
 
-def _add_truth(fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFrame) -> None:
+def _add_truth(
+    fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFrame, shown: Any
+) -> None:
     if not len(t):
         return
     start, end = naive_utc(t["start_ts"]), naive_utc(t["end_ts"])
+    keep, span_start, span_end = _clip(start, end, shown)
+    if not keep.any():
+        return
+    t, start, end = t[keep], start[keep], end[keep]
     spans = 0
-    for kind, s, e in zip(t["kind"], start, end, strict=True):
+    for kind, s, e in zip(t["kind"], span_start, span_end, strict=True):
         if kind in _SHADED and e > s and spans < MAX_SPANS:
             spans += 1
             colour = fault_colour(kind)
@@ -213,7 +245,7 @@ def _add_truth(fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFra
                            "layer": "below"})  # fmt: skip
     for kind in sorted(set(t["kind"])):
         of = (t["kind"] == kind).to_numpy()
-        rows, s, e = t[of], start[of], end[of]
+        rows, s, e, at = t[of], start[of], end[of], span_start[of]
         text = []
         for row, s0, e0 in zip(rows.itertuples(index=False), s, e, strict=True):
             where = "every sensor" if pd.isna(row.sensor_type) else row.sensor_type
@@ -226,7 +258,7 @@ def _add_truth(fig: go.Figure, shapes: list, t: pd.DataFrame, points: pd.DataFra
                 + (f"<br>{detail}" if isinstance(detail, str) and detail else "")
             )  # fmt: skip
         fig.add_trace(go.Scatter(
-            x=s, y=_at(points, s), name=f"injected {kind}", mode="markers",
+            x=at, y=_at(points, at), name=f"injected {kind}", mode="markers",
             marker={"color": fault_colour(kind), "symbol": "x", "size": 9,
                     "line": {"width": 1, "color": "black"}},
             hovertext=text, hoverinfo="text",

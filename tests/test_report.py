@@ -37,14 +37,22 @@ def test_a_report_writes_the_notebook_its_html_and_the_index(settings, tmp_path)
     executed, page = tmp_path.joinpath(done["executed"]), tmp_path.joinpath(done["html"])
     assert executed.is_file() and page.is_file()
     assert executed.name.startswith("01_quickstart-") and executed.parent.parent == tmp_path
+    # the report, its files and the rows in the database carry the run's one id
+    assert done["run_id"] == done["recorded"]["run_id"] and done["run_id"] in page.name
     assert done["parameters"] == {"machines": 2, "duration_s": 5}
     assert done["recorded"]["produced"] == done["recorded"]["stored"] > 0
     assert json.loads(tmp_path.joinpath(done["results"]).read_text())["results"] == done["recorded"]
     text = page.read_text()
     assert "run_experiment(" not in text  # code hidden by default
-    assert "plotly" in text.lower()  # the figure is in the page, not left to a live front end
+    # the figure is drawn in the page by the folder's one copy of plotly.js, loaded by a
+    # relative path (the page opens offline, wherever the folder is copied)
+    (shared,) = tmp_path.glob("plotly-*.min.js")
+    assert f'<script src="../{shared.name}"' in text and "Plotly.newPlot(" in text
+    assert "window.PlotlyConfig" not in text and shared.stat().st_size > 3_000_000
+    assert page.stat().st_size < 1_000_000 and executed.stat().st_size < 1_000_000
+    assert "Kernel is running over TCP" not in proc.stderr
     index = (tmp_path / "index.html").read_text()
-    assert page.name in index
+    assert done["html"].split("/")[-1] in index and "completed" in index
 
 
 def tiny_notebook(path, parameters: str, *cells: str):
@@ -87,6 +95,72 @@ def test_bad_names_and_values_are_one_line_each(settings, capsys, request):
         assert main(["report", *args]) == 1, args
         err = capsys.readouterr().err
         assert complaint in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_documented_ranges_are_listed_and_a_value_outside_is_refused_before_running(
+    settings, tmp_path
+):
+    nb = tiny_notebook(
+        tmp_path / "ranged.ipynb",
+        'n = 3  # how many [1 .. 10]\nmode = "a"  # how [a | b]\nx = 0.5  # free',
+        "from workbench.lab import record\nrecord('n', n)",
+    )
+    listed = report(settings, "--list", "--json", "--notebooks", str(tmp_path))
+    (found,) = json.loads(listed.stdout)["notebooks"]
+    assert found["parameters"]["n"] == {"default": 3, "help": "how many", "range": [1, 10],
+                                        "choices": None}  # fmt: skip
+    assert found["parameters"]["mode"]["choices"] == ["a", "b"]
+    assert found["parameters"]["x"]["range"] is None
+    for args, complaint in ((("-p", "n", "11"), "a number from 1 to 10"),
+                            (("-p", "mode", "c"), "one of: a, b")):  # fmt: skip
+        proc = report(settings, str(nb), *args, "--out", str(tmp_path / "out"))
+        assert proc.returncode == 1 and complaint in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+    ok = report(
+        settings, str(nb), "-p", "n", "10", "-p", "mode", "b", "--out", str(tmp_path / "out")
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_index_shows_each_reports_status_and_flags_a_regression_across_runs(settings, tmp_path):
+    """Three runs of one notebook with the same parameters: the third's recall fell, and a
+    fourth run with other parameters fails; the index says both, and nothing else."""
+    figures = tmp_path / "figures.json"
+    nb = tiny_notebook(
+        tmp_path / "detector.ipynb",
+        f"source = {str(figures)!r}  # where the figures come from\nfail = False",
+        "import json\nfrom workbench.lab import record\nfigures = json.load(open(source))\n"
+        "assert not fail, 'asked to fail'\n"
+        "record('run_id', figures.pop('run_id'))\n"
+        "for k, v in figures.items(): record(k, v)",
+    )
+    out = tmp_path / "reports"
+    runs = [("r1", 0.9, 2), ("r2", 0.9, 2), ("r3", 0.6, 2)]
+    for run_id, recall, produced in runs:
+        figures.write_text(json.dumps({"run_id": run_id, "score": {"spike": {"recall": recall}},
+                                       "faults_missed": 1, "produced": produced}))  # fmt: skip
+        proc = report(settings, str(nb), "--out", str(out), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["run_id"] == run_id
+    failed = report(settings, str(nb), "-p", "fail", "true", "--out", str(out))
+    assert failed.returncode == 1
+    from workbench.lab.history import load, series
+
+    (latest, other) = sorted(series(load(out)), key=lambda s: len(s.entries), reverse=True)
+    assert [e.run_id for e in latest.entries] == ["r1", "r2", "r3"]
+    assert [(c.name, c.baseline, c.latest) for c in latest.regressions()] == [
+        ("score.spike.recall", 0.9, 0.6)
+    ]
+    verdicts = {c.name: c.verdict for c in latest.changes()}
+    assert verdicts["faults_missed"] == verdicts["produced"] == "steady"
+    assert [e.status for e in other.entries] == ["failed"] and other.changed == {"fail": True}
+    index = (out / "index.html").read_text()
+    needs_look = index.split("<h2>Trends</h2>")[0]
+    assert "score.spike.recall 0.9 &rarr; 0.6" in needs_look
+    assert "AssertionError: asked to fail" in needs_look
+    for run_id, *_ in runs:
+        assert f"detector-{run_id}.html" in index
 
 
 def test_values_take_the_type_of_the_default():

@@ -12,6 +12,8 @@ found, not by whether it ran.
 {'name': 'precision', 'value': {'spike': 1.0}}
 >>> bundle["text/plain"]
 'precision: {"spike": 1.0}'
+>>> _plain({"rate": 0.009500000000000001, "big": 123456789.25, "nan": float("nan")})
+{'rate': 0.0095, 'big': 123456800.0, 'nan': None}
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        # 0.1 + 0.2 is recorded as 0.3: seven significant digits are more than any figure
+        # a notebook measures, and a reader should not see float noise
+        return float(f"{value:.7g}") if math.isfinite(value) else None
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)

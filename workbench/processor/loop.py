@@ -654,7 +654,7 @@ class Processor:
                 lambda tp=tp: self.sink.checkpoint(self.group_id, tp.topic, tp.partition)
             )
             if saved is not None and on_broker is not None and tp.partition not in on_broker:
-                log.warning(
+                log.info(
                     "partition %d: ignoring the checkpoint at offset %d: the broker has no "
                     "offset committed by group %s (a new broker, or the topic made again)",
                     tp.partition, saved[0], self.group_id,

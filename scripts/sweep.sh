@@ -6,5 +6,5 @@
 # (e.g. -k 06 for notebook 06 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORKBENCH_SWEEP=1 exec .venv/bin/python -m pytest -p no:cacheprovider --durations=0 \
+WORKBENCH_SWEEP=1 exec .venv/bin/python -m pytest -p no:cacheprovider --durations=0 --timeout 1800 \
     tests/test_notebook_sweep.py "$@"

@@ -6,5 +6,8 @@
 # (e.g. -k 06 for notebook 06 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# its own --basetemp: a pytest run elsewhere on the machine removes old pytest-of-* folders,
+# the session stack's database included, which would end a half-hour sweep midway
 WORKBENCH_SWEEP=1 exec .venv/bin/python -m pytest -p no:cacheprovider --durations=0 --timeout 1800 \
+    --basetemp "${TMPDIR:-/tmp}/workbench-sweep" \
     tests/test_notebook_sweep.py "$@"

@@ -124,3 +124,18 @@ def test_data_quality_notebook_closes_the_books_and_measures_loss(kernel_env, tm
     assert q["seq_gaps"] > 0 and q["duplicates_in_database"] == 0
     assert q["measured_loss_rate"] >= q["injected_loss_rate"] * 0.5
     assert 1 <= got["runs_checked"] <= 5
+
+
+def test_no_examples_are_picked_when_none_are_asked_for():
+    import pandas as pd
+
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    faults = pd.DataFrame({"kind": ["spike", "stuck"], "machine_id": "m-0001",
+                           "sensor_type": ["pressure", None], "start": start,
+                           "end": start + pd.Timedelta(seconds=30), "detected": [True, False],
+                           "rule": ["spike", None], "delay_s": [1.0, None]})  # fmt: skip
+    assert examples(faults, per_kind=0).empty  # not every fault with no time range
+    assert examples(faults.iloc[:0]).empty
+    picked = examples(faults, per_kind=1)
+    assert len(picked) == 2 and picked["since"].notna().all()
+    assert picked.loc[picked["kind"] == "stuck", "sensor_type"].item() == "temperature"

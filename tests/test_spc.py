@@ -411,14 +411,59 @@ def test_capability_of_a_known_normal_sample():
     assert lower_only.cpk == pytest.approx(1.0, abs=0.02)
 
 
+def test_capability_of_a_short_series_computed_by_hand():
+    x = [10.0, 12, 11, 13, 12, 11, 10, 12, 11, 12]
+    # mean 114 / 10; moving ranges 2 1 2 1 1 1 2 1 1 (average 12 / 9); squared deviations
+    # from the mean add up to 8.4, so the sample standard deviation is sqrt(8.4 / 9)
+    mean, within, overall = 11.4, (12 / 9) / 1.128379, math.sqrt(8.4 / 9)
+    c = spc.capability(x, lsl=8, usl=16)
+    assert (c.n, c.beyond, c.stable) == (10, 0, True)
+    assert c.mean == pytest.approx(mean) and c.sigma_within == pytest.approx(within, rel=1e-5)
+    assert c.cp == pytest.approx(8 / (6 * within), rel=1e-5)  # 1.128
+    assert c.cpk == pytest.approx((mean - 8) / (3 * within), rel=1e-5)  # 0.959, the LSL side
+    assert c.pp == pytest.approx(8 / (6 * overall))  # 1.380
+    assert c.ppk == pytest.approx((mean - 8) / (3 * overall))  # 1.173
+    assert round(c.cpk, 3) == 0.959 and round(c.ppk, 3) == 1.173
+
+
 def test_cpk_uses_within_sigma_and_ppk_the_overall_one():
     x = np.r_[np.zeros(50), np.full(50, 10.0)] + np.tile([0.0, 1.0], 50)  # a step: drifts
     c = spc.capability(x, lsl=-20, usl=30)
     within = (np.abs(np.diff(x)).mean()) / spc.range_constants(2)[0]
     assert c.sigma_within == pytest.approx(within)
     assert c.sigma_overall == pytest.approx(np.std(x, ddof=1))
-    assert c.cp == pytest.approx(50 / (6 * within))
-    assert c.ppk < c.cpk / 3  # the process moves far more than its short-term noise
+    assert c.pp == pytest.approx(50 / (6 * np.std(x, ddof=1)))
+    # every reading lies beyond mean +- 3 sigma_within: the process is not in control, and
+    # a Cpk from its short-term noise would promise what it does not do
+    assert (c.beyond, c.stable, c.cp, c.cpk) == (100, False, None, None)
+    assert c.ppk == pytest.approx(24.5 / (3 * np.std(x, ddof=1)))
+
+
+def test_a_stable_process_keeps_its_cpk_despite_a_chance_point_beyond_the_limits():
+    x = np.random.default_rng(5).normal(50, 1, 600)
+    x[300] = 58.0  # one spike: as many as chance allows, not an unstable process
+    c = spc.capability(x, usl=85)
+    assert c.beyond >= 1 and c.stable and c.cpk == pytest.approx(35 / 3, rel=0.1)
+    wander = 50 + np.cumsum(np.random.default_rng(6).normal(0, 0.3, 600))  # a random walk
+    w = spc.capability(wander, usl=85)
+    assert not w.stable and w.cpk is None and w.ppk is not None
+    assert w.beyond > spc.chance_beyond(600)
+
+
+def test_summary_gives_cpk_only_for_series_in_control():
+    ts = pd.date_range("2026-01-01", periods=200, freq="s")
+    rng = np.random.default_rng(7)
+    df = pd.concat([
+        pd.DataFrame({"machine_id": "m-0001", "sensor_type": "temperature", "ts": ts,
+                      "value": rng.normal(40, 0.5, 200)}),
+        pd.DataFrame({"machine_id": "m-0002", "sensor_type": "temperature", "ts": ts,
+                      "value": 40 + np.cumsum(rng.normal(0, 0.5, 200))}),
+    ])  # fmt: skip
+    res = spc.chart_per_sensor(df, baseline_s=60, spec_limits={"temperature": (None, 85)})
+    rows = res.summary.set_index("machine_id")
+    assert bool(rows.loc["m-0001", "stable"]) and rows.loc["m-0001", "cpk"] > 0
+    assert not bool(rows.loc["m-0002", "stable"]) and pd.isna(rows.loc["m-0002", "cpk"])
+    assert rows.loc["m-0002", "ppk"] > 0
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -544,8 +589,10 @@ def test_spc_notebook_runs_headless_and_catches_the_injected_spikes(kernel_env, 
     # a temperature follows load through a thermal lag: fixed limits flag far more points
     assert result["violations_fixed_centre"]["any"] > 2 * v["any"]
     assert v["WE1"] >= 1 and max(v["WE1"], v["WE4"]) <= v["any"] <= sum(v.values()) - v["any"]
-    assert result["cpk"] is not None and result["cpk"] > 0  # temperature USL 85 C
-    assert result["capability"]["cp"] is None  # one-sided: no Cp
+    cap = result["capability"]  # temperature, USL 85 C: one-sided, so no Cp or Pp
+    assert cap["cp"] is None and cap["pp"] is None and cap["ppk"] > 0
+    # a temperature that follows load is not in control against its noise: no Cpk then
+    assert (cap["cpk"] is not None) == cap["stable"] and result["cpk"] == cap["cpk"]
     caught = result["faults_caught"]
     assert caught["episodes"] >= 3  # spikes on temperature, vibration and pressure
     assert caught["by_kind"] == {"spike": 1.0}  # every spike breaks WE1

@@ -54,8 +54,8 @@ def examples(
     event-time range ``[since, until)`` of ``margin_s`` around it, for
     :func:`workbench.lab.readings`.
     """
-    if faults.empty or per_kind <= 0:
-        return faults.assign(since=pd.Series(dtype=object), until=pd.Series(dtype=object))
+    if faults.empty or per_kind <= 0:  # none (assigning empty columns would keep every row)
+        return faults.iloc[:0].assign(since=pd.Series(dtype=object), until=pd.Series(dtype=object))
     ordered = faults.sort_values(["detected", "start"], kind="stable")
     picked = ordered.groupby("kind", sort=True).head(per_kind).sort_values(["kind", "start"])
     margin = pd.Timedelta(seconds=margin_s)

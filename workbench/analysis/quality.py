@@ -165,7 +165,7 @@ def summary(database_url: str, run_id: str, run: Any | None = None) -> dict[str,
         "series": len(series),
         "stored": int(series["stored"].sum()),
         "seq_gaps": gaps,
-        "measured_loss_rate": gaps / expected if expected else 0.0,
+        "measured_loss_rate": round(gaps / expected, 6) if expected else 0.0,  # (no 0.0095000001)
         "duplicates_in_database": int(series["duplicates"].sum()),
         "late": int(series["late"].sum()),
         "nulls": int(series["nulls"].sum()),
@@ -179,7 +179,7 @@ def summary(database_url: str, run_id: str, run: Any | None = None) -> dict[str,
         out |= {
             "produced": run.produced,
             "dropped": run.dropped,
-            "injected_loss_rate": run.dropped / run.produced if run.produced else 0.0,
+            "injected_loss_rate": round(run.dropped / run.produced, 6) if run.produced else 0.0,
             "duplicates_absorbed": run.duplicates_absorbed,
         }
     return out

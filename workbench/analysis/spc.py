@@ -246,6 +246,18 @@ class Chart:
         return pd.Series(["; ".join(labels[row]) for row in mask], index=hit.index, dtype=object)
 
 
+def tally(chart: Chart | None) -> dict[str, int] | None:
+    """How many points each flag of ``chart`` marks, and ``any`` (points with at least one):
+    what a notebook records; None where there is no chart.
+
+    >>> tally(individuals_chart([1.0, 1.2, 0.9, 1.1] * 5 + [3.0], baseline=20)[0])
+    {'WE1': 1, 'WE2': 0, 'WE3': 0, 'WE4': 0, 'any': 1}
+    """
+    if chart is None:
+        return None
+    return {**chart.counts(), "any": int(chart.flagged().sum())}
+
+
 def individuals_chart(
     values: Sequence[float] | np.ndarray | pd.Series,
     ts: Sequence[Any] | np.ndarray | pd.Series | None = None,
@@ -742,7 +754,14 @@ class Capability:
 
     Cp = (USL - LSL) / 6 sigma_within, Cpk = min(USL - mean, mean - LSL) / 3 sigma_within
     (one-sided: the side given); Pp and Ppk the same with the overall standard deviation.
-    A gap between Cpk and Ppk says the process moves more than its short-term noise.
+
+    Cp and Cpk say what the process *could* do: they assume it is in statistical control,
+    so that its short-term (within) sigma is its whole spread. ``stable`` checks that with
+    the same sigma: at most as many readings beyond mean +- 3 sigma_within as chance gives
+    an in-control process (``beyond`` counts them). A process that is not stable has no
+    meaningful Cp or Cpk (None: a moving range that measures only sensor noise, while the
+    process wanders with its load, would give a Cpk of 70 beside readings far outside
+    their own limits); Pp and Ppk, from the overall spread, say what it did.
     """
 
     n: int
@@ -755,6 +774,10 @@ class Capability:
     cpk: float | None
     pp: float | None
     ppk: float | None
+    #: readings (or subgroup means) beyond mean +- 3 sigma_within
+    beyond: int = 0
+    #: in statistical control against sigma_within: Cp and Cpk are given only then
+    stable: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -770,11 +793,15 @@ def capability(
 ) -> Capability:
     """Cp, Cpk, Pp and Ppk of ``values`` (nulls skipped). ``sigma_within`` defaults to the
     average moving range / d2 (individuals); the overall sigma is the sample standard
-    deviation.
+    deviation. Cp and Cpk are None when the readings are not in statistical control
+    against sigma_within (see :class:`Capability`).
 
     >>> c = capability([9.0, 11.0] * 10, lsl=4, usl=16)
-    >>> round(c.cp, 3), round(c.pp, 3), c.cpk == c.cp
-    (1.128, 1.949, True)
+    >>> round(c.cp, 3), round(c.pp, 3), c.cpk == c.cp, c.stable
+    (1.128, 1.949, True, True)
+    >>> c = capability(np.r_[np.zeros(20), np.full(20, 10.0)] + np.tile([0.0, 1.0], 20), usl=30)
+    >>> c.stable, c.beyond, c.cpk, round(c.ppk, 2)   # a step: not in control, no Cpk
+    (False, 40, None, 1.6)
     """
     x = _floats(values, name)
     x = x[np.isfinite(x)]
@@ -786,7 +813,31 @@ def capability(
         sigma_within = float(np.mean(np.abs(np.diff(x)))) / range_constants(2)[0]
     within = _checked_sigma(sigma_within, name, f"its {x.size} readings")
     overall = float(np.std(x, ddof=1))
-    return _capability(x.size, float(np.mean(x)), within, overall, lsl, usl, name)
+    mean = float(np.mean(x))
+    beyond = int(np.sum(np.abs(x - mean) > 3 * within))
+    return _capability(x.size, mean, within, overall, lsl, usl, name, beyond)
+
+
+def chance_beyond(n: int, p: float = 0.0027, level: float = 0.999) -> int:
+    """How many of ``n`` in-control points may fall beyond 3 sigma by chance: the
+    ``level`` quantile of Binomial(n, p) (p = 0.27%, the two tails beyond 3 sigma).
+
+    >>> chance_beyond(30), chance_beyond(600), chance_beyond(100_000)
+    (2, 7, 321)
+    """
+    if n < 1:
+        return 0
+    if n * p > 50:  # normal approximation, plenty good that far out
+        return math.ceil(n * p + 3.0902 * math.sqrt(n * p * (1 - p)))
+    total, k = 0.0, 0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    while k <= n:
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                          + k * log_p + (n - k) * log_q)  # fmt: skip
+        if total >= level:
+            return k
+        k += 1
+    return n
 
 
 def _capability(
@@ -797,7 +848,11 @@ def _capability(
     lsl: float | None,
     usl: float | None,
     name: str,
+    beyond: int = 0,
+    points: int | None = None,
 ) -> Capability:
+    """The indices; ``beyond`` of ``points`` (default ``n``) charted points lie beyond
+    3 sigma_within, which decides ``stable``."""
     if lsl is None and usl is None:
         raise WorkbenchError(f"{_who(name)}capability needs a lower or an upper spec limit")
     if lsl is not None and usl is not None and not lsl < usl:
@@ -811,9 +866,10 @@ def _capability(
         both = (usl - lsl) / (6 * sigma) if usl is not None and lsl is not None else None
         return both, min(sides)
 
-    cp, cpk = indices(within)
+    stable = beyond <= chance_beyond(n if points is None else points)
+    cp, cpk = indices(within) if stable else (None, None)
     pp, ppk = indices(overall)
-    return Capability(n, mean, within, overall, lsl, usl, cp, cpk, pp, ppk)
+    return Capability(n, mean, within, overall, lsl, usl, cp, cpk, pp, ppk, beyond, stable)
 
 
 # --- every machine and sensor of a run -------------------------------------------------
@@ -851,13 +907,7 @@ class SpcResults:
 
     def __getitem__(self, key: tuple[str, str]) -> SensorCharts:
         if key not in self.charts:
-            why = self.summary.loc[
-                (self.summary["machine_id"] == key[0]) & (self.summary["sensor_type"] == key[1]),
-                "error",
-            ]  # fmt: skip
-            if len(why) and isinstance(why.iloc[0], str):
-                raise WorkbenchError(f"no chart: {why.iloc[0]}")
-            raise WorkbenchError(f"no chart for {key[0]}/{key[1]}: no such series")
+            raise WorkbenchError(f"no chart: {self.why(key)}")
         return self.charts[key]
 
     def worst(self, sensor_type: str | None = None) -> tuple[str, str]:
@@ -869,6 +919,74 @@ class SpcResults:
             raise WorkbenchError(f"no charted series{f' of {sensor_type}' * bool(sensor_type)}")
         top = rows.sort_values(["violations", "machine_id"], ascending=[False, True]).iloc[0]
         return str(top["machine_id"]), str(top["sensor_type"])
+
+    def why(self, key: tuple[str, str]) -> str:
+        """Why ``(machine, sensor)`` has no chart (empty when it has one)."""
+        if key in self.charts:
+            return ""
+        s = self.summary
+        why = s.loc[(s["machine_id"] == key[0]) & (s["sensor_type"] == key[1]), "error"]
+        if len(why) and isinstance(why.iloc[0], str):
+            return str(why.iloc[0])
+        return f"no {key[1]} readings of {key[0]}"
+
+    def pick(
+        self,
+        machine_id: str | None = None,
+        sensor_type: str | None = None,
+        also: SpcResults | None = None,
+    ) -> Pick:
+        """The series to chart in detail: ``(machine_id, sensor_type)`` when both are given
+        and it has a chart, else the charted series of ``sensor_type`` with the most rule
+        violations, preferring one that ``also`` (another study of the same readings, e.g.
+        with a fixed centre) charts too; failing that, one of any sensor. The pick's
+        ``note`` says, in one line, what could not be charted and what was chosen instead;
+        when no series has a chart, ``machine_id`` is None and the note says why.
+
+        >>> df = pd.DataFrame({"machine_id": "m-0001", "sensor_type": "pressure",
+        ...                    "ts": pd.date_range("2026-01-01", periods=24, freq="s"),
+        ...                    "value": [1.0, 1.1, 0.9, 1.0] * 6})
+        >>> chart_per_sensor(df).pick(sensor_type="temperature").note
+        'no temperature series has a chart: charting m-0001/pressure instead'
+        """
+        notes = []
+        if machine_id and sensor_type:
+            if (machine_id, sensor_type) in self.charts:
+                return Pick(machine_id, sensor_type, "")
+            notes.append(self.why((machine_id, sensor_type)))
+        rows = self.summary[self.summary["error"].isna()]
+        if rows.empty:
+            errors = self.summary["error"].dropna()
+            why = f" (e.g. {errors.iloc[0]})" if len(errors) else " (no readings)"
+            return Pick(None, None, "; ".join([*notes, f"no series has a chart{why}"]))
+        rows = rows.sort_values(["violations", "machine_id", "sensor_type"],
+                                ascending=[False, True, True])  # fmt: skip
+        of_sensor = rows[rows["sensor_type"] == sensor_type] if sensor_type else rows
+        if of_sensor.empty:
+            notes.append(f"no {sensor_type} series has a chart")
+            of_sensor = rows
+        keys = list(zip(of_sensor["machine_id"], of_sensor["sensor_type"], strict=True))
+        both = [k for k in keys if also is None or k in also.charts]
+        chosen = (both or keys)[0]
+        if notes:
+            notes[-1] += f": charting {chosen[0]}/{chosen[1]} instead"
+        return Pick(str(chosen[0]), str(chosen[1]), "; ".join(notes))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """:meth:`SpcResults.pick`'s answer: the series to chart (None: none can be), and a
+    one-line note of what could not be charted (empty when the wish was met)."""
+
+    machine_id: str | None
+    sensor_type: str | None
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        if self.machine_id is None or self.sensor_type is None:
+            return None
+        return self.machine_id, self.sensor_type
 
 
 def chart_per_sensor(
@@ -975,7 +1093,7 @@ def chart_per_sensor(
                 lsl, usl = limits[sensor]
                 cap = _sensor_capability(sc, part, bucketed, lsl, usl, who)
                 sc = SensorCharts(machine, sensor, main, disp, sc.ewma, sc.cusum, cap)
-                row.update(cp=cap.cp, cpk=cap.cpk, pp=cap.pp, ppk=cap.ppk)
+                row.update(cp=cap.cp, cpk=cap.cpk, pp=cap.pp, ppk=cap.ppk, stable=cap.stable)
             charts[(machine, sensor)] = sc
         except WorkbenchError as exc:
             log.info("no SPC chart: %s", exc)
@@ -983,8 +1101,8 @@ def chart_per_sensor(
         rows.append(row)
     columns = ["machine_id", "sensor_type", "chart", "points", "nulls", "baseline", "center",
                "sigma", "lcl", "ucl", *["forecast_lam"] * (centre == "moving"), *codes,
-               "violations", "ewma_signals", "cusum_signals", "cp", "cpk", "pp", "ppk",
-               "error"]  # fmt: skip
+               "violations", "ewma_signals", "cusum_signals", "stable", "cp", "cpk", "pp",
+               "ppk", "error"]  # fmt: skip
     summary = pd.DataFrame(rows).reindex(columns=columns)
     if bucketed:
         summary = summary.drop(columns=["ewma_signals", "cusum_signals", "pp", "ppk"])
@@ -1004,17 +1122,21 @@ def _sensor_capability(
     who: str,
 ) -> Capability:
     """Capability of one series: from the raw readings, or (buckets) from the subgroups'
-    weighted mean and average R / d2; the overall sigma needs raw readings, so buckets
-    give no Pp, Ppk."""
+    weighted mean and average R / d2, stable when few subgroup means lie beyond
+    mean +- 3 sigma / sqrt(n); the overall sigma needs raw readings, so buckets give no
+    Pp, Ppk."""
     if not bucketed:
         return capability(part["value"], lsl=lsl, usl=usl, name=who)
     p = sc.main.points
     n = p["n"].to_numpy(dtype=float)
     ok = n >= 1
-    mean = float(np.sum(p["value"].to_numpy()[ok] * n[ok]) / np.sum(n[ok]))
+    means = p["value"].to_numpy()[ok]
+    mean = float(np.sum(means * n[ok]) / np.sum(n[ok]))
     ratio = sc.dispersion.points["value"] / (sc.dispersion.points["center"] / sc.main.sigma)
     within = _checked_sigma(float(np.nanmean(ratio)), who, "its subgroups")
-    return _capability(int(n[ok].sum()), mean, within, None, lsl, usl, who)
+    beyond = int(np.sum(np.abs(means - mean) > 3 * within / np.sqrt(n[ok])))
+    return _capability(int(n[ok].sum()), mean, within, None, lsl, usl, who, beyond,
+                       points=int(ok.sum()))  # fmt: skip
 
 
 def faults_on(

@@ -28,6 +28,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.lab.plots.style import house_layout
+
 #: Colour of a labelled window and of the alerts of each rule (cycled).
 WINDOW_COLOUR = "rgba(214, 39, 40, 0.15)"
 RULE_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -72,10 +74,8 @@ def replay_figure(
     fig.update_layout(
         title=title or f"{machine_id}: {labelled} labelled window(s) shaded, alerts marked",
         height=max(320, 230 * len(sensors)),
-        legend={"orientation": "h", "y": -0.08},
-        margin={"t": 60, "b": 40},
     )
-    return fig
+    return house_layout(fig)
 
 
 def _band(s: pd.DataFrame, sensor: str) -> go.Scatter:

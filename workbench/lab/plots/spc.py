@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.analysis.spc import Chart, SpcResults
-from workbench.lab.plots.style import fault_colour, naive_utc
+from workbench.lab.plots.style import fault_colour, house_layout, naive_utc
 
 SERIES, CENTRE, LIMIT, ZONE, SIGNAL = "#1f77b4", "#2ca02c", "#d62728", "#9e9e9e", "#d62728"
 #: Above this many points, traces use WebGL (``Scattergl``) to stay responsive.
@@ -83,9 +83,8 @@ def control_chart_figure(
         shapes=shapes,
         hovermode="closest",
         height=560 if rows == 2 else 420,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.04, "x": 0},
-        margin={"t": 110},
     )
+    house_layout(fig)
     fig.update_xaxes(title_text=_x_title(chart), row=rows, col=1)
     return fig
 
@@ -111,10 +110,8 @@ def ewma_figure(
         yaxis_title="EWMA",
         shapes=shapes,
         height=420,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        margin={"t": 90},
     )
-    return fig
+    return house_layout(fig)
 
 
 def cusum_figure(
@@ -152,10 +149,8 @@ def cusum_figure(
         yaxis_title="cumulative sum",
         shapes=shapes,
         height=420,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        margin={"t": 90},
     )
-    return fig
+    return house_layout(fig)
 
 
 def violations_figure(results: SpcResults, title: str | None = None) -> go.Figure:

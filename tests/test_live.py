@@ -182,8 +182,10 @@ def test_notebook_runs_headless_with_its_parameters(kernel_env, tmp_path):
     chaos = {"spike": 0.01, "loss": 0.02, "duplicate": 0.01, "malformed": 0.005,
              "drift": 0.0, "stuck": 0.5, "burst": 0.0, "failure": 0.0, "power": 0.0,
              "latency": 0.0}  # fmt: skip
+    # a pace is for someone watching: headless, the run goes as fast as it can (at 50
+    # readings/s these 3,000 readings would take a minute; at 1/s, the default factory 15 h)
     result = run_notebook("03_live_control_panel", tmp_path, machines=2, duration_s=300,
-                          seed=5, events_per_s=0.0, **chaos)  # fmt: skip
+                          seed=5, events_per_s=50.0, **chaos)  # fmt: skip
     assert result["reconciled"] is True and result["stopped_early"] is False
     assert result["event_s"] == 300
     produced = result["produced"]

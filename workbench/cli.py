@@ -950,7 +950,6 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else project_root() / "reports"
     if args.history:
         from workbench.lab import history
-
         from workbench.lab.index import write_index
 
         found = history.series(history.load(out))

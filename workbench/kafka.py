@@ -209,7 +209,10 @@ def check_broker(broker: Endpoint, timeout_s: float = 5.0) -> list[str]:
     except KafkaException as exc:
         admin.poll(0)  # serves the error reports
         said = [_BROKER_PREFIX.sub("", e) for e in told if not _ALL_DOWN.search(e)]
-        why = said[0] if said else exc.args[0].str()
+        # the longest report is librdkafka's explanation; a shorter one may come first
+        why = max(said, key=len) if said else exc.args[0].str()
+        if "certificate verify failed" in why and "ssl.ca.location" not in why:
+            why += "; the broker's CA goes in ssl.ca.location (WORKBENCH_KAFKA_SSL_CA_LOCATION)"
         reason = f"no answer within {timeout_s:g}s ({broker.properties.redact(why)})"
         raise BrokerUnavailable(broker.bootstrap, reason) from None
     return sorted(metadata.topics)

@@ -12,6 +12,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
+from workbench.processor.decode import OK, decode_batch
+from workbench.processor.rules import load_rules
+from workbench.processor.validate import reasons, validate_batch
 from workbench.schemas import READING, DecodeError
 from workbench.simulator.chaos import Magnitudes, ScriptedFault
 from workbench.simulator.control import ChaosControl, parse_chaos
@@ -24,9 +27,11 @@ from workbench.simulator.physics import (
 from workbench.simulator.source import Simulation
 
 
-def simulate(machines=4, seconds=60, seed=1, chaos=None, scripted=None, magnitudes=None):
+def simulate(
+    machines=4, seconds=60, seed=1, chaos=None, scripted=None, magnitudes=None, kind="machines"
+):
     sim = Simulation(
-        FactoryConfig(machines=machines, seed=seed),
+        FactoryConfig(machines=machines, seed=seed, kind=kind),
         "test",
         ChaosControl(chaos or {}),
         scripted,
@@ -221,6 +226,31 @@ def test_power_drain_turns_readings_null_until_the_battery_is_replaced():
     assert all(event.start_ts < r["ts"] < event.end_ts for r in nulls)
     battery = series(recs, "m-0002", "battery")
     assert next(v for t, v in battery if t > event.end_ts + 1000) > 99
+
+
+def test_readings_stay_within_the_physical_ranges_the_processor_accepts():
+    """Noise, bursts and faults never take a reading past its sensor's physical range, so
+    that only malformed messages become dead letters. A reading the processor refuses, sent
+    twice by chaos ``duplicate``, was dead-lettered twice and a run's books did not close:
+    a burst on a battery just replaced read 100.1 %, a humidity drifted past 100 %."""
+    cases = {
+        "battery": ("machines", [ScriptedFault("power", 0, at(0), duration_s=10),
+                                 ScriptedFault("burst", 0, at(75), duration_s=60)]),
+        "humidity": ("nodes", [ScriptedFault("drift", 0, at(10), "humidity", duration_s=30,
+                                             magnitude=80.0)]),
+    }  # fmt: skip
+    limits = load_rules().validation
+    for sensor, (kind, scripted) in cases.items():
+        _, counts, out = simulate(machines=1, seconds=150, chaos={"duplicate": 1.0},
+                                  scripted=scripted, kind=kind)  # fmt: skip
+        assert counts.sent == 2 * counts.produced
+        keys, values = [k for k, _ in out], [v for _, v in out]
+        decoded = decode_batch(values, keys)
+        validate_batch(decoded, limits, now_ms=at(150))
+        refused = np.flatnonzero(decoded.reason != OK)
+        assert refused.size == 0, reasons(decoded, limits, refused[:3], values, keys)
+        read = [r["value"] for r in readings(out)[0] if r["sensor_type"] == sensor]
+        assert max(v for v in read if v is not None) == 100.0  # the fault reached the bound
 
 
 def test_a_failing_cell_reports_a_low_battery_before_the_node_goes_dark():

@@ -37,6 +37,44 @@ def test_run_json_reconciles_and_records_the_run(settings, endpoints):
     assert row["params"]["machines"] == 3
 
 
+#: One machine whose battery is replaced (a power fault) and which then samples 5x faster
+#: (a burst), every reading sent twice.
+FULL_BATTERY_BURST = """
+[run]
+machines = 1
+duration = "150s"
+seed = 1
+
+[chaos]
+duplicate = 1.0
+
+[[fault]]
+kind = "power"
+machine = 1
+at = "0s"
+duration = "10s"
+
+[[fault]]
+kind = "burst"
+machine = 1
+at = "75s"
+duration = "60s"
+"""
+
+
+def test_books_close_when_a_duplicated_reading_sits_at_its_physical_bound(settings, tmp_path):
+    # the burst's noise took the full battery to 100.1 %, which the processor refuses: each
+    # copy was dead-lettered, and stored + dead-lettered came to 3 more than produced
+    scenario = tmp_path / "full_battery_burst.toml"
+    scenario.write_text(FULL_BATTERY_BURST)
+    proc = workbench(settings, "run", "--scenario", str(scenario), "--json")
+    assert proc.returncode == 0, proc.stdout or proc.stderr  # a summary that does not close
+    s = json.loads(proc.stdout)
+    assert s["chaos"] == {"duplicate": s["produced"], "power": 1, "burst": 1}
+    assert (s["stored"], s["deadlettered"], s["dropped"]) == (s["produced"], 0, 0)
+    assert s["duplicates_absorbed"] == s["produced"] and s["reconciled"] is True
+
+
 def test_run_on_a_fresh_machine_starts_and_stops_its_own_stack(tmp_path):
     settings = isolated_settings(tmp_path / "state")
     proc = workbench(settings, "run", "--machines", "2", "--duration", "5", "--json")

@@ -41,7 +41,7 @@ from workbench.producer import RecordProducer, frames
 from workbench.schemas import READING, ReadingColumnsEncoder, ReadingEncoder, codec_for, varint
 from workbench.simulator.chaos import ScriptedFault
 from workbench.simulator.control import ChaosControl, parse_chaos
-from workbench.simulator.physics import SENSORS, FactoryConfig, quantise
+from workbench.simulator.physics import SENSORS, FactoryConfig, bounded, quantise
 from workbench.simulator.source import Simulation, _DelayQueue
 
 #: Every fault kind on (the brief's setting): network faults through the delay queue.
@@ -192,7 +192,8 @@ class LegacySimulation(Simulation):
                 t = ts_ms + round(j * step_ms)
                 v = values[i]
                 if v == v:
-                    v = float(quantise(v + self.rng.normal(0, spec["noise"]), spec["resolution"]))
+                    v = quantise(v + self.rng.normal(0, spec["noise"]), spec["resolution"])
+                    v = float(bounded(sensor, v))  # held in its range (not in d29868e)
                 seq = int(f.seq[sensor][i])
                 f.seq[sensor][i] += 1
                 self.injector.burst_extra[i] += 1

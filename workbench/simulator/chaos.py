@@ -22,12 +22,14 @@ import numpy as np
 
 from workbench.simulator.control import ChaosControl
 from workbench.simulator.physics import (
+    BOUNDS,
     IDLE,
     SENSORS,
     STATUS_POWER_FAULT,
     STATUS_SHUTDOWN,
     Factory,
     Tick,
+    bounded,
     quantise,
 )
 from workbench.simulator.truth import GroundTruth
@@ -277,7 +279,8 @@ class Injector:
     # -- after the factory steps: faults that change the readings ---------------------
 
     def apply(self, tick: Tick, intensity: dict[str, float]) -> None:
-        """Change the tick's readings in place: drift, stuck, spikes, dead power."""
+        """Change the tick's readings in place: drift, stuck, spikes (within the sensor's
+        physical range), dead power."""
         now = tick.ts_ms
         for sensor in MEASURED:
             values = tick.values.get(sensor)
@@ -292,6 +295,10 @@ class Injector:
                 self._spike(sensor, tick.values[sensor], machine, now, size)
         self._pending_spikes = [(m, s, z) for m, s, z in self._pending_spikes
                                 if s is not None and s not in tick.values]  # fmt: skip
+        # a fault moves what the sensor reads, not past what it can read: a humidity
+        # drifted or spiked past 100 % reads 100 %
+        for sensor in BOUNDS.keys() & tick.values.keys():
+            tick.values[sensor] = bounded(sensor, tick.values[sensor])
         dead = self.power_phase == 2
         if dead.any():
             for values in tick.values.values():

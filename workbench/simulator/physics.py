@@ -41,6 +41,12 @@ SENSORS: dict[str, dict[str, float]] = {
     "current": {"resolution": 0.1, "noise": 0.1, "rate_hz": 1.0},  # A, the drive motor's
     "humidity": {"resolution": 0.1, "noise": 0.5, "rate_hz": 1.0},  # % relative, nodes only
 }
+#: Physical range of the sensor types that have one: a state of charge or a relative humidity
+#: cannot leave 0-100 %, so neither may a reading of it, noise, bursts and faults included
+#: (the processor's validation dead-letters such a reading, the rules file's
+#: ``[validation.ranges]``; a dead letter that is not a malformed message, sent twice by
+#: chaos ``duplicate``, would be counted twice and leave a run's books open).
+BOUNDS: dict[str, tuple[float, float]] = {"battery": (0.0, 100.0), "humidity": (0.0, 100.0)}
 #: The sensor types each kind of factory has: machines on a line, or environmental sensor
 #: nodes in a hall (temperature, humidity and their battery: the edge gateway's story).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -292,9 +298,8 @@ class Factory:
             values[sensor] = quantise(noisy, spec["resolution"])
             seq[sensor] = self.seq[sensor].copy()
             self.seq[sensor] += 1
-        for bounded in ("battery", "humidity"):
-            if bounded in values:
-                values[bounded] = np.clip(values[bounded], 0.0, 100.0)
+        for sensor in BOUNDS.keys() & values.keys():
+            values[sensor] = bounded(sensor, values[sensor])
         tick = Tick(self.index, ts_ms, values, seq, self.status.copy(), load)
         self.index += 1
         return tick
@@ -350,6 +355,19 @@ class Factory:
                     "status_code": int(tick.status[i]),
                     "seq": int(seqs[i]),
                 }
+
+
+def bounded(sensor: str, values: np.ndarray) -> np.ndarray:
+    """``values`` of ``sensor`` held within its physical range (:data:`BOUNDS`; as they are
+    for a sensor without one), the way a real sensor saturates; a null (NaN) stays null.
+
+    >>> bounded("battery", np.array([100.1, 50.0, np.nan, -0.1])).tolist()
+    [100.0, 50.0, nan, 0.0]
+    >>> bounded("temperature", np.array([1e4])).tolist()
+    [10000.0]
+    """
+    limits = BOUNDS.get(sensor)
+    return values if limits is None else np.clip(values, *limits)
 
 
 def quantise(values: np.ndarray, resolution: float) -> np.ndarray:

@@ -35,7 +35,14 @@ import numpy as np
 from workbench.schemas import ReadingColumnsEncoder, ReadingEncoder, codec_for, varint
 from workbench.simulator.chaos import Injector, Magnitudes, ScriptedFault
 from workbench.simulator.control import ChaosControl, Pace, RunProgress
-from workbench.simulator.physics import SENSORS, Factory, FactoryConfig, Tick, quantise
+from workbench.simulator.physics import (
+    SENSORS,
+    Factory,
+    FactoryConfig,
+    Tick,
+    bounded,
+    quantise,
+)
 from workbench.simulator.truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -250,7 +257,8 @@ class Simulation:
                 t = ts_ms + round(j * step_ms)
                 v = values[i]
                 if v == v:
-                    v = float(quantise(v + self.rng.normal(0, spec["noise"]), spec["resolution"]))
+                    v = quantise(v + self.rng.normal(0, spec["noise"]), spec["resolution"])
+                    v = float(bounded(sensor, v))  # a full battery's noise reads 100 %, not more
                 seq = int(f.seq[sensor][i])
                 f.seq[sensor][i] += 1
                 self.injector.burst_extra[i] += 1

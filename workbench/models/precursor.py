@@ -17,9 +17,12 @@ records a failure when it ends). Scoring before learning with a delay is River's
 
 >>> rows = [MachineMinute("r", "m", 0, 60_000, {"t": 1.0}),
 ...         MachineMinute("r", "m", 60_000, 120_000, {"t": 9.0})]
->>> labels = [Label(False, 60_000), Label(True, 180_000)]
->>> progressive(make_learner("logistic"), rows, labels)  # untrained: a coin for both
-[0.5, 0.5]
+>>> labels = [Label(False, 120_000), Label(True, 240_000)]
+>>> [round(p, 4) for p in progressive(make_learner("logistic"), rows, labels)]
+[0.5, 0.4988]
+
+The first minute is scored by an untrained model (a coin); the second after the first was
+learnt, since its label is known by the second's end (120 s).
 """
 
 from __future__ import annotations

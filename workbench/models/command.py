@@ -135,7 +135,7 @@ def describe(entry: dict[str, Any]) -> str:
     if entry["kind"] == "anomaly":
         lines = [head, f"  {m['windows']} machine-minutes, {m['alarms']} alarms",
                  "  kind      recall  precision  | rules: recall  precision"]  # fmt: skip
-        for kind, s in m["by_kind"].items():
+        for kind, s in sorted(m["by_kind"].items()):  # stored as JSONB: key order is lost
             r = m["rules"].get(kind, {})
             ours = f"  {kind:<9} {_n(s['recall']):>6}  {_n(s['precision']):>9}  |"
             lines.append(ours + f"        {_n(r.get('recall')):>6}  {_n(r.get('precision')):>9}")
@@ -154,10 +154,12 @@ def describe(entry: dict[str, Any]) -> str:
 
 
 def _failures(s: dict[str, Any]) -> str:
-    lead, before = s["lead_time_s"]["mean"], s["before_shutdown_s"]["mean"]
-    return (f"{s['predicted']}/{s['failures']} predicted (recall {_n(s['recall'])}), "
-            f"{s['alarms']} alarms (precision {_n(s['precision'])}), lead time "
-            f"{_n(lead)} s, {_n(before)} s before shutdown")  # fmt: skip
+    lead, before = s["lead_time_s"], s["before_shutdown_s"]["median"]
+    return (
+        f"{s['predicted']}/{s['failures']} predicted (recall {_n(s['recall'])}), "
+        f"{s['alarms']} alarms (precision {_n(s['precision'])}), lead time median "
+        f"{_n(lead['median'])} s (mean {_n(lead['mean'])}), {_n(before)} s before shutdown"
+    )
 
 
 def _list_line(v: dict[str, Any]) -> str:
@@ -165,7 +167,7 @@ def _list_line(v: dict[str, Any]) -> str:
     if v["kind"] == "precursor":
         f = m["failures"]
         score = (f"recall {_n(f['recall'])} precision {_n(f['precision'])} "
-                 f"lead {_n(f['lead_time_s']['mean'])} s")  # fmt: skip
+                 f"lead {_n(f['lead_time_s']['median'])} s")  # fmt: skip
     else:
         score = f"{m['alarms']} alarms"
     mark = "*" if v["promoted"] else " "

@@ -167,6 +167,7 @@ def test_a_model_from_another_river_is_refused(runs):
         (["train", "--runs", "CLEAN"], "has no ground truth"),
         (["evaluate", "999", "--runs", "A"], "has no version 999"),
         (["promote", "999", "--name", "never-trained"], "model never-trained has no version"),
+        (["list", "--database", "sqlite:////nonexistent/models.db"], "no such file"),
     ],
 )
 def test_bad_input_is_one_line(runs, args, complaint):

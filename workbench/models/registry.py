@@ -63,7 +63,9 @@ def compatible(saved: str, running: str) -> bool:
 
 def ensure_table(database_url: str) -> None:
     """Create the ``models`` table if the database lacks it (a database made before the
-    registry existed); every other table is ``workbench up``'s business."""
+    registry existed); every other table is ``workbench up``'s business. A SQLite file that
+    does not exist is an error, not created: a mistyped path must not make a database."""
+    engine(database_url).dispose()  # the reading engine refuses a missing SQLite file
     eng = engine_for_writing(database_url)
     try:
         schema.models.create(eng, checkfirst=True)

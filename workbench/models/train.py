@@ -114,7 +114,7 @@ def train(
             scores.append(precursor.progressive(model, d.rows, labels))
         metrics = precursor_metrics(data, scores, threshold, horizon_ms)
     else:
-        params |= {"features": list(anomaly.FEATURES)}
+        params |= {"features": list(anomaly.FEATURES), "window_size": anomaly.WINDOW_SIZE}
         scores = [anomaly.progressive(model, d.rows) for d in data]
         metrics = anomaly_metrics(data, scores, threshold)
     return registry.save(database_url, name or DEFAULT_NAMES[kind], kind, model, params,

@@ -24,6 +24,7 @@ from workbench import job, kafka
 from workbench.config import Settings, project_root
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.gateway import command as gateway_command
+from workbench.models import command as model_command  # light: River loads when it runs
 from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
@@ -483,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`workbench gateway key NAME` adds a key to the file.",
     )
     gateway_command.add_arguments(p)
+
+    p = sub.add_parser("model", help="train, list, evaluate and promote models of the registry")
+    model_command.add_arguments(p)
 
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
@@ -1033,6 +1037,7 @@ COMMANDS = {
     "grafana": cmd_grafana,
     "gateway": cmd_gateway,
     "lab": cmd_lab,
+    "model": model_command.run,
 }
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON
@@ -188,6 +189,33 @@ sensor_stats = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("run_id", "machine_id", "sensor_type", name="sensor_stats_pkey"),
     comment="The processor's online statistics per machine and sensor, as of its last flush.",
+)
+
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False, comment="1, 2, ... per name"),
+    Column("kind", Text, nullable=False, comment="precursor | anomaly"),
+    Column("params", _Json, nullable=False, comment="learner, horizon, threshold, features"),
+    Column("runs", _Json, nullable=False, comment="the run ids it was trained on"),
+    Column("metrics", _Json, nullable=False, comment="its progressive-validation metrics"),
+    Column("river_version", Text, nullable=False, comment="the River that pickled it"),
+    Column("model", LargeBinary, nullable=False, comment="the River object, pickled"),
+    Column("promoted", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("name", "version", name="models_pkey"),
+    # at most one promoted version per name
+    Index(
+        "models_promoted",
+        "name",
+        unique=True,
+        postgresql_where=text("promoted"),
+        sqlite_where=text("promoted"),
+    ),
+    comment="The model registry: versions of models learnt from runs' ground truth "
+    "(workbench model train | list | evaluate | promote).",
 )
 
 

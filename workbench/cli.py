@@ -28,7 +28,7 @@ from workbench.models import command as model_command  # light: River loads when
 from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
-from workbench.simulator.control import parse_chaos, parse_duration_s
+from workbench.simulator.control import duration_argument, parse_chaos
 from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions, replay
@@ -121,7 +121,9 @@ def _add_factory_args(p: argparse.ArgumentParser) -> None:
         help="machines (pumps, compressors, presses: the default) or nodes (environmental "
         "sensor nodes: temperature, humidity, battery)",
     )
-    p.add_argument("--duration", type=_duration, help="event time to simulate, e.g. 90 or 5m (30s)")
+    p.add_argument(
+        "--duration", type=duration_argument, help="event time to simulate, e.g. 90 or 5m (30s)"
+    )
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=_positive_float, help="samples/s of each sensor (default 1)")
     rate.add_argument("--events-per-s", type=_positive_float, help="readings/s, whole factory")
@@ -145,16 +147,6 @@ def _add_factory_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--realtime", action="store_true", help="pace event time to the wall clock (default: max)"
     )
-
-
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration_s(text)
-    except WorkbenchError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration > 0")
-    return value
 
 
 def _spec(args: argparse.Namespace) -> SimulationSpec:
@@ -374,8 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         "else of runs older than --windows goes too. By run age, not event time: seeded runs "
         "are stamped at a fixed event-time origin.",
     )
-    p.add_argument("--readings", type=_duration, help="default WORKBENCH_RETENTION_READINGS_S (7d)")
-    p.add_argument("--windows", type=_duration, help="default WORKBENCH_RETENTION_WINDOWS_S (90d)")
+    p.add_argument(
+        "--readings", type=duration_argument, help="default WORKBENCH_RETENTION_READINGS_S (7d)"
+    )
+    p.add_argument(
+        "--windows", type=duration_argument, help="default WORKBENCH_RETENTION_WINDOWS_S (90d)"
+    )
     p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("db", help="look into the database", description="look into the database")
@@ -491,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
-        "--duration", type=_duration, default=60.0, help="event time per pass (default 60s)"
+        "--duration", type=duration_argument, default=60.0, help="event time per pass (default 60s)"
     )
     p.add_argument("--repeats", type=_positive_int, default=3, help="passes per stage (3)")
     p.add_argument("--out", help="write the JSON here (default reports/bench/bench-<time>.json)")
@@ -513,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="machines of the peak-memory section (5000)",
     )  # fmt: skip
     p.add_argument(
-        "--rss-duration", type=_duration, default=60.0,
+        "--rss-duration", type=duration_argument, default=60.0,
         help="event time of the peak-memory section (60s; state grows until the longest "
              "horizon, window width + correction horizon, is covered)",
     )  # fmt: skip
@@ -527,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="readings/s for latency (10000)",
     )
     p.add_argument(
-        "--latency-seconds", type=_duration, default=20.0, help="latency run length (20s)"
+        "--latency-seconds", type=duration_argument, default=20.0, help="latency run length (20s)"
     )
     p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
     return parser

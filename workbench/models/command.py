@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from workbench.config import Settings
+from workbench.simulator.control import duration_argument
 
 #: The model ``evaluate`` and ``promote`` mean without ``--name``.
 DEFAULT_NAME = "failure-precursor"
@@ -22,19 +23,6 @@ def _runs(text: str) -> list[str]:
     if not runs:
         raise argparse.ArgumentTypeError(f"{text!r} names no run: expected RUN_ID[,RUN_ID...]")
     return runs
-
-
-def _horizon(text: str) -> float:
-    from workbench.errors import ConfigError
-    from workbench.simulator.control import parse_duration_s
-
-    try:
-        seconds = parse_duration_s(text, "--horizon")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration > 0")
-    return seconds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="precursor: will the machine fail within the horizon (default); "
                    "anomaly: Half-Space Trees, unsupervised")  # fmt: skip
     q.add_argument("--name", help="store under this name (default failure-precursor / anomaly)")
-    q.add_argument("--horizon", type=_horizon, default=600.0, metavar="DURATION",
+    q.add_argument("--horizon", type=duration_argument, default=600.0, metavar="DURATION",
                    help="precursor: warn this long before a failure (default 10m)")  # fmt: skip
     q.add_argument("--learner", choices=("logistic", "tree", "forest"), default="logistic",
                    help="precursor: the River classifier (default logistic)")  # fmt: skip

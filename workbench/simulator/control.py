@@ -64,6 +64,20 @@ def parse_duration_s(text: object, name: str = "duration") -> float:
     return sum(float(n) * _UNIT_S[unit] for n, unit in re.findall(_PART, raw))
 
 
+def duration_argument(text: str) -> float:
+    """An argparse ``type=`` for a positive duration (``90``, ``5m``): seconds, or an
+    ``ArgumentTypeError`` that argparse prints as one line."""
+    import argparse
+
+    try:
+        value = parse_duration_s(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration > 0")
+    return value
+
+
 def check_intensity(kind: str, value: float) -> float:
     """Validate one intensity; return it as a float."""
     if kind not in FAULT_KINDS:

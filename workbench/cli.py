@@ -484,6 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model", help="train, list, evaluate and promote models of the registry")
     model_command.add_arguments(p)
 
+    p = sub.add_parser(
+        "health",
+        help="a health score and narrative per machine of a stored run, worst first",
+        description="Score each machine of a run from 0 to 100 from measured indicators "
+        "(failure alerts, other alerts, drift, temperature per ampere, data quality), with "
+        "a narrative that cites its numbers and the deductions that make the score.",
+    )
+    p.add_argument("machine", nargs="?", metavar="MACHINE_ID", help="one machine (default: all)")
+    p.add_argument("--run", metavar="RUN_ID", help="the stored run (default: the latest)")
+    p.add_argument("--database", metavar="URL",
+                   help="postgresql://... (default: WORKBENCH_DATABASE_URL, else the embedded "
+                   "PostgreSQL)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the summaries as one JSON object")
+
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
     p.add_argument("--machines", type=_positive_int, default=1000, help="machines (1000)")
     p.add_argument(
@@ -992,6 +1006,20 @@ def cmd_lab(settings: Settings, args: argparse.Namespace) -> int:
     return jupyter.run(settings, options)
 
 
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    from workbench.models import health
+
+    with job.database(settings, args.database) as url:
+        run_id = args.run or health.latest_run(url)
+        if args.machine:
+            found = [health.health(url, run_id, args.machine)]
+        else:
+            found = health.health_all(url, run_id)
+    data = {"run_id": run_id, "machines": [h.to_dict() for h in found]}
+    _emit(args, data, "\n".join(h.text() for h in found) or f"run {run_id} has no machines")
+    return 0
+
+
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     readings_s = args.readings or settings.retention_readings_s
     windows_s = args.windows or settings.retention_windows_s
@@ -1034,6 +1062,7 @@ COMMANDS = {
     "gateway": cmd_gateway,
     "lab": cmd_lab,
     "model": model_command.run,
+    "health": cmd_health,
 }
 
 if __name__ == "__main__":

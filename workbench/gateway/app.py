@@ -7,7 +7,8 @@ wrong and where:
 202   every reading acknowledged by the broker (``accepted``, ``run_id``)
 400   a body that cannot be parsed (not JSON, a broken Avro array)
 401   no ``X-API-Key`` header, or a key that is not one of ours
-403   readings of a machine the key may not send for
+403   readings of a machine the key may not send for (or ask the health of)
+404   ``GET /v1/machines/{id}/health`` of a run or machine the database does not have
 413   a body over the size limit, or more readings than the key's burst
 415   a content type other than JSON or Avro
 422   readings that break the schema: ``errors`` lists each field (``loc``, ``msg``)
@@ -35,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from workbench.errors import WorkbenchError
 from workbench.gateway import ingest
 from workbench.gateway.keys import ApiKey, KeyRing
 from workbench.gateway.publisher import Publisher
@@ -60,6 +62,9 @@ class GatewayConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     #: the seconds a 503 tells the client to wait
     retry_after_s: int = 5
+    #: the database URL, asked for (and the database started) only by the first health
+    #: request, so that the ingest path never waits on the database; None: no database
+    database: Callable[[], str] | None = None
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     def bucket(self, key: ApiKey) -> TokenBucket:
@@ -227,6 +232,29 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         return answer(202, {"accepted": len(keys), "run_id": run_id, "detail": "run ended",
                             "partitions": sorted(outcome.partitions)})  # fmt: skip
 
+    @app.get(
+        "/v1/machines/{machine_id}/health",
+        summary="A machine's health score, narrative and deductions in a stored run",
+        description="The JSON of workbench.models.health.MachineHealth; `run` defaults to the "
+        "latest run. 404 for an unknown run or machine, 403 for a machine outside the key's.",
+    )
+    async def machine_health(request: Request, machine_id: str, run: str | None = None) -> Response:
+        key = authorised(request)
+        if isinstance(key, Response):
+            return key
+        if key.forbidden({machine_id}):
+            return answer(403, {"detail": f"{key.name} may not read {machine_id}"})
+        if config.database is None:
+            return answer(503, {"detail": "this gateway has no database"})
+        try:
+            found = await asyncio.to_thread(_health, config.database, run, machine_id)
+        except WorkbenchError as exc:
+            from workbench.models.health import HealthError
+
+            status = 404 if isinstance(exc, HealthError) else 503
+            return answer(status, {"detail": str(exc)})
+        return answer(200, found)
+
     app.add_middleware(_HotPath, path="/v1/telemetry", handler=_telemetry_timed)
 
     @app.get("/healthz", summary="The gateway process is alive")
@@ -264,6 +292,14 @@ class _HotPath:
             await response(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def _health(database: Callable[[], str], run_id: str | None, machine_id: str) -> dict[str, Any]:
+    """A machine's health as JSON (health loads SQLAlchemy queries: imported when asked)."""
+    from workbench.models import health
+
+    url = database()
+    return health.health(url, run_id or health.latest_run(url), machine_id).to_dict()
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -3,11 +3,13 @@
 It starts or attaches to the broker like the other commands (the embedded one unless
 ``WORKBENCH_BOOTSTRAP_SERVERS`` names another), makes sure the topics exist, and serves
 until Ctrl-C or SIGTERM; then it answers the requests it has, sends what is queued and
-stops. It never touches the database.
+stops. It touches the database only to answer ``GET /v1/machines/{id}/health``: the
+first such request finds (or starts) it; telemetry never waits on it.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import socket
@@ -85,6 +87,20 @@ def prepare_gateway(settings: Settings, run_id: str) -> Gateway:
     kafka.ensure_topics(endpoints.broker, settings.topics, settings.partitions)
     rate = settings.gateway_rate
     config = GatewayConfig(
-        keys, run_id, rate=rate, burst=rate, max_body_bytes=settings.gateway_max_body_bytes
+        keys,
+        run_id,
+        rate=rate,
+        burst=rate,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        database=functools.cache(lambda: _database_url(settings)),
     )
     return Gateway(settings, endpoints.broker, config)
+
+
+def _database_url(settings: Settings) -> str:
+    """The database the health endpoint reads: the configured one, else the embedded
+    PostgreSQL (started if it is not running, like the other commands do)."""
+    endpoints, started = Stack(settings).up(parts=("database",))
+    if started:
+        log.info("started the embedded database for the health endpoint")
+    return endpoints.database_url

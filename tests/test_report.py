@@ -152,7 +152,7 @@ def test_the_index_shows_each_reports_status_and_flags_a_regression_across_runs(
     # (how long a report took is a figure too, but a timing one: not asserted here)
     regressed = [(c.name, c.baseline, c.latest) for c in latest.regressions()]
     assert [r for r in regressed if r[0] != REPORT_SECONDS] == [("score.spike.recall", 0.9, 0.6)]
-    verdicts = {c.name: c.verdict for c in latest.changes()}
+    verdicts = {c.name: c.verdict for c in latest.changes}
     assert verdicts["faults_missed"] == verdicts["produced"] == "steady"
     assert [e.status for e in other.entries] == ["failed"] and other.changed == {"fail": True}
     index = (out / "index.html").read_text()

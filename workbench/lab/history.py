@@ -24,6 +24,7 @@ narrow one, counts none. A figure with no known direction that changed is report
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -141,8 +142,11 @@ class Series:
     effective: dict[str, Any]
     entries: list[Entry] = field(default_factory=list)
 
+    @functools.cached_property
     def changes(self) -> list[Change]:
-        """Every recorded figure of the latest completed run, regressions first."""
+        """Every recorded figure of the latest completed run, regressions first (computed
+        once: the index, ``ok``, ``text`` and ``to_dict`` all read it; a series is complete
+        by the time anyone asks)."""
         done = [e for e in self.entries if e.status == "completed"]
         if not done:
             return []
@@ -171,7 +175,7 @@ class Series:
         return self.entries[-1].changed
 
     def regressions(self) -> list[Change]:
-        return [c for c in self.changes() if c.verdict == "regression"]
+        return [c for c in self.changes if c.verdict == "regression"]
 
     @property
     def ok(self) -> bool:
@@ -185,7 +189,7 @@ class Series:
             "ok": self.ok,
             "latest": {"run_id": latest.run_id, "status": latest.status, "html": latest.html,
                        "started": latest.started, "error": latest.error},
-            "changes": [c.to_dict() for c in self.changes() if c.verdict != "steady"],
+            "changes": [c.to_dict() for c in self.changes if c.verdict != "steady"],
         }  # fmt: skip
 
     def text(self) -> str:
@@ -194,7 +198,7 @@ class Series:
         head = f"{self.notebook} ({params}): {len(self.entries)} runs, latest {latest.run_id}"
         if latest.status != "completed":
             return f"{head} FAILED: {latest.error}"
-        flagged = [c for c in self.changes() if c.verdict in ("regression", "changed")]
+        flagged = [c for c in self.changes if c.verdict in ("regression", "changed")]
         lines = [head + (" ok" if not flagged else "")]
         lines += [f"  {c.verdict}: {c.name} {c.baseline:g} -> {c.latest:g}" for c in flagged]
         return "\n".join(lines)

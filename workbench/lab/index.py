@@ -86,7 +86,7 @@ def _attention(groups: list[Series]) -> str:
 
 
 def _series_html(s: Series) -> str:
-    changes = s.changes()[:MAX_FIGURES]
+    changes = s.changes[:MAX_FIGURES]
     runs = len(s.entries)
     failed = sum(e.status != "completed" for e in s.entries)
     counts: dict[str, int] = {}

@@ -87,6 +87,9 @@ def test_train_list_evaluate_promote(runs):
     assert [(v["version"], v["promoted"]) for v in listed] == [(1, False), (2, True)]
     text = _model(settings, "list", "--name", name)
     assert [line.startswith("*") for line in text.splitlines()] == [False, True]
+    meta, model = registry.promoted(url, name)
+    assert meta.version == 2 and hasattr(model, "predict_proba_one")
+    assert registry.promoted(url, name + "-none") is None
 
 
 def test_anomaly_model_is_scored_per_fault_kind_beside_the_rules(runs):

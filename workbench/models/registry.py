@@ -154,6 +154,21 @@ def load(database_url: str, name: str, version: int) -> tuple[ModelVersion, Any]
     return meta, pickle.loads(_read(database_url, query)[0][0])
 
 
+def promoted(database_url: str, name: str) -> tuple[ModelVersion, Any] | None:
+    """The promoted version of ``name`` and its model, or None when none is promoted (or the
+    database has no ``models`` table yet); :class:`ModelError` as :func:`load` raises it."""
+    m = schema.models
+    query = sa.select(m.c.version).where(m.c.name == name, m.c.promoted.is_(True))
+    eng = engine(database_url)
+    try:
+        if not sa.inspect(eng).has_table(m.name):
+            return None
+    finally:
+        eng.dispose()
+    rows = _read(database_url, query)
+    return load(database_url, name, rows[0][0]) if rows else None
+
+
 def promote(database_url: str, name: str, version: int) -> ModelVersion:
     """Make ``version`` the promoted version of ``name`` (and no other)."""
     get(database_url, name, version)  # an unknown version says so

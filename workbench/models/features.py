@@ -4,17 +4,11 @@ A model sees what the pipeline keeps, not the raw readings: each machine's final
 one-minute windows (``window_stats``, width 60 s), one row per sensor, become one vector
 per machine and minute. Per sensor type S:
 
-- ``S.mean``, ``S.std``, ``S.n`` (values), ``S.nulls`` (share of readings without value)
-- ``S.range`` (max - min), ``S.top`` (max - mean), ``S.p95`` (p95 - mean): a window's shape
-- ``S.d1`` (mean - the previous minute's mean), ``S.d5`` (the mean's slope over the last
-  five minutes, per minute), ``S.dstd`` (std - the previous minute's std): trends across
-  consecutive windows, left out when the earlier window is missing
-- ``S.dev`` (mean - an exponentially weighted mean, alpha 0.2, of the machine's earlier
-  minutes): the level against the machine's own recent past, since machines differ
-
-Everything is causal: a minute's vector uses that minute and earlier ones only, so a model
-could compute it the moment the window is final. A value that cannot be computed is left
-out of the dict (River's models take missing features).
+the features :mod:`workbench.processor.predict` lists (a window's level and shape, and its
+trend against the sensor's own windows up to five minutes before), made by the same code
+the processor scores machine-minutes with. Everything is causal: a minute's vector uses that
+minute and earlier ones only. A value that cannot be computed is left out of the dict
+(River's models take missing features).
 
 >>> frame = pd.DataFrame({
 ...     "machine_id": ["m-1"] * 3, "sensor_type": ["temperature"] * 3,
@@ -26,8 +20,8 @@ out of the dict (River's models take missing features).
 >>> [(r.machine_id, r.end_ms) for r in rows]
 [('m-1', 60000), ('m-1', 120000), ('m-1', 180000)]
 >>> x = rows[2].x
->>> x["temperature.d1"], x["temperature.range"], round(x["temperature.dev"], 2)
-(4.0, 6.0, 4.8)
+>>> x["temperature.d1"], x["temperature.range"], x["temperature.dev"]
+(4.0, 6.0, 4.5)
 >>> "temperature.d1" in rows[0].x
 False
 """
@@ -42,12 +36,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from workbench.models import ModelError
+from workbench.processor import predict
+from workbench.processor.predict import WIDTH_MS, WIDTH_S
 from workbench.sinks import engine, redact, schema
-
-#: The window width the features are made of (the processor's first default width).
-WIDTH_S = 60
-#: Weight of the newest minute in ``S.dev``'s baseline.
-DEV_ALPHA = 0.2
 
 
 @dataclass(frozen=True)
@@ -95,37 +86,30 @@ def run_vectors(database_url: str, run_id: str) -> list[MachineMinute]:
 
 
 def windows_to_vectors(run_id: str, frame: pd.DataFrame) -> list[MachineMinute]:
-    """:class:`MachineMinute` rows from window rows (the columns :func:`load_windows` reads)."""
-    f = frame.sort_values(["machine_id", "sensor_type", "window_start"]).reset_index(drop=True)
-    start_ms = (f["window_start"] - pd.Timestamp(0, tz="UTC")) // dt.timedelta(milliseconds=1)
-    f = f.assign(start_ms=start_ms.astype(np.int64))
-    groups = f.groupby(["machine_id", "sensor_type"], sort=False)
-    width_ms = WIDTH_S * 1000
-
-    def lagged(column: str, k: int) -> pd.Series:
-        """``column`` k windows earlier, NaN where that window is not exactly k minutes back."""
-        earlier = groups[column].shift(k)
-        gap = f["start_ms"] - groups["start_ms"].shift(k)
-        return earlier.where(gap == k * width_ms)
-
-    seen = f["count"] + f["nulls"]
-    out = pd.DataFrame({
-        "mean": f["mean"], "std": f["stddev"], "n": f["count"].astype(float),
-        "nulls": (f["nulls"] / seen.where(seen > 0)).astype(float),
-        "range": f["max"] - f["min"], "top": f["max"] - f["mean"],
-        "p95": f["quantile"] - f["mean"],
-        "d1": f["mean"] - lagged("mean", 1), "d5": (f["mean"] - lagged("mean", 5)) / 5,
-        "dstd": f["stddev"] - lagged("stddev", 1),
-        "dev": f["mean"] - groups["mean"].transform(
-            lambda s: s.shift(1).ewm(alpha=DEV_ALPHA, adjust=False, ignore_na=True).mean()),
-    })  # fmt: skip
-    out[["machine_id", "sensor_type", "start_ms"]] = f[["machine_id", "sensor_type", "start_ms"]]
-    wide = out.pivot(index=["start_ms", "machine_id"], columns="sensor_type")
-    wide.columns = [f"{sensor}.{name}" for name, sensor in wide.columns]
-    wide = wide.sort_index(axis=1).sort_index()
-    names = list(wide.columns)
+    """:class:`MachineMinute` rows from window rows (the columns :func:`load_windows` reads),
+    made minute by minute by the processor's own code (:mod:`workbench.processor.predict`):
+    what a model learns from is what the processor will give it."""
+    f = frame.sort_values(["window_start", "machine_id", "sensor_type"]).reset_index(drop=True)
+    start = (f["window_start"] - pd.Timestamp(0, tz="UTC")) // dt.timedelta(milliseconds=1)
+    start = start.to_numpy(np.int64)
+    pairs = pd.MultiIndex.from_frame(f[["machine_id", "sensor_type"]])
+    key_codes, key_pairs = pd.factorize(pairs)
+    machine_codes, machines = pd.factorize(key_pairs.get_level_values(0))
+    sensors = np.array(key_pairs.get_level_values(1), dtype=object)
+    keys = np.arange(len(key_pairs))
+    fs = predict.FeatureState(predict.HISTORY + 2)
+    fs.grow(len(key_pairs))
+    columns = ("count", "nulls", "mean", "min", "max", "stddev", "quantile")
+    stats = np.column_stack([f[c].to_numpy(float) for c in columns])
+    keys_of = {m: keys[machine_codes == m] for m in range(len(machines))}
     rows = []
-    for (start, machine), values in zip(wide.index, wide.to_numpy(), strict=True):
-        x = {n: float(v) for n, v in zip(names, values, strict=True) if np.isfinite(v)}
-        rows.append(MachineMinute(run_id, machine, int(start), int(start) + width_ms, x))
+    bounds = np.flatnonzero(np.diff(start)) + 1
+    for part in np.split(np.arange(len(f)), bounds):
+        if not part.size:
+            continue
+        fs.put(key_codes[part], start[part], stats[part])
+        s = int(start[part[0]])
+        for m in sorted(set(machine_codes[key_codes[part]].tolist()), key=lambda c: machines[c]):
+            x = fs.vector(keys_of[m], sensors[keys_of[m]], s)
+            rows.append(MachineMinute(run_id, machines[m], s, s + WIDTH_MS, x))
     return rows

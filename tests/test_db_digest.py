@@ -192,7 +192,7 @@ def test_the_cli_prints_the_digests_and_refuses_an_unknown_run(tmp_path):
                      "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert list(data) == ["readings", "windows", "alerts", "stats", "late"]
+    assert list(data) == ["readings", "windows", "alerts", "stats", "predictions", "late"]
     assert data == digest(url, "edge-run").to_dict()
     text = workbench(settings, "db", "digest", "--run-id", "edge-run", "--sink", url)
     assert text.returncode == 0 and text.stdout.splitlines()[1].split() == [

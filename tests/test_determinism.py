@@ -18,25 +18,41 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
 from conftest import WORKBENCH, cli_env, in_background, own_settings
 
+from workbench.bench import bench_predictor
 from workbench.job import simulate
+from workbench.models import registry
 from workbench.processor.loop import Processor
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry
 from workbench.schemas import READING
 from workbench.simulator.control import parse_chaos
 from workbench.simulator.spec import SimulationSpec
+from workbench.sinks.digest import EMPTY
 from workbench.stack import Endpoints
 
 pytestmark = pytest.mark.slow
 
+#: A model of this name is promoted in each database the processors here use: predictions
+#: must be a function of the stream too (windows corrected by late readings re-score them).
+MODEL = f"det-{uuid.uuid4().hex[:6]}"
+
 SPEC = SimulationSpec.build(
     scenario="standard", duration_s=150, chaos=parse_chaos("latency=4s,duplicate=0.01")
 )
+
+
+def promote_model(url: str) -> None:
+    """Store and promote :data:`MODEL` (a logistic model of the default kind: what it
+    learnt does not matter here, only that its scores tell minutes apart)."""
+    model = bench_predictor().model
+    saved = registry.save(url, MODEL, "precursor", model, {"threshold": 0.5}, [], {})
+    registry.promote(url, MODEL, saved.version)
 
 
 def digest(url: str, run_id: str) -> dict:
@@ -93,18 +109,20 @@ def run_undisturbed(settings, endpoints, run_id: str, url: str | None = None):
 @pytest.fixture(scope="module")
 def reference(stack):
     base, endpoints = stack
-    settings = own_settings(base, endpoints)
+    promote_model(endpoints.database_url)
+    settings = own_settings(base, endpoints, model=MODEL)
     report = run_undisturbed(settings, endpoints, "det-ref")
     d = digest(endpoints.database_url, "det-ref")
-    # the comparison means something only if the stream has late readings and alerts
+    # the comparison means something only if the stream has late readings and predictions
     assert d["late"] > 50, d
+    assert d["predictions"] != EMPTY, d
     assert report.duplicates > 0
     return d
 
 
 def test_tiny_batches_give_the_same_results(stack, reference):
     base, endpoints = stack
-    settings = own_settings(base, endpoints, batch_size=37, provisional_interval_s=0.0)
+    settings = own_settings(base, endpoints, model=MODEL, batch_size=37, provisional_interval_s=0.0)
     run_undisturbed(settings, endpoints, "det-tiny")
     assert digest(endpoints.database_url, "det-tiny") == reference
 
@@ -112,7 +130,7 @@ def test_tiny_batches_give_the_same_results(stack, reference):
 def test_kill_9_at_random_moments_gives_the_same_results(stack, reference):
     base, endpoints = stack
     # small cold segments: many are sealed, stored with checkpoints, restored after kills
-    settings = own_settings(base, endpoints, batch_size=200, checkpoint_interval_s=0.3,
+    settings = own_settings(base, endpoints, model=MODEL, batch_size=200, checkpoint_interval_s=0.3,
                             cold_segment_values=50)  # fmt: skip
     report = simulate(settings, endpoints, SPEC, "det-kill")
     registry = RunRegistry(endpoints.database_url)
@@ -145,7 +163,7 @@ def test_a_hand_over_with_final_windows_in_cold_segments_gives_the_same_results(
     the final windows, which late readings may still correct) in the database; a new
     processor restores them and finishes."""
     base, endpoints = stack
-    settings = own_settings(base, endpoints, batch_size=300, cold_segment_values=50)
+    settings = own_settings(base, endpoints, model=MODEL, batch_size=300, cold_segment_values=50)
     report = simulate(settings, endpoints, SPEC, "det-cold")
     first = Processor(settings, endpoints.broker, endpoints.database_url)
     first.run(max_messages=report.produced * 2 // 3)
@@ -171,7 +189,7 @@ def run_to_the_end(settings, endpoints, report) -> None:
 
 def test_two_workers_give_the_same_results(stack, reference):
     base, endpoints = stack
-    settings = own_settings(base, endpoints, batch_size=500, cold_segment_values=1000)
+    settings = own_settings(base, endpoints, model=MODEL, batch_size=500, cold_segment_values=1000)
     report = simulate(settings, endpoints, SPEC, "det-two")
     proc = subprocess.Popen([WORKBENCH, "-q", "process", "--workers", "2", "--json"],
                             env=cli_env(settings), stdout=subprocess.PIPE,
@@ -199,7 +217,8 @@ def test_a_database_outage_longer_than_the_idle_timeout_changes_nothing(
     base, endpoints = stack
     pg, rec = private_database
     url = pg.url(rec)
-    settings = own_settings(base, endpoints, batch_size=300, idle_timeout_s=1.0)
+    promote_model(url)
+    settings = own_settings(base, endpoints, model=MODEL, batch_size=300, idle_timeout_s=1.0)
     report = simulate(settings, Endpoints(endpoints.broker, url), SPEC, "det-outage")
     registry = RunRegistry(url)
     processor = Processor(settings, endpoints.broker, url)

@@ -47,6 +47,7 @@ class RunCounts:
 #: The tables :func:`table_counts` counts, each by its ``run_id`` column.
 COUNTED_TABLES = (
     "runs", "readings", "window_stats", "sensor_stats", "alerts", "chaos_events", "dead_letters",
+    "predictions",
 )  # fmt: skip
 
 
@@ -171,6 +172,22 @@ class RunRegistry:
                 )
             ).one()
         return RunCounts(stored, dead, late, alerts, final, open_)
+
+    def predictions(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's predictions per model and version: machine-minutes scored, alarms."""
+        p = schema.predictions
+        query = (
+            sa.select(p.c.model, p.c.version, sa.func.count(),
+                      sa.func.count().filter(p.c.alarm))
+            .where(p.c.run_id == run_id)
+            .group_by(p.c.model, p.c.version)
+            .order_by(p.c.model, p.c.version)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(p.name):
+                return []
+            rows = conn.execute(query).all()
+        return [{"model": m, "version": v, "minutes": n, "alarms": k} for m, v, n, k in rows]
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -55,6 +55,8 @@ class PartitionOutput:
     readings: list[dict[str, np.ndarray]] = field(default_factory=list)
     windows: list[dict[str, np.ndarray]] = field(default_factory=list)
     sensor_stats: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: the promoted model's predictions per machine-minute (none without a model)
+    predictions: list[dict[str, np.ndarray]] = field(default_factory=list)
     alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
     #: open windows and sensor statistics as of now: best effort, superseded by the next
     provisional: list[dict[str, np.ndarray]] = field(default_factory=list)

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import psycopg
@@ -39,12 +39,13 @@ import sqlalchemy.exc
 
 from workbench import kafka
 from workbench.config import Settings
-from workbench.errors import ConfigError, DatabaseUnavailable
+from workbench.errors import ConfigError, DatabaseUnavailable, WorkbenchError
 from workbench.kafka import TopicPartition
 from workbench.processor import kernels, steps
 from workbench.processor.batch import Batch, PartitionOutput, Rows, concat, rows_in
 from workbench.processor.decode import MachineTable
 from workbench.processor.intake import Intake
+from workbench.processor.predict import Predictor
 from workbench.processor.rules import RuleSet, load_rules
 from workbench.processor.state import Checkpoint, EngineConfig, PartitionState
 from workbench.processor.warmup import warm_up
@@ -186,6 +187,7 @@ class Processor:
         sink: Sink | None = None,
         skip: Collection[tuple[int, int]] = (),
         metrics: ProcessorMetrics | None = None,
+        predictor: Predictor | Literal["promoted"] | None = "promoted",
     ) -> None:
         self.settings = s = settings
         self.metrics = metrics
@@ -206,6 +208,8 @@ class Processor:
             rolling_history_s=s.rolling_history_s,
         )
         self.database_url = database_url
+        #: the model scoring machine-minutes: by default the promoted version of ``s.model``
+        self.predictor = _promoted(s, database_url) if predictor == "promoted" else predictor
         # PostgreSQL or SQLite by the URL's scheme; the benchmark passes a sink of its own
         self.sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._fetch_wait_ms = s.fetch_wait_ms
@@ -328,6 +332,7 @@ class Processor:
             out.readings += part.readings
             out.windows += part.windows
             out.sensor_stats += part.sensor_stats
+            out.predictions += part.predictions
             out.alerts += part.alerts
             ended += [(run, p) for run in part.ended]
             out.duplicates += part.duplicates
@@ -336,6 +341,7 @@ class Processor:
             dead_letters=taken.dead_letters,
             windows=concat(out.windows),
             sensor_stats=concat(out.sensor_stats),
+            predictions=concat(out.predictions),
             alerts=out.alerts,
             offsets=batch.next_offsets(),
             ended=ended,
@@ -355,7 +361,7 @@ class Processor:
         return readings
 
     def _new_state(self) -> PartitionState:
-        return PartitionState(self.config, self.rules, self.machines)
+        return PartitionState(self.config, self.rules, self.machines, self.predictor)
 
     def _make_consumer(self) -> kafka.Consumer:
         s = self.settings
@@ -495,10 +501,12 @@ class Processor:
                              s.idle_timeout_s)  # fmt: skip
             extra.windows += part.windows
             extra.sensor_stats += part.sensor_stats
+            extra.predictions += part.predictions
             extra.provisional += part.provisional
             extra.provisional_stats += part.provisional_stats
         write = Write.merge(self._pending, windows=concat(extra.windows),
-                            sensor_stats=concat(extra.sensor_stats))  # fmt: skip
+                            sensor_stats=concat(extra.sensor_stats),
+                            predictions=concat(extra.predictions))  # fmt: skip
         self._pending = []
         self._pending_since = now
         checkpoints = []
@@ -665,7 +673,7 @@ class Processor:
                 offset, data, segments = saved
                 try:
                     state = PartitionState.restore(self.config, self.rules, self.machines, data,
-                                                   segments)  # fmt: skip
+                                                   segments, self.predictor)  # fmt: skip
                 except (ConfigError, ValueError, KeyError, OSError) as exc:
                     log.warning("partition %d: not restoring the checkpoint at offset %d "
                                 "(%s); starting afresh", tp.partition, offset, exc)  # fmt: skip
@@ -725,3 +733,15 @@ class Processor:
 
 
 __all__ = ["LIVE_RUN_ID", "Processor", "ProcessorStats", "Rows"]
+
+
+def _promoted(settings: Settings, database_url: str) -> Predictor | None:
+    """The promoted version of the configured model, or None (off, none promoted, or one
+    that cannot be loaded: the processor goes on without, and says why)."""
+    if settings.model == "off":
+        return None
+    try:
+        return Predictor.promoted(database_url, settings.model)
+    except (WorkbenchError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        log.warning("machine-minutes are not scored: %s", str(exc).splitlines()[0])
+        return None

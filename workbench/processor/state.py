@@ -34,6 +34,7 @@ from workbench.processor.decode import MachineTable
 from workbench.processor.dedup import DedupState
 from workbench.processor.hysteresis import RuleEngine
 from workbench.processor.keys import KeyTable
+from workbench.processor.predict import FeatureState, Predictor, ring_depth
 from workbench.processor.rolling import RollingState
 from workbench.processor.rules import RuleSet
 from workbench.processor.stats import SensorStatsState
@@ -134,9 +135,18 @@ class EngineConfig:
 class PartitionState:
     """The state of one partition: keys, and per key the state of every step."""
 
-    def __init__(self, config: EngineConfig, rules: RuleSet, machines: MachineTable) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        rules: RuleSet,
+        machines: MachineTable,
+        predictor: Predictor | None = None,
+    ) -> None:
         self.config = config
         self.rules = rules
+        #: the model that scores machine-minutes, and the features it is given (when in use)
+        self.predictor = predictor
+        self.features = FeatureState(_depth(config)) if predictor is not None else None
         w = config.windows
         self.keys = KeyTable(machines)
         self.dedup = DedupState()
@@ -169,6 +179,8 @@ class PartitionState:
         self.alerts.grow(max(n, self.keys.n_mkeys))
         if self.model is not None:
             self.model.grow(n, self.keys.n_mkeys)
+        if self.features is not None:
+            self.features.grow(n)
         self.clock.grow(len(self.keys.runs))
         if self.changed.size < n:
             self.changed = np.concatenate([self.changed, np.zeros(n - self.changed.size, bool)])
@@ -190,6 +202,8 @@ class PartitionState:
         self.alerts.keep(keys, mkeys)
         if self.model is not None:
             self.model.keep(keys, mkeys)
+        if self.features is not None:
+            self.features.keep(keys)
         self.clock.keep(kept_runs)
         self.changed = self.changed[keys]
         remap = {old: new for new, old in enumerate(kept_runs.tolist())}
@@ -214,6 +228,8 @@ class PartitionState:
                  "alerts": self.alerts}  # fmt: skip
         if self.model is not None:
             parts["model"] = self.model
+        if self.features is not None:
+            parts["features"] = self.features
         for prefix, part in parts.items():
             for name, value in part.arrays().items():
                 # a copy when the state moves on while the snapshot waits to be encoded
@@ -234,6 +250,7 @@ class PartitionState:
         machines: MachineTable,
         data: bytes,
         segments: Mapping[int, bytes] | None = None,
+        predictor: Predictor | None = None,
     ) -> PartitionState:
         """Rebuild from a checkpoint's state and the cold segments stored with it and with
         earlier ones. Raises :class:`ConfigError` when the checkpoint is of another format,
@@ -257,7 +274,7 @@ class PartitionState:
         for name, value in arrays.items():
             prefix, _, rest = name.partition(".")
             parts.setdefault(prefix, {})[rest] = value
-        state = cls(config, rules, machines)
+        state = cls(config, rules, machines, predictor)
         w = config.windows
         state.keys = KeyTable.from_arrays(parts["keys"], machines)
         state.dedup = DedupState.from_arrays(parts["dedup"])
@@ -273,6 +290,9 @@ class PartitionState:
         state.stats = SensorStatsState.from_arrays(parts["stats"])
         state.alerts = RuleEngine.from_arrays(parts["alerts"], rules)
         state.model = _model(rules, header.get("model"), parts.get("model"))
+        if predictor is not None:
+            state.features = _features(parts.get("features"), state.keys.n_keys,
+                                       _depth(config))  # fmt: skip
         state.changed = changed.copy()
         for run in header["ended"]:
             state.ended[run] = None
@@ -291,6 +311,25 @@ def _model(
     log.info("the machine model starts afresh: the checkpoint has %s",
              "another model's settings" if arrays is not None else "no model")  # fmt: skip
     return MachineModelState(rules.model)
+
+
+def _depth(config: EngineConfig) -> int:
+    w = config.windows
+    return ring_depth(w.correction_horizon_s, w.late_policy)
+
+
+def _features(arrays: dict[str, np.ndarray] | None, n_keys: int, depth: int) -> FeatureState:
+    """The feature history a checkpoint kept; an empty one (the first minutes' trend
+    features missing) when it was taken without a model in use."""
+    try:
+        if arrays is None:
+            raise ValueError("the checkpoint has none")
+        state = FeatureState.from_arrays(arrays, depth)
+    except ValueError as exc:
+        log.info("the model's feature history starts afresh: %s", exc)
+        state = FeatureState(depth)
+    state.grow(n_keys)
+    return state
 
 
 def _ms(seconds: float) -> int:

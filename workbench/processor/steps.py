@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.processor import rolling, stats, windows
+from workbench.processor import predict, rolling, stats, windows
 from workbench.processor.batch import PartitionOutput, Rows
 from workbench.processor.dedup import dedupe
 from workbench.processor.state import PartitionState
@@ -126,7 +126,9 @@ def end_run(state: PartitionState, run: str, out: PartitionOutput) -> None:
     table = state.keys
     if table.has_run(run):
         r = table.run_id(run)
-        out.windows.append(_windows_out(state, windows.close_run(state.windows, r)))
+        final = windows.close_run(state.windows, r)
+        out.windows.append(_windows_out(state, final))
+        out.predictions.append(_predictions_out(state, final))
         mkeys = np.flatnonzero(table.mkey_run == r)
         out.alerts += [(run, e) for e in state.alerts.flush(mkeys)]
         keys = np.flatnonzero(table.key_run == r)
@@ -160,7 +162,9 @@ def due(
         if quiet:
             runs = np.array([r for r, _ in quiet], np.int64)
             idle_advance(clock, runs, np.array([q * 1000 for _, q in quiet]))
-    out.windows.append(_windows_out(state, windows.advance(state.windows, clock.watermark)))
+    final = windows.advance(state.windows, clock.watermark)
+    out.windows.append(_windows_out(state, final))
+    out.predictions.append(_predictions_out(state, final))
     if provisional:
         prov = windows.provisional(state.windows, clock.watermark)
         out.provisional.append(_windows_out(state, prov))
@@ -229,6 +233,39 @@ def _windows_out(state: PartitionState, w) -> dict[str, np.ndarray]:
         "quantile": w.quantile,
         "final": w.final,
         "revision": w.revision,
+    }
+
+
+def _predictions_out(state: PartitionState, w: windows.WindowRows) -> dict[str, np.ndarray]:
+    """The promoted model's predictions for the machine-minutes that final one-minute
+    window results (first ones and corrections) just made or changed (none without a model;
+    see :mod:`~workbench.processor.predict`)."""
+    model, fs = state.predictor, state.features
+    if model is None or fs is None or not w.key.size:
+        return {}
+    pick = np.flatnonzero(w.width_s == predict.WIDTH_S)
+    if not pick.size:
+        return {}
+    table = state.keys
+    scored, vectors = predict.take(fs, w.key[pick], w.start_ms[pick],
+                                   predict.window_stats(w, pick), table.key_mkey,
+                                   table.key_sensor, SENSOR_NAMES)  # fmt: skip
+    if not scored:
+        return {}
+    p = model.probabilities(vectors)
+    mkeys = np.array([m for m, _ in scored], np.int64)
+    starts = np.array([s for _, s in scored], np.int64)
+    n = p.size
+    return {
+        "run_id": np.array(table.runs, dtype=object)[table.mkey_run[mkeys]],
+        "machine_id": np.array(table.machines.names, dtype=object)[table.mkey_machine[mkeys]],
+        "window_start": starts,
+        "window_end": starts + predict.WIDTH_MS,
+        "model": np.full(n, model.name, dtype=object),
+        "version": np.full(n, model.version, np.int64),
+        "probability": p,
+        "alarm": p >= model.threshold,
+        "features": np.array([len(x) for x in vectors], np.int64),
     }
 
 

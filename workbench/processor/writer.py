@@ -50,6 +50,7 @@ class Write:
     dead_letters: list[tuple] = field(default_factory=list)
     windows: dict[str, np.ndarray] = field(default_factory=dict)
     sensor_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
     alerts: list[tuple[str, AlertEvent]] = field(default_factory=list)
     checkpoints: list[tuple] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)
@@ -59,7 +60,8 @@ class Write:
 
     @classmethod
     def merge(cls, writes: list[Write], **extra: dict[str, np.ndarray]) -> Write:
-        """Several micro-batches as one write, plus ``windows``/``sensor_stats`` due."""
+        """Several micro-batches as one write, plus ``windows``/``sensor_stats``/
+        ``predictions`` due."""
         offsets: dict[int, int] = {}
         for w in writes:
             for p, o in w.offsets.items():
@@ -69,6 +71,7 @@ class Write:
             dead_letters=[d for w in writes for d in w.dead_letters],
             windows=concat([*(w.windows for w in writes), extra.get("windows", {})]),
             sensor_stats=concat([*(w.sensor_stats for w in writes), extra.get("sensor_stats", {})]),
+            predictions=concat([*(w.predictions for w in writes), extra.get("predictions", {})]),
             alerts=[a for w in writes for a in w.alerts],
             offsets=offsets,
             ended=[e for w in writes for e in w.ended],
@@ -84,8 +87,8 @@ class Write:
     @property
     def empty(self) -> bool:
         return not (rows_in(self.readings) or self.dead_letters or rows_in(self.windows)
-                    or rows_in(self.sensor_stats) or self.alerts or self.checkpoints
-                    or self.offsets)  # fmt: skip
+                    or rows_in(self.sensor_stats) or rows_in(self.predictions) or self.alerts
+                    or self.checkpoints or self.offsets)  # fmt: skip
 
     def alert_rows(self) -> list[tuple]:
         """One row per alert (its latest transition in this write), in the alerts table's
@@ -102,7 +105,8 @@ class Write:
 
     def to_sink(self) -> tuple[WriteBatch, WriteBatch]:
         """The sink's view, as two transactions: the readings and dead letters first (visible
-        as soon as possible), then what depends on them (windows, alerts, statistics) with the
+        as soon as possible), then what depends on them (windows, alerts, statistics,
+        predictions) with the
         checkpoints. A crash between the two leaves the offsets uncommitted: the batch is
         read again, its readings found stored, and the rest written then."""
         first = WriteBatch.from_rows(dead_letters=self.dead_letters)
@@ -111,7 +115,8 @@ class Write:
         states, segments, dropped = _checkpoint_tables(self.checkpoints)
         return first, replace(rest, window_stats=self.windows,
                               sensor_stats=_stats_columns(self.sensor_stats),
-                              processor_state=states, processor_state_segments=segments,
+                              predictions=self.predictions, processor_state=states,
+                              processor_state_segments=segments,
                               dropped_segments=dropped)  # fmt: skip
 
 

@@ -346,6 +346,7 @@ class WriteBatch:
     window_stats: Mapping[str, Any] = field(default_factory=dict)
     alerts: Mapping[str, Any] = field(default_factory=dict)
     sensor_stats: Mapping[str, Any] = field(default_factory=dict)
+    predictions: Mapping[str, Any] = field(default_factory=dict)
     processor_state: Mapping[str, Any] = field(default_factory=dict)
     processor_state_segments: Mapping[str, Any] = field(default_factory=dict)
     chaos_events: Mapping[str, Any] = field(default_factory=dict)
@@ -380,7 +381,8 @@ class WriteBatch:
 
 #: The order a sink writes a batch's tables in.
 TABLE_ORDER = ("readings", "dead_letters", "window_stats", "alerts", "sensor_stats",
-               "chaos_events", "processor_state_segments", "processor_state")  # fmt: skip
+               "predictions", "chaos_events", "processor_state_segments",
+               "processor_state")  # fmt: skip
 
 #: Row tuples of :meth:`WriteBatch.from_rows`: the table's column names in tuple order.
 ROW_LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({

@@ -1,11 +1,11 @@
 """Digests of a run's stored results: equal exactly when the results are equal.
 
 The design promises that results are a function of the input stream alone: the same seeded
-stream gives the same stored readings (with late flags), final windows, statistics and
-alerts however it was processed (undisturbed, killed and restarted, by several workers, fast
-or slow). :func:`digest` makes that checkable with one string per table: the SHA-256 of the
-canonical JSON of the run's rows, leaving out what legitimately differs between two
-processings of one stream:
+stream gives the same stored readings (with late flags), final windows, statistics,
+alerts and predictions however it was processed (undisturbed, killed and restarted, by
+several workers, fast or slow). :func:`digest` makes that checkable with one string per
+table: the SHA-256 of the canonical JSON of the run's rows, leaving out what legitimately
+differs between two processings of one stream:
 
 - the run id (so two runs of one seed compare), and the wall-clock stamps
   (``ingested_at``, ``emitted_at``, ``updated_at``);
@@ -94,6 +94,12 @@ DIGESTS = {
          "quantile", "baseline", "score", "drifts", "last_ts"),
         ("machine_id", "sensor_type"),
     ),
+    "predictions": Digested(
+        schema.predictions,
+        ("machine_id", "window_start", "window_end", "model", "version", "probability",
+         "alarm", "features"),
+        ("machine_id", "model", "window_start"),
+    ),
 }  # fmt: skip
 
 
@@ -106,6 +112,7 @@ class RunDigest:
     windows: str
     alerts: str
     stats: str
+    predictions: str
     late: int
 
     def to_dict(self) -> dict[str, Any]:

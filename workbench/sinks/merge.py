@@ -5,6 +5,8 @@ Every fact has a natural key (the table's primary key), so a replayed or redeliv
 never makes a second one. What happens when the key is there already depends on the table:
 
 - readings, dead letters, chaos events: nothing (a fact does not change);
+- predictions: the one made last wins (a window's correction re-scores the minutes that
+  depend on it: :mod:`workbench.processor.predict`);
 - window_stats: the greater (or equal) ``revision`` wins, so a provisional result (-1)
   never replaces a final one (0) or a correction (>0), and out-of-order writes cannot
   undo a final window;
@@ -90,6 +92,7 @@ RULES: Mapping[str, MergeRule] = _rules(
     MergeRule(schema.readings),
     MergeRule(schema.dead_letters),
     MergeRule(schema.chaos_events),
+    MergeRule(schema.predictions, update=True),
     MergeRule(schema.window_stats, update=True, newer="revision"),
     MergeRule(schema.sensor_stats, update=True, newer="n"),
     MergeRule(schema.alerts, update=True, newer="updated_ts", keep=_ALERT_IDENTITY),

@@ -191,6 +191,24 @@ sensor_stats = Table(
     comment="The processor's online statistics per machine and sensor, as of its last flush.",
 )
 
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("model", Text, nullable=False, comment="the registry model's name"),
+    Column("version", Integer, nullable=False, comment="the version that made the prediction"),
+    Column("probability", Float, nullable=False, comment="of a failure now or within the horizon"),
+    Column("alarm", Boolean, nullable=False, comment="probability >= the model's threshold"),
+    Column("features", Integer, nullable=False, comment="features the vector had"),
+    Column("emitted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "machine_id", "model", "window_start", name="predictions_pkey"),
+    Index("predictions_machine_start", "machine_id", "window_start"),
+    comment="The promoted model's prediction per machine and minute, made as its windows closed.",
+)
+
 
 models = Table(
     "models",

@@ -175,6 +175,11 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     assert rows[3]["events"] == rows[1]["events"]
     share = result["processor"]["model_share"]
     assert share == pytest.approx(1 - rows[1]["events_per_s"] / rows[3]["events_per_s"], abs=1e-3)
+    # ... and scoring each machine-minute with a failure-precursor model
+    assert rows[4]["name"] == "compute with the failure-precursor model"
+    assert rows[4]["events"] == rows[1]["events"]
+    share = result["processor"]["prediction_share"]
+    assert share == pytest.approx(1 - rows[4]["events_per_s"] / rows[1]["events_per_s"], abs=1e-3)
     for key, pattern in (("latency_ms", "steady"), ("latency_ticks_ms", "ticks")):
         lat = result[key]
         assert lat["pattern"] == pattern and lat["samples"] > 0

@@ -40,6 +40,7 @@ from workbench.config import Settings
 from workbench.errors import ConfigError
 from workbench.processor.loop import Processor
 from workbench.processor.malloc import peak_rss_mb
+from workbench.processor.predict import Predictor
 from workbench.processor.rules import load_rules
 from workbench.processor.validate import Reading
 from workbench.producer import RecordProducer
@@ -203,6 +204,25 @@ class NullSink:
         pass
 
 
+def bench_predictor(
+    sensors: Collection[str] = ("temperature", "vibration", "pressure"), seed: int = 0
+) -> Predictor:
+    """A failure-precursor model of the default kind (scaling, then logistic regression) that
+    has learnt from random vectors of every feature: what it costs to score a machine-minute
+    does not depend on what it learnt, and the bench must not depend on the registry."""
+    import random
+
+    from workbench.models.precursor import make_learner
+    from workbench.processor.predict import NAMES
+
+    rng = random.Random(seed)
+    model = make_learner("logistic")
+    for _ in range(200):
+        x = {f"{s}.{n}": rng.gauss(0, 1) for s in sensors for n in NAMES}
+        model.learn_one(x, rng.random() < 0.2)
+    return Predictor("bench", 0, model, 0.5)
+
+
 def bench_processor(
     settings: Settings,
     broker: kafka.Endpoint,
@@ -259,7 +279,11 @@ def bench_processor(
         rules, rules=tuple(r for r in rules.rules if r.kind != "model")
     )
 
-    def full_processor(store: bool, model: bool = True) -> Callable[[], tuple[int, float]]:
+    scorer = bench_predictor()
+
+    def full_processor(
+        store: bool, model: bool = True, predictor: Predictor | None = None
+    ) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
             if store:
                 with connect(database_url, autocommit=True) as conn:
@@ -268,7 +292,8 @@ def bench_processor(
             group = f"{topic_prefix}.processor-{next(counter)}"
             processor = Processor(proc_settings, broker, database_url, group_id=group,
                                   sink=None if store else NullSink(),
-                                  rules=rules if model else without_model)  # fmt: skip
+                                  rules=rules if model else without_model,
+                                  predictor=predictor)  # fmt: skip
             stats = processor.run(max_messages=total)
             # first message in to last batch committed: joining and leaving the group are not
             # processing, and the raw pass does neither
@@ -281,7 +306,10 @@ def bench_processor(
              "processor into PostgreSQL": full_processor(True)}  # fmt: skip
     if rules.uses_model:
         cases["compute without the machine model"] = full_processor(False, model=False)
+    cases["compute with the failure-precursor model"] = full_processor(False, predictor=scorer)
     rows = _stage_rows(interleaved(cases, repeats))
+    by_name = {r["name"]: r for r in rows}
+    scored = by_name["compute with the failure-precursor model"]["events_per_s"]
     # the passes above deleted what they stored: clean up now, so that the server's own
     # autovacuum of those rows does not land in the latency measurement
     with connect(database_url, autocommit=True) as conn:
@@ -302,8 +330,10 @@ def bench_processor(
         "compute_ratio": rows[1]["ratio"],
         # the share of the processor's own work the machine model takes
         "model_share": round(1 - rows[1]["events_per_s"] / rows[3]["events_per_s"], 3)
-        if len(rows) > 3
+        if rules.uses_model
         else None,
+        # ... and the share scoring each machine-minute with a failure-precursor model adds
+        "prediction_share": round(1 - scored / rows[1]["events_per_s"], 3),
         "latency_ms": latency,
         "latency_ticks_ms": ticks,
         "rows": rows,
@@ -330,7 +360,7 @@ def bench_memory(
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env |= dataclasses.replace(settings, topic_raw=topic, bootstrap_servers=broker.bootstrap,
                                kafka_properties=broker.properties,
-                               database_url=database_url).to_env()  # fmt: skip
+                               database_url=database_url, model="off").to_env()  # fmt: skip
     out = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "-q", "process", "--json", "--group",
          f"{topic_prefix}.rss", "--max-messages", str(total)],
@@ -390,7 +420,8 @@ def _latency(
     settings = dataclasses.replace(settings, topic_raw=f"{prefix}.latency-{pattern}.raw")
     kafka.ensure_topics(broker, [settings.topic_raw], settings.partitions)
     group = f"{prefix}.latency-{pattern}"
-    processor = Processor(settings, broker, database_url, group_id=group)
+    # as every pass here, without a registry model: the throughput passes show its cost
+    processor = Processor(settings, broker, database_url, group_id=group, predictor=None)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
     worker.start()
@@ -569,6 +600,9 @@ def table(result: dict[str, Any]) -> str:
         share = (result.get("processor") or {}).get("model_share")
         if share is not None:
             lines.append(f"  {'machine model, share of compute':<32}{share:>12.1%}")
+        share = (result.get("processor") or {}).get("prediction_share")
+        if share is not None:
+            lines.append(f"  {'failure prediction, share':<32}{share:>12.1%}")
     mem = result.get("memory")
     if mem:
         lines.append(f"  {'peak RSS of a processor':<32}{mem['peak_rss_mb']:>10,.1f} MB "

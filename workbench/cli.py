@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         "counts",
         help="rows of one run in each table",
         description="Print the rows of one run in each table (runs, readings, window_stats, "
-        "sensor_stats, alerts, chaos_events, dead_letters). An unknown run id gives zeros, "
+        "sensor_stats, alerts, chaos_events, dead_letters, predictions). An unknown run id "
+        "gives zeros, "
         "a warning, and found=false in the JSON.",
     )
     p.add_argument("--run-id", required=True, help="the run to count")
@@ -400,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
         "digest",
         help="digests of one run's stored results, to compare two runs or two databases",
         description="Print SHA-256 digests of one run's stored readings (with their late "
-        "flags and scores), final windows, alerts and sensor statistics, and its count of late "
+        "flags and scores), final windows, alerts, sensor statistics and predictions, and its "
+        "count of late "
         "readings. They do not depend on the run id, on the order rows were written in or on "
         "when: the same stream processed twice (or into PostgreSQL and into SQLite) gives the "
         "same digests. An unknown run id is an error.",
@@ -416,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help='print {"readings": SHA256, "windows": ..., "alerts": ..., "stats": ..., "late": N}',
+        help='print {"readings": SHA256, "windows": ..., "alerts": ..., "stats": ..., '
+        '"predictions": ..., "late": N}',
     )
 
     p = sub.add_parser(
@@ -776,6 +779,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"  late           {s.late} (behind the watermark on arrival)",
             f"  windows        {s.windows} final",
             f"  alerts         {s.alerts}",
+            *[
+                f"  predictions    {p['minutes']} machine-minutes by {p['model']} version "
+                f"{p['version']}, {p['alarms']} alarms"
+                for p in s.predictions
+            ],
             f"  faults         {faults}",
             f"  elapsed        {s.elapsed_s:.1f}s ({s.events_per_s:,.0f} events/s end to end)",
             f"  books close    {'yes' if s.reconciled else 'NO'}",

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workbench import kafka, sinks
@@ -293,6 +293,8 @@ class RunSummary:
     #: sent through a gateway (``--via``): its URL, and the messages it refused
     via: str | None = None
     rejected: int = 0
+    #: the promoted model's predictions, per model and version: machine-minutes, alarms
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -374,6 +376,7 @@ def run_experiment(
                 _wait_for_sinks(registry, run_id, arriving, worker, stall_timeout_s)
                 _wait_for_end_of_run(worker, run_id, report.partitions, stall_timeout_s)
             counts = registry.counts(run_id, full=True)
+            predictions = registry.predictions(run_id)
             reconciled = (
                 report.acknowledged
                 and counts.stored + counts.deadlettered + report.dropped + report.rejected
@@ -418,6 +421,7 @@ def run_experiment(
         bootstrap_servers=endpoints.bootstrap_servers,
         database_url=redact(endpoints.database_url),
         via=report.via,
+        predictions=predictions,
         rejected=report.rejected,
     )
 

@@ -175,11 +175,14 @@ def test_bench_json_has_the_processor_figures(settings, tmp_path):
     assert rows[3]["events"] == rows[1]["events"]
     share = result["processor"]["model_share"]
     assert share == pytest.approx(1 - rows[1]["events_per_s"] / rows[3]["events_per_s"], abs=1e-3)
-    # ... and scoring each machine-minute with a failure-precursor model
-    assert rows[4]["name"] == "compute with the failure-precursor model"
-    assert rows[4]["events"] == rows[1]["events"]
+    # ... and scoring each machine-minute with a failure-precursor model, on a run that ends
+    assert [r["name"] for r in rows[4:]] == [
+        "compute, the run ending", "compute, the run ending, with a failure-precursor model"
+    ]  # fmt: skip
+    assert rows[4]["events"] == rows[5]["events"] == rows[1]["events"]
     share = result["processor"]["prediction_share"]
-    assert share == pytest.approx(1 - rows[4]["events_per_s"] / rows[1]["events_per_s"], abs=1e-3)
+    assert share == pytest.approx(1 - rows[5]["events_per_s"] / rows[4]["events_per_s"], abs=1e-3)
+    assert result["processor"]["predictions"] == 20  # 20 machines, one minute each
     for key, pattern in (("latency_ms", "steady"), ("latency_ticks_ms", "ticks")):
         lat = result[key]
         assert lat["pattern"] == pattern and lat["samples"] > 0

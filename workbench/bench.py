@@ -188,10 +188,16 @@ class NullSink:
 
     url = "null://"
 
+    def __init__(self) -> None:
+        #: predictions it was given (machine-minutes scored)
+        self.predictions = 0
+
     def write(self, batch: Any) -> Any:
         from workbench.sinks import WriteResult
 
         n = len(batch.readings.get("seq", ())) if batch.readings else 0
+        if batch.predictions:
+            self.predictions += len(batch.predictions["probability"])
         return WriteResult(n, 0, 0)
 
     def checkpoint(self, group: str, topic: str, partition: int) -> None:
@@ -247,6 +253,14 @@ def bench_processor(
         Simulation(config, run_id).run(producer, duration_s)
     assert producer.report is not None
     total = producer.report.delivered
+    # the same readings as a run that ends (its end-of-run markers after them), so that its
+    # windows become final and the model has machine-minutes to score
+    ended_topic = f"{topic_prefix}.ended.raw"
+    kafka.ensure_topics(broker, [ended_topic], settings.partitions)
+    with RecordProducer(broker, ended_topic, f"{run_id}-ended") as producer:
+        sim = Simulation(config, f"{run_id}-ended")
+        sim.run(producer, duration_s)
+        ended_partitions = producer.end_of_run(m.encode() for m in sim.factory.machine_ids)
     proc_settings = dataclasses.replace(
         settings,
         topic_raw=topic,
@@ -281,9 +295,35 @@ def bench_processor(
 
     scorer = bench_predictor()
 
-    def full_processor(
-        store: bool, model: bool = True, predictor: Predictor | None = None
-    ) -> Callable[[], tuple[int, float]]:
+    scored_minutes: list[int] = []
+
+    def ended_run(predictor: Predictor | None) -> Callable[[], tuple[int, float]]:
+        """The processor over the run that ends, until it has ended on every partition."""
+
+        def run() -> tuple[int, float]:
+            sink = NullSink()
+            group = f"{topic_prefix}.processor-{next(counter)}"
+            processor = Processor(dataclasses.replace(proc_settings, topic_raw=ended_topic),
+                                  broker, database_url, group_id=group, sink=sink,
+                                  predictor=predictor)  # fmt: skip
+            want = {(f"{run_id}-ended", p) for p in ended_partitions}
+            stop = threading.Event()
+            worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+            worker.start()
+            deadline = time.monotonic() + 600
+            while not want <= processor.ended and worker.is_alive():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the ended run did not end within 600 s")
+                time.sleep(0.01)
+            stop.set()
+            worker.join(60)
+            if predictor is not None:
+                scored_minutes.append(sink.predictions)
+            return processor.stats.consumed, processor.last_commit_at - processor.first_message_at
+
+        return run
+
+    def full_processor(store: bool, model: bool = True) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
             if store:
                 with connect(database_url, autocommit=True) as conn:
@@ -293,7 +333,7 @@ def bench_processor(
             processor = Processor(proc_settings, broker, database_url, group_id=group,
                                   sink=None if store else NullSink(),
                                   rules=rules if model else without_model,
-                                  predictor=predictor)  # fmt: skip
+                                  predictor=None)  # fmt: skip
             stats = processor.run(max_messages=total)
             # first message in to last batch committed: joining and leaving the group are not
             # processing, and the raw pass does neither
@@ -306,10 +346,12 @@ def bench_processor(
              "processor into PostgreSQL": full_processor(True)}  # fmt: skip
     if rules.uses_model:
         cases["compute without the machine model"] = full_processor(False, model=False)
-    cases["compute with the failure-precursor model"] = full_processor(False, predictor=scorer)
+    cases["compute, the run ending"] = ended_run(None)
+    cases["compute, the run ending, with a failure-precursor model"] = ended_run(scorer)
     rows = _stage_rows(interleaved(cases, repeats))
     by_name = {r["name"]: r for r in rows}
-    scored = by_name["compute with the failure-precursor model"]["events_per_s"]
+    unscored = by_name["compute, the run ending"]["events_per_s"]
+    scored = by_name["compute, the run ending, with a failure-precursor model"]["events_per_s"]
     # the passes above deleted what they stored: clean up now, so that the server's own
     # autovacuum of those rows does not land in the latency measurement
     with connect(database_url, autocommit=True) as conn:
@@ -333,7 +375,9 @@ def bench_processor(
         if rules.uses_model
         else None,
         # ... and the share scoring each machine-minute with a failure-precursor model adds
-        "prediction_share": round(1 - scored / rows[1]["events_per_s"], 3),
+        # the run ending, as a run does: its windows final, its machine-minutes scored
+        "prediction_share": round(1 - scored / unscored, 3),
+        "predictions": scored_minutes[-1] if scored_minutes else 0,
         "latency_ms": latency,
         "latency_ticks_ms": ticks,
         "rows": rows,
@@ -602,7 +646,8 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"  {'machine model, share of compute':<32}{share:>12.1%}")
         share = (result.get("processor") or {}).get("prediction_share")
         if share is not None:
-            lines.append(f"  {'failure prediction, share':<32}{share:>12.1%}")
+            lines.append(f"  {'failure prediction, share':<32}{share:>12.1%} "
+                         f"({result['processor']['predictions']:,} machine-minutes)")  # fmt: skip
     mem = result.get("memory")
     if mem:
         lines.append(f"  {'peak RSS of a processor':<32}{mem['peak_rss_mb']:>10,.1f} MB "

@@ -126,7 +126,7 @@ class PruneResult:
 #: What goes after the readings retention: the bulky per-reading facts.
 READING_TABLES = ("readings", "dead_letters")
 #: What goes after the windows retention, with the run itself.
-RUN_TABLES = ("window_stats", "sensor_stats", "alerts", "chaos_events")
+RUN_TABLES = ("window_stats", "sensor_stats", "alerts", "chaos_events", "machine_health")
 
 
 def prune(

@@ -17,15 +17,16 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from workbench.lab.plots.style import ALERT_COLOUR, fault_colour, house_layout
+from workbench.lab.plots.style import house_layout
 from workbench.models.health import SCORE_BANDS, MachineHealth, band
 
 #: The bands' colours: those of the Grafana panel's thresholds.
 BAND_COLOURS = {"red": "#d62728", "orange": "#ff7f0e", "green": "#2ca02c"}
-#: The colour of each indicator's deduction; the data-quality ones in greys.
+#: The colour of each indicator's deduction: none red, orange or green (the bands' colours,
+#: which the scores wear), the data-quality ones in greys.
 INDICATOR_COLOURS = {
-    "failures": fault_colour("failure"), "since_failure": "#f7b6d2", "alerts": ALERT_COLOUR,
-    "drift": fault_colour("drift"), "heat_per_amp": "#ffbb78", "null_share": "#7f7f7f",
+    "failures": "#9467bd", "since_failure": "#c5b0d5", "alerts": "#8c564b",
+    "drift": "#1f77b4", "heat_per_amp": "#17becf", "null_share": "#7f7f7f",
     "missing_windows": "#a5a5a5", "dead_letters": "#c7c7c7",
 }  # fmt: skip
 
@@ -46,6 +47,7 @@ def health_figure(found: Sequence[MachineHealth], title: str = "") -> go.Figure:
             text=[f"{s:g}" for s in scores],
             textposition="inside",
             hovertemplate="%{y}: health %{x}<extra></extra>",
+            showlegend=False,
         )
     )
     indicators = list(dict.fromkeys(d.indicator for h in found for d in h.deductions))
@@ -64,9 +66,13 @@ def health_figure(found: Sequence[MachineHealth], title: str = "") -> go.Figure:
     low, high = SCORE_BANDS
     fig.update_layout(
         barmode="stack",
-        title=title or f"Health per machine, worst at the top (red < {low:g}, orange < {high:g})",
-        xaxis={"title": "score, then the points each indicator took off", "range": [0, 100]},
+        title=title or "Health per machine, worst at the top",
+        xaxis={
+            "title": f"score (red under {low:g}, orange under {high:g}), then the points "
+            "each indicator took off",
+            "range": [0, 100],
+        },
         yaxis={"autorange": "reversed", "type": "category"},
         height=max(300, 60 + 28 * len(found)),
     )
-    return house_layout(fig)
+    return house_layout(fig).update_layout(legend_traceorder="normal")

@@ -210,8 +210,8 @@ def health(
 
 
 def health_all(database_url: str, run_id: str, recent_s: float = RECENT_S) -> list[MachineHealth]:
-    """The summaries of every machine of a run, worst first (then by machine id); three
-    queries for the whole run, whatever its number of machines."""
+    """The summaries of every machine of a run, worst first (then by machine id); the same
+    five queries for the whole run, whatever its number of machines."""
     recent_s = recent_seconds(recent_s)
     with _connect(database_url) as conn:
         _check_run(conn, run_id)

@@ -108,9 +108,9 @@ def test_variables_and_interval() -> None:
 
 # --- the dashboards as files ---------------------------------------------------------------
 
-#: the panels whose query is a "latest value" (no time macro needed); none so far: even the
-#: gauges take the newest reading inside $__timeFilter
-LATEST_VALUE_PANELS: set[str] = set()
+#: the panels whose query is a "latest value" (no time macro needed): the gauges take the
+#: newest reading inside $__timeFilter, but a health summary is of the whole run
+LATEST_VALUE_PANELS: set[str] = {"Health summary"}
 
 
 def test_provisioning_and_dashboards_load() -> None:
@@ -297,6 +297,25 @@ def test_time_series_panels_have_a_time_column_first(filled, endpoints) -> None:
         assert times == sorted(times) and len(times) == len(set(times)), q.panel
         start, end = report.time_range.start.timestamp(), report.time_range.end.timestamp()
         assert all(start - 5 <= float(t) <= end for t in times), q.panel
+
+
+def test_the_health_panel_shows_health_all_worst_first(filled, endpoints) -> None:
+    """`workbench run` saved the run's health; the panel shows it as health_all() computes it."""
+    from workbench.models import health
+
+    _settings, run_id = filled
+    (board,) = boards.load_dashboards()
+    (q,) = [q for q in board.queries if q.panel == "Health summary"]
+    report = checks.check(reader_url(endpoints.database_url), run_id)
+    assert {p.panel: p.rows for p in report.panels}["Health summary"] == 3
+    with connect(reader_url(endpoints.database_url)) as conn:
+        cur = conn.execute(render(q.sql, report.time_range, {"run": run_id}))
+        names, rows = [d.name for d in cur.description], cur.fetchall()
+    assert names[:6] == ["machine", "score", "worst indicator", "narrative", "run",
+                         "recent (min)"]  # fmt: skip
+    expected = [(h.machine_id, h.score, h.worst or "-", " ".join(h.narrative), run_id, 60.0)
+                for h in health.health_all(endpoints.database_url, run_id)]  # fmt: skip
+    assert [tuple(r[:6]) for r in rows] == expected
 
 
 def test_the_cli_checks_every_panel(filled, tmp_path: Path) -> None:

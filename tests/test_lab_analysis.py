@@ -114,6 +114,8 @@ def test_chaos_experiment_notebook_scores_the_run_it_made(kernel_env, tmp_path):
     assert got["faults_scored"] == sum(got["chaos"].get(k, 0) for k in ALERTABLE) > 0
     detected = sum(s["detected"] for s in got["score"].values())
     assert got["faults_missed"] == got["faults_scored"] - detected
+    # the section on machine health: the lowest score of the run's three machines
+    assert 0 <= got["health_min"] <= 100 and got["health_worst"]["machine"].startswith("m-")
 
 
 def test_data_quality_notebook_closes_the_books_and_measures_loss(kernel_env, tmp_path):

@@ -146,6 +146,17 @@ def check_quality(got: dict[str, Any], values: dict[str, Any]) -> None:
         assert got["dropped"] == 0 and q["injected_loss_rate"] == 0
 
 
+def check_health(got: dict[str, Any], values: dict[str, Any]) -> None:
+    books_close(got)
+    scores = got["health_by_machine"]
+    assert got["machines"] == got["saved"] == len(scores) == values["machines"]
+    assert sum(got["bands"].values()) == len(scores) and got["health_min"] == min(scores.values())
+    assert all(0 <= s <= 100 for s in scores.values())
+    assert got["recent_failure_alerts"] <= got["failure_alerts"]
+    if not values.get("failure"):  # no failure injected: none in the ground truth
+        assert got["failed_machines"] == [] and got["failed_machines_score"] is None
+
+
 def check_real(got: dict[str, Any], values: dict[str, Any]) -> None:
     assert got["reconciled"] is True and got["rows"] > 0
     assert got["produced"] + got["bad_rows"] == got["stored"] + got["deadlettered"]
@@ -167,6 +178,7 @@ CHECKS = {
     "03_live_control_panel": check_live,
     "04_spc": check_spc,
     "05_data_quality": check_quality,
+    "08_machine_health": check_health,
     "06_real_data": check_real,
 }
 
@@ -192,6 +204,10 @@ def cheap_grid() -> list[tuple[str, str, dict[str, Any]]]:
         ("05_data_quality", "chaos at max",
          corner("05_data_quality", "low", machines=2, duration_s=120,
                 **chaos_at("05_data_quality", "high"))),
+        ("08_machine_health", "low corner, no chaos", corner("08_machine_health", "low")),
+        ("08_machine_health", "chaos at max, 2 min recent",
+         corner("08_machine_health", "low", machines=2, duration_s=600, recent_min=2,
+                **chaos_at("08_machine_health", "high"))),
         ("06_real_data", "unlabelled (SKAB anomaly-free)",
          {"dataset": "skab/anomaly-free/anomaly-free.csv", "limit": 1500}),
         ("06_real_data", "labelled, no label in the rows (smoke), re-timed",

@@ -491,14 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         help="a health score and narrative per machine of a stored run, worst first",
         description="Score each machine of a run from 0 to 100 from measured indicators "
-        "(failure alerts, other alerts, drift, temperature per ampere, data quality), with "
-        "a narrative that cites its numbers and the deductions that make the score.",
+        "(failure alerts and the time since the last, other alerts, drift, temperature per "
+        "ampere, data quality), with a narrative that cites its numbers and the deductions "
+        "that make the score. Alerts open in the recent window before the run's latest "
+        "reading cost full points; older ones cost less or are only listed.",
     )
     p.add_argument("machine", nargs="?", metavar="MACHINE_ID", help="one machine (default: all)")
     p.add_argument("--run", metavar="RUN_ID", help="the stored run (default: the latest)")
+    p.add_argument("--recent", type=duration_argument, metavar="DURATION",
+                   help="alerts open in this span before the run's latest reading are recent, "
+                   "e.g. 30m (default 60m)")  # fmt: skip
+    p.add_argument("--save", action="store_true",
+                   help="also store the summaries in the machine_health table (Grafana reads "
+                   "them), replacing the run's earlier ones")  # fmt: skip
     p.add_argument("--database", metavar="URL",
-                   help="postgresql://... (default: WORKBENCH_DATABASE_URL, else the embedded "
-                   "PostgreSQL)")  # fmt: skip
+                   help="postgresql://... or sqlite:///PATH (default: WORKBENCH_DATABASE_URL, "
+                   "else the embedded PostgreSQL)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summaries as one JSON object")
 
     p = sub.add_parser("bench", help="measure throughput, as ratios against a baseline")
@@ -1017,14 +1025,20 @@ def cmd_lab(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from workbench.models import health
 
+    recent_s = health.recent_seconds(args.recent)
     with job.database(settings, args.database) as url:
         run_id = args.run or health.latest_run(url)
         if args.machine:
-            found = [health.health(url, run_id, args.machine)]
+            found = [health.health(url, run_id, args.machine, recent_s)]
         else:
-            found = health.health_all(url, run_id)
-    data = {"run_id": run_id, "machines": [h.to_dict() for h in found]}
-    _emit(args, data, "\n".join(h.text() for h in found) or f"run {run_id} has no machines")
+            found = health.health_all(url, run_id, recent_s)
+        saved = health.save(url, found) if args.save else None
+    data = {"run_id": run_id, "recent_s": recent_s, "machines": [h.to_dict() for h in found]}
+    text = "\n".join(h.text() for h in found) or f"run {run_id} has no machines"
+    if saved is not None:
+        data["saved"] = saved
+        text += f"\nsaved {saved} machine(s) to the machine_health table"
+    _emit(args, data, text)
     return 0
 
 

@@ -383,6 +383,7 @@ def run_experiment(
                 == report.produced
             )
             score = score_run(endpoints.database_url, run_id)
+            save_health(endpoints.database_url, run_id)
             registry.finish(
                 run_id,
                 "completed" if reconciled else "failed",
@@ -424,6 +425,28 @@ def run_experiment(
         predictions=predictions,
         rejected=report.rejected,
     )
+
+
+def save_health(database_url: str, run_id: str) -> int:
+    """Store the health summary of every machine of the run (default recent window) in the
+    ``machine_health`` table, for Grafana; returns the machines saved. Cheap enough for the
+    end of every run (measured: 0.03 s for the default run of 5 machines x 30 s, 0.25 s for
+    200 machines x 30 min). A database error is logged and the run goes on: the summary
+    can be saved again with ``workbench health --run ID --save``."""
+    import sqlalchemy as sa
+
+    from workbench.models import health
+
+    started = time.perf_counter()
+    try:
+        saved = health.save(database_url, health.health_all(database_url, run_id))
+    except (WorkbenchError, sa.exc.SQLAlchemyError) as exc:
+        log.warning("run %s: health summaries not saved (%s); `workbench health --run %s "
+                    "--save` saves them", run_id, exc, run_id)  # fmt: skip
+        return 0
+    log.debug("run %s: saved the health of %d machine(s) in %.3f s", run_id, saved,
+              time.perf_counter() - started)  # fmt: skip
+    return saved
 
 
 def _wait_for_end_of_run(

@@ -47,7 +47,7 @@ class RunCounts:
 #: The tables :func:`table_counts` counts, each by its ``run_id`` column.
 COUNTED_TABLES = (
     "runs", "readings", "window_stats", "sensor_stats", "alerts", "chaos_events", "dead_letters",
-    "predictions",
+    "predictions", "machine_health",
 )  # fmt: skip
 
 

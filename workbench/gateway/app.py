@@ -11,7 +11,8 @@ wrong and where:
 404   ``GET /v1/machines/{id}/health`` of a run or machine the database does not have
 413   a body over the size limit, or more readings than the key's burst
 415   a content type other than JSON or Avro
-422   readings that break the schema: ``errors`` lists each field (``loc``, ``msg``)
+422   readings that break the schema: ``errors`` lists each field (``loc``, ``msg``); a
+      health request's ``recent`` that is not a duration
 429   over the key's rate: ``Retry-After`` says when the request would pass
 503   the broker did not acknowledge every reading: ``Retry-After``, and the counts
 ====  =====================================================================
@@ -236,9 +237,13 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         "/v1/machines/{machine_id}/health",
         summary="A machine's health score, narrative and deductions in a stored run",
         description="The JSON of workbench.models.health.MachineHealth; `run` defaults to the "
-        "latest run. 404 for an unknown run or machine, 403 for a machine outside the key's.",
+        "latest run, `recent` (e.g. 30m, or seconds) to 60m: alerts open in that span before "
+        "the run's latest reading cost full points. 404 for an unknown run or machine, 403 for "
+        "a machine outside the key's, 422 for a `recent` that is not a duration.",
     )
-    async def machine_health(request: Request, machine_id: str, run: str | None = None) -> Response:
+    async def machine_health(
+        request: Request, machine_id: str, run: str | None = None, recent: str | None = None
+    ) -> Response:
         key = authorised(request)
         if isinstance(key, Response):
             return key
@@ -246,8 +251,14 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
             return answer(403, {"detail": f"{key.name} may not read {machine_id}"})
         if config.database is None:
             return answer(503, {"detail": "this gateway has no database"})
+        from workbench.models.health import recent_seconds
+
         try:
-            found = await asyncio.to_thread(_health, config.database, run, machine_id)
+            recent_s = recent_seconds(recent)
+        except WorkbenchError as exc:
+            return answer(422, {"detail": str(exc)})
+        try:
+            found = await asyncio.to_thread(_health, config.database, run, machine_id, recent_s)
         except WorkbenchError as exc:
             from workbench.models.health import HealthError
 
@@ -294,12 +305,14 @@ class _HotPath:
             await self.app(scope, receive, send)
 
 
-def _health(database: Callable[[], str], run_id: str | None, machine_id: str) -> dict[str, Any]:
+def _health(
+    database: Callable[[], str], run_id: str | None, machine_id: str, recent_s: float
+) -> dict[str, Any]:
     """A machine's health as JSON (health loads SQLAlchemy queries: imported when asked)."""
     from workbench.models import health
 
     url = database()
-    return health.health(url, run_id or health.latest_run(url), machine_id).to_dict()
+    return health.health(url, run_id or health.latest_run(url), machine_id, recent_s).to_dict()
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -42,7 +42,7 @@ BASELINE_RUNS = 5
 REPORT_SECONDS = "report seconds"
 
 _HIGHER = {"recall", "precision", "f1", "reconciled", "detected", "caught", "flagged", "per",
-           "ratio", "throughput", "close", "closes", "eps", "nab"}  # fmt: skip
+           "ratio", "throughput", "close", "closes", "eps", "nab", "health"}  # fmt: skip
 _LOWER = {"missed", "false", "alarms", "alarm", "delay", "latency", "p50", "p90", "p95", "p99",
           "rss", "lost", "failed", "seconds", "elapsed", "errors", "error"}  # fmt: skip
 _NOISY = {"per", "ratio", "throughput", "eps", "latency", "p50", "p90", "p95", "p99", "rss",
@@ -55,7 +55,11 @@ def _words(name: str) -> list[str]:
 
 def direction(name: str) -> int:
     """+1 if a higher value of the figure ``name`` (a dotted path) is better, -1 if lower
-    is, 0 if unknown. The last part of the path decides, then the parts before it."""
+    is, 0 if unknown. The last part of the path decides, then the parts before it.
+
+    >>> direction("health_min"), direction("health_by_machine.m-0001")
+    (1, 1)
+    """
     for part in reversed(name.split(".")):
         words = set(_words(part))
         if words & _LOWER:

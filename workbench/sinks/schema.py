@@ -236,6 +236,24 @@ models = Table(
     "(workbench model train | list | evaluate | promote).",
 )
 
+machine_health = Table(
+    "machine_health",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("score", Float, nullable=False, comment="0 to 100: 100 less the deductions"),
+    Column("worst_indicator", Text, comment="the indicator that took the most points"),
+    Column("narrative", Text, nullable=False, comment="the sentences, each citing its numbers"),
+    Column("deductions", _Json, nullable=False, comment="[{indicator, value, points, why}]"),
+    Column("indicators", _Json, nullable=False, comment="every number the sentences cite"),
+    Column("recent_s", Float, nullable=False, comment="the recent window of the alerts (s)"),
+    Column("as_of", DateTime(timezone=True), nullable=False, comment="the run's latest reading"),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "machine_id", name="machine_health_pkey"),
+    comment="The health summary of each machine of a run (workbench.models.health), as last "
+    "saved by `workbench health --save`, `workbench run` or a notebook: one row per machine.",
+)
+
 
 def _checkpoint_table(name: str, *columns: Column, key: tuple[str, ...] = (), **kw) -> Table:
     """A table of a consumer group's checkpoints, one partition of a topic at a time."""

@@ -126,7 +126,8 @@ class PruneResult:
 #: What goes after the readings retention: the bulky per-reading facts.
 READING_TABLES = ("readings", "dead_letters")
 #: What goes after the windows retention, with the run itself.
-RUN_TABLES = ("window_stats", "sensor_stats", "alerts", "chaos_events", "predictions")
+RUN_TABLES = ("window_stats", "sensor_stats", "alerts", "chaos_events", "predictions",
+              "machine_health")  # fmt: skip
 
 
 def prune(

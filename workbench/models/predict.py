@@ -212,8 +212,8 @@ class Predictor:
 
         try:
             known = machines(self.database_url, run_id)
-        except HealthError as exc:
-            return str(exc)
+        except HealthError:
+            return f"no run {run_id!r} in the database"
         shown = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
         return (f"machine {machine_id!r} has no final one-minute window in run {run_id!r} "
                 f"(its {len(known)} machines: {shown})")  # fmt: skip

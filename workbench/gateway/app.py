@@ -260,7 +260,7 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
         return answer(200, found)
 
     # made (and the models loaded) by the first prediction: ingest never pays for them
-    predictor = functools.cache(lambda: _predictor(config.database))
+    predictor = functools.cache(lambda: _predictor(config.database()))
 
     @app.post(
         "/v1/predict",
@@ -344,13 +344,12 @@ def _health(database: Callable[[], str], run_id: str | None, machine_id: str) ->
     return health.health(url, run_id or health.latest_run(url), machine_id).to_dict()
 
 
-def _predictor(database: Callable[[], str] | None) -> Any:
+def _predictor(database_url: str) -> Any:
     """The gateway's one :class:`~workbench.models.predict.Predictor` (imported when the
     first prediction is asked for: River and pandas stay out of a gateway that only ingests)."""
     from workbench.models.predict import Predictor
 
-    assert database is not None
-    return Predictor(database())
+    return Predictor(database_url)
 
 
 def _predict_request(body: bytes) -> Any:

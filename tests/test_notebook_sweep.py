@@ -172,6 +172,19 @@ def check_real(got: dict[str, Any], values: dict[str, Any]) -> None:
         assert bench["f1"] is None and bench["nab"]["standard"] is None
 
 
+def check_retrain(got: dict[str, Any], values: dict[str, Any]) -> None:
+    if got.get("skipped"):  # too few stored runs (or faults): it said so, recorded no figures
+        assert values.get("source") != "factory" and got["new"] is got["promoted"] is None
+        return
+    runs, policy = got["runs"], values.get("promote", "if-better")
+    assert len(runs["train"]) == values.get("runs", 3) and runs["holdout"] not in runs["train"]
+    if values.get("source") == "factory":
+        assert runs["made"] == [*runs["train"], runs["holdout"]]
+    assert got["promoted"] is {"always": True, "never": False}.get(policy, got["promoted"])
+    promoted = got["versions"]["in_use"] == got["versions"]["new"]
+    assert promoted is got["promoted"] and got["in_use"] == (got["new"] if promoted else got["old"])
+
+
 CHECKS = {
     "01_quickstart": check_quickstart,
     "02_chaos_experiment": check_chaos,
@@ -180,6 +193,7 @@ CHECKS = {
     "05_data_quality": check_quality,
     "08_machine_health": check_health,
     "06_real_data": check_real,
+    "09_retrain": check_retrain,
 }
 
 
@@ -213,6 +227,8 @@ def cheap_grid() -> list[tuple[str, str, dict[str, Any]]]:
         ("06_real_data", "labelled, no label in the rows (smoke), re-timed",
          {"dataset": "smoke", "limit": 300, "timestamps": "now", "speed": 100.0}),
         ("06_real_data", "one row (NAB)", {"dataset": "nab", "limit": 1}),
+        ("09_retrain", "low corner, factory runs, never promoted",
+         corner("09_retrain", "low", source="factory", promote="never", model="sweep-retrain")),
     ]  # fmt: skip
 
 

@@ -7,8 +7,10 @@ wrong and where:
 202   every reading acknowledged by the broker (``accepted``, ``run_id``)
 400   a body that cannot be parsed (not JSON, a broken Avro array)
 401   no ``X-API-Key`` header, or a key that is not one of ours
-403   readings of a machine the key may not send for (or ask the health of)
-404   ``GET /v1/machines/{id}/health`` of a run or machine the database does not have
+403   readings of a machine the key may not send for (or ask the health or a prediction of)
+404   ``GET /v1/machines/{id}/health`` or ``POST /v1/predict`` of a run, machine or model
+      version the database does not have
+409   ``POST /v1/predict`` naming no version of a model that has none promoted
 413   a body over the size limit, or more readings than the key's burst
 415   a content type other than JSON or Avro
 422   readings that break the schema: ``errors`` lists each field (``loc``, ``msg``); a
@@ -23,6 +25,8 @@ Nothing of a request that is refused (4xx) reaches the broker.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import math
 import time
@@ -63,8 +67,8 @@ class GatewayConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     #: the seconds a 503 tells the client to wait
     retry_after_s: int = 5
-    #: the database URL, asked for (and the database started) only by the first health
-    #: request, so that the ingest path never waits on the database; None: no database
+    #: the database URL, asked for (and the database started) only by the first health or
+    #: predict request, so that the ingest path never waits on the database; None: none
     database: Callable[[], str] | None = None
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
@@ -266,6 +270,44 @@ def create_app(publisher: Publisher, config: GatewayConfig) -> FastAPI:
             return answer(status, {"detail": str(exc)})
         return answer(200, found)
 
+    # made (and the models loaded) by the first prediction: ingest never pays for them
+    predictor = functools.cache(lambda: _predictor(config.database()))
+
+    @app.post(
+        "/v1/predict",
+        summary="A machine's failure probability from the promoted (or a given) model version",
+        description="Body: `machine_id`, and either `run` (default the latest run: its latest "
+        "final minute of the machine is scored) or `features` (name: number); optional "
+        "`model` (default failure-precursor) and `version` (default the promoted one). "
+        "401 without a key, 403 for a machine outside the key's, 404 for an unknown run, "
+        "machine or version, 409 when no version is promoted, 422 for a body or features "
+        "that cannot be scored (`errors` lists each field).",
+        openapi_extra={"requestBody": {"required": True, "content": {ingest.JSON: {
+            "schema": {"type": "object", "required": ["machine_id"]}}}}},
+    )  # fmt: skip
+    async def predict(request: Request) -> Response:
+        key = authorised(request)
+        if isinstance(key, Response):
+            return key
+        body = await _read_body(request, config.max_body_bytes)
+        if body is None:
+            return answer(413, {"detail": f"the body is over {config.max_body_bytes:,} bytes"})
+        try:
+            asked = _predict_request(body)
+        except ValueError as exc:
+            return answer(400, {"detail": f"the body is not JSON: {exc}"})
+        except WorkbenchError as exc:  # InvalidRequest: the fields that are wrong
+            return answer(422, _invalid(exc))
+        if key.forbidden({asked.machine_id}):
+            return answer(403, {"detail": f"{key.name} may not read {asked.machine_id}"})
+        if config.database is None:
+            return answer(503, {"detail": "this gateway has no database"})
+        try:
+            found = await asyncio.to_thread(lambda: predictor().predict(asked).to_dict())
+        except WorkbenchError as exc:
+            return answer(_predict_status(exc), _invalid(exc))
+        return answer(200, found)
+
     app.add_middleware(_HotPath, path="/v1/telemetry", handler=_telemetry_timed)
 
     @app.get("/healthz", summary="The gateway process is alive")
@@ -313,6 +355,42 @@ def _health(
 
     url = database()
     return health.health(url, run_id or health.latest_run(url), machine_id, recent_s).to_dict()
+
+
+def _predictor(database_url: str) -> Any:
+    """The gateway's one :class:`~workbench.models.predict.Predictor` (imported when the
+    first prediction is asked for: River and pandas stay out of a gateway that only ingests)."""
+    from workbench.models.predict import Predictor
+
+    return Predictor(database_url)
+
+
+def _predict_request(body: bytes) -> Any:
+    """The request a body asks for; ValueError for a body that is not JSON."""
+    from workbench.models.predict import PredictRequest
+
+    return PredictRequest.from_json(json.loads(body))
+
+
+def _predict_status(exc: WorkbenchError) -> int:
+    """404 unknown run, machine or version; 409 nothing promoted; 422 features or a model
+    that cannot be scored; 503 otherwise (the database does not answer, a model pickled by
+    another River)."""
+    from workbench.models import NotFound
+    from workbench.models.predict import InvalidRequest, NotPromoted
+
+    for kind, status in ((NotFound, 404), (NotPromoted, 409), (InvalidRequest, 422)):
+        if isinstance(exc, kind):
+            return status
+    return 503
+
+
+def _invalid(exc: WorkbenchError) -> dict[str, Any]:
+    """A refusal's body: the message, and the fields that are wrong (``loc`` under body)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return {"detail": str(exc)}
+    return {"detail": str(exc), "errors": [e | {"loc": ["body", *e["loc"]]} for e in errors]}
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

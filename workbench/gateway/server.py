@@ -3,8 +3,8 @@
 It starts or attaches to the broker like the other commands (the embedded one unless
 ``WORKBENCH_BOOTSTRAP_SERVERS`` names another), makes sure the topics exist, and serves
 until Ctrl-C or SIGTERM; then it answers the requests it has, sends what is queued and
-stops. It touches the database only to answer ``GET /v1/machines/{id}/health``: the
-first such request finds (or starts) it; telemetry never waits on it.
+stops. It touches the database only to answer ``GET /v1/machines/{id}/health`` and ``POST
+/v1/predict``: the first such request finds (or starts) it; telemetry never waits on it.
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ def prepare_gateway(settings: Settings, run_id: str) -> Gateway:
 
 
 def _database_url(settings: Settings) -> str:
-    """The database the health endpoint reads: the configured one, else the embedded
-    PostgreSQL (started if it is not running, like the other commands do)."""
+    """The database the health and predict endpoints read: the configured one, else the
+    embedded PostgreSQL (started if it is not running, like the other commands do)."""
     endpoints, started = Stack(settings).up(parts=("database",))
     if started:
-        log.info("started the embedded database for the health endpoint")
+        log.info("started the embedded database for the health and predict endpoints")
     return endpoints.database_url

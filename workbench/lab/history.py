@@ -17,6 +17,8 @@ narrow one, counts none. A figure with no known direction that changed is report
 (1, -1, 0)
 >>> direction("processor_eps"), direction("latency_ms.p99"), direction("peak_rss_mb")
 (1, -1, -1)
+>>> direction("new.roc_auc"), direction("in_use.lead_time_s"), direction("promoted")
+(1, 1, 0)
 >>> flatten({"score": {"spike": {"recall": 1.0}}, "ok": True, "name": "x", "parameters": {"n": 1}})
 {'score.spike.recall': 1.0, 'ok': 1.0}
 """
@@ -42,11 +44,12 @@ BASELINE_RUNS = 5
 REPORT_SECONDS = "report seconds"
 
 _HIGHER = {"recall", "precision", "f1", "reconciled", "detected", "caught", "flagged", "per",
-           "ratio", "throughput", "close", "closes", "eps", "nab", "health"}  # fmt: skip
+           "ratio", "throughput", "close", "closes", "eps", "nab", "health", "auc",
+           "lead"}  # fmt: skip
 _LOWER = {"missed", "false", "alarms", "alarm", "delay", "latency", "p50", "p90", "p95", "p99",
           "rss", "lost", "failed", "seconds", "elapsed", "errors", "error"}  # fmt: skip
 _NOISY = {"per", "ratio", "throughput", "eps", "latency", "p50", "p90", "p95", "p99", "rss",
-          "seconds", "elapsed", "delay"}  # fmt: skip
+          "seconds", "elapsed", "delay", "lead"}  # fmt: skip
 
 
 def _words(name: str) -> list[str]:

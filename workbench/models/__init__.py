@@ -14,7 +14,7 @@ build its parser.
 
 from __future__ import annotations
 
-__all__ = ["ModelError"]
+__all__ = ["ModelError", "NotFound"]
 
 from workbench.errors import WorkbenchError
 
@@ -22,3 +22,7 @@ from workbench.errors import WorkbenchError
 class ModelError(WorkbenchError):
     """A model cannot be trained, stored, loaded or evaluated as asked: an unknown version,
     a run without the windows or ground truth it needs, a model saved by another River."""
+
+
+class NotFound(ModelError):
+    """A run, machine or model version that the database does not have (HTTP 404)."""

@@ -1,4 +1,4 @@
-"""``workbench model``: train, list, evaluate and promote models of the registry.
+"""``workbench model``: train, list, evaluate, promote and predict with models of the registry.
 
 Only argument parsing and printing; :mod:`workbench.models.train` and
 :mod:`workbench.models.registry` do the work (River and pandas are imported when a
@@ -83,6 +83,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--name", default=DEFAULT_NAME, help=f"the model (default {DEFAULT_NAME})")
     common(q, "the promoted version")
 
+    q = sub.add_parser(
+        "predict",
+        help="a machine's failure probability now, by the promoted (or a given) version",
+        description="Score the machine's latest final one-minute window of a stored run with "
+        "a precursor model, as the gateway's POST /v1/predict does: the probability, whether "
+        "it is an alarm at the model's threshold, the minute scored, and the model's features "
+        "the minute lacks.",
+    )
+    q.add_argument("machine_id", metavar="MACHINE_ID")
+    q.add_argument("--run", metavar="RUN_ID", help="the stored run (default: the latest run)")
+    q.add_argument("--name", default=DEFAULT_NAME, help=f"the model (default {DEFAULT_NAME})")
+    q.add_argument("--version", type=int, metavar="N",
+                   help="this version (default: the promoted one)")  # fmt: skip
+    common(q, "the prediction")
+
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one ``workbench model`` subcommand; errors are :class:`ModelError` lines."""
@@ -99,6 +114,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             found = registry.versions(url, args.name)
             data = {"versions": [v.to_dict() for v in found]}
             text = "\n".join(_list_line(v.to_dict()) for v in found) or "no models stored yet"
+        elif args.model_command == "predict":
+            from workbench.models.predict import Predictor, PredictRequest
+
+            asked = PredictRequest(args.machine_id, args.run, None, args.name, args.version)
+            made = Predictor(url).predict(asked)
+            data, text = made.to_dict(), made.text()
         elif args.model_command == "evaluate":
             data = train.evaluate_version(url, args.name, args.version, args.runs)
             text = describe(data)

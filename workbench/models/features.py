@@ -52,8 +52,9 @@ class MachineMinute:
     x: dict[str, float]
 
 
-def load_windows(database_url: str, run_id: str) -> pd.DataFrame:
-    """The final one-minute windows of one run, in event-time order (SQL, any backend)."""
+def load_windows(database_url: str, run_id: str, machine_id: str | None = None) -> pd.DataFrame:
+    """The final one-minute windows of one run (of one machine, if given), in event-time
+    order (SQL, any backend)."""
     w = schema.window_stats
     query = (
         sa.select(w.c.machine_id, w.c.sensor_type, w.c.window_start, w.c["count"], w.c.nulls,
@@ -61,6 +62,8 @@ def load_windows(database_url: str, run_id: str) -> pd.DataFrame:
         .where(w.c.run_id == run_id, w.c.width_s == WIDTH_S, w.c.final.is_(True))
         .order_by(w.c.window_start, w.c.machine_id, w.c.sensor_type)
     )  # fmt: skip
+    if machine_id is not None:
+        query = query.where(w.c.machine_id == machine_id)
     eng = engine(database_url)
     try:
         with eng.connect() as conn:
@@ -83,6 +86,14 @@ def run_vectors(database_url: str, run_id: str) -> list[MachineMinute]:
             "is the run id right, and was it processed?"
         )
     return windows_to_vectors(run_id, frame)
+
+
+def latest_vector(database_url: str, run_id: str, machine_id: str) -> MachineMinute | None:
+    """The machine's latest final minute of the run, its vector made from every earlier
+    minute of the machine exactly as :func:`run_vectors` makes it (a machine's features
+    depend on its own windows only); None when the machine has no such window in the run."""
+    frame = load_windows(database_url, run_id, machine_id)
+    return windows_to_vectors(run_id, frame)[-1] if not frame.empty else None
 
 
 def windows_to_vectors(run_id: str, frame: pd.DataFrame) -> list[MachineMinute]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from workbench.models import ModelError
+from workbench.models import ModelError, NotFound
 from workbench.sinks import engine, redact, schema
 
 
@@ -134,7 +134,7 @@ def get(database_url: str, name: str, version: int) -> ModelVersion:
     query = sa.select(*_columns()).where(m.c.name == name, m.c.version == version)
     rows = _read(database_url, query)
     if not rows:
-        raise ModelError(_unknown(database_url, name, version))
+        raise NotFound(_unknown(database_url, name, version))
     return ModelVersion(**rows[0]._mapping)
 
 
@@ -157,16 +157,25 @@ def load(database_url: str, name: str, version: int) -> tuple[ModelVersion, Any]
 def promoted(database_url: str, name: str) -> tuple[ModelVersion, Any] | None:
     """The promoted version of ``name`` and its model, or None when none is promoted (or the
     database has no ``models`` table yet); :class:`ModelError` as :func:`load` raises it."""
+    version = promoted_version(database_url, name)
+    return None if version is None else load(database_url, name, version)
+
+
+def promoted_version(database_url: str, name: str) -> int | None:
+    """The number of the promoted version of ``name``, nothing loaded (one indexed query:
+    cheap enough to ask before every prediction); None as :func:`promoted` says."""
     m = schema.models
     query = sa.select(m.c.version).where(m.c.name == name, m.c.promoted.is_(True))
     eng = engine(database_url)
     try:
-        if not sa.inspect(eng).has_table(m.name):
-            return None
+        with eng.connect() as conn:
+            if not sa.inspect(conn).has_table(m.name):
+                return None
+            return conn.execute(query).scalar()
+    except sa.exc.OperationalError as exc:
+        raise ModelError(f"cannot read models from {redact(database_url)}: {exc.orig}") from None
     finally:
         eng.dispose()
-    rows = _read(database_url, query)
-    return load(database_url, name, rows[0][0]) if rows else None
 
 
 def promote(database_url: str, name: str, version: int) -> ModelVersion:

@@ -107,7 +107,9 @@ def train(
     params: dict[str, Any] = {"threshold": threshold, "seed": seed, "width_s": WIDTH_S}
     if kind == "precursor":
         horizon_ms = round(horizon_s * 1000)
-        params |= {"learner": learner, "horizon_s": horizon_s}
+        # the names it learnt from: what a prediction may give it (workbench.models.predict)
+        seen = sorted({name for d in data for r in d.rows for name in r.x})
+        params |= {"learner": learner, "horizon_s": horizon_s, "features": seen}
         scores = []
         for d in data:
             labels = precursor.label_rows(d.rows, d.faults, horizon_ms)

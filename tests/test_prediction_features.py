@@ -84,9 +84,9 @@ def _online(emissions: list[pd.DataFrame], depth: int) -> dict[tuple[str, int], 
     for rows in emissions:
         keys = np.array([key_of[(m, s)] for m, s in zip(rows.machine_id, rows.sensor_type,
                                                           strict=True)], np.int64)  # fmt: skip
-        scored, vectors = predict.take(fs, keys, rows["start"].to_numpy(np.int64), _stats(rows),
+        ms, ts, vectors = predict.take(fs, keys, rows["start"].to_numpy(np.int64), _stats(rows),
                                        key_mkey, key_sensor, SENSORS)  # fmt: skip
-        for (m, t), x in zip(scored, vectors, strict=True):
+        for m, t, x in zip(ms.tolist(), ts.tolist(), vectors, strict=True):
             stored[(machines[m], t)] = x
         fs = predict.FeatureState.from_arrays(fs.arrays(), depth)
     return stored

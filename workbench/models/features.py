@@ -89,9 +89,9 @@ def run_vectors(database_url: str, run_id: str) -> list[MachineMinute]:
 
 
 def latest_vector(database_url: str, run_id: str, machine_id: str) -> MachineMinute | None:
-    """The machine's latest final minute of the run, its vector made from every earlier
-    minute of the machine exactly as :func:`run_vectors` makes it (a machine's features
-    depend on its own windows only); None when the machine has no such window in the run."""
+    """The machine's latest final minute of the run, its vector made exactly as
+    :func:`run_vectors` makes it (a machine's features depend on its own windows of that
+    minute and the five before only); None when the machine has no such window in the run."""
     frame = load_windows(database_url, run_id, machine_id)
     return windows_to_vectors(run_id, frame)[-1] if not frame.empty else None
 
@@ -107,20 +107,22 @@ def windows_to_vectors(run_id: str, frame: pd.DataFrame) -> list[MachineMinute]:
     key_codes, key_pairs = pd.factorize(pairs)
     machine_codes, machines = pd.factorize(key_pairs.get_level_values(0))
     sensors = np.array(key_pairs.get_level_values(1), dtype=object)
-    keys = np.arange(len(key_pairs))
     fs = predict.FeatureState(predict.HISTORY + 2)
     fs.grow(len(key_pairs))
     columns = ("count", "nulls", "mean", "min", "max", "stddev", "quantile")
     stats = np.column_stack([f[c].to_numpy(float) for c in columns])
-    keys_of = {m: keys[machine_codes == m] for m in range(len(machines))}
+    key_mkey = np.asarray(machine_codes, np.int64)
+    key_sensor = np.arange(len(key_pairs))
     rows = []
     bounds = np.flatnonzero(np.diff(start)) + 1
     for part in np.split(np.arange(len(f)), bounds):
         if not part.size:
             continue
         fs.put(key_codes[part], start[part], stats[part])
-        s = int(start[part[0]])
-        for m in sorted(set(machine_codes[key_codes[part]].tolist()), key=lambda c: machines[c]):
-            x = fs.vector(keys_of[m], sensors[keys_of[m]], s)
-            rows.append(MachineMinute(run_id, machines[m], s, s + WIDTH_MS, x))
+        present = np.unique(key_mkey[key_codes[part]])
+        minute = np.full(present.size, start[part[0]], np.int64)
+        ms, ts, xs = predict.vectors(fs, present, minute, key_mkey, key_sensor, sensors)
+        for m, t, x in sorted(zip(ms.tolist(), ts.tolist(), xs, strict=True),
+                              key=lambda r: machines[r[0]]):  # fmt: skip
+            rows.append(MachineMinute(run_id, machines[m], t, t + WIDTH_MS, x))
     return rows

@@ -38,9 +38,12 @@ once per 180 readings (its share shows in ``workbench bench``).
 >>> fs = FeatureState(depth=8)
 >>> fs.grow(1)
 >>> stats = np.array([[60, 0, 20.0, 19.0, 21.0, 0.5, 20.8], [60, 0, 21.0, 20.0, 22.0, 0.5, 21.8]])
->>> touched = fs.put(np.array([0, 0]), np.array([0, 60_000]), stats)
->>> x = fs.vector(np.array([0]), np.array(["temperature"], dtype=object), 60_000)
->>> x["temperature.d1"], x["temperature.dev"], x["temperature.range"]
+>>> machines, starts, (first, second) = take(
+...     fs, np.array([0, 0]), np.array([0, 60_000]), stats, key_mkey=np.array([0]),
+...     key_sensor=np.array([0]), sensor_names=np.array(["temperature"], dtype=object))
+>>> starts.tolist(), "temperature.d1" in first
+([0, 60000], False)
+>>> second["temperature.d1"], second["temperature.dev"], second["temperature.range"]
 (1.0, 1.0, 2.0)
 """
 
@@ -169,59 +172,84 @@ class FeatureState:
             stats[:, depth - keep :] = self.stats[:, self.depth - keep :]
         self.depth, self.starts, self.stats = depth, starts, stats
 
-    def put(self, keys: np.ndarray, starts: np.ndarray, stats: np.ndarray) -> list[tuple[int, int]]:
-        """Final window results in (a first result or a correction; in emission order):
-        each replaces its window's slot or takes a new one, the oldest window giving way.
-        Returns (key, start) of the windows taken in (a window older than the whole ring is
-        not: nothing that can still be scored depends on it)."""
-        taken = []
-        for k, s, row in zip(keys.tolist(), starts.tolist(), stats, strict=True):
-            ring = self.starts[k]
-            at = int(np.searchsorted(ring, s))
-            if at < self.depth and ring[at] == s:  # a correction of a window it holds
-                self.stats[k, at] = row
-            elif at == 0:  # older than every window kept (the ring is full)
-                continue
-            else:  # in before slot ``at``: the ones before it move down, the oldest drops
-                self.starts[k, : at - 1] = ring[1:at]
-                self.stats[k, : at - 1] = self.stats[k, 1:at]
-                self.starts[k, at - 1], self.stats[k, at - 1] = s, row
-            taken.append((k, s))
-        return taken
+    def put(self, keys: np.ndarray, starts: np.ndarray, stats: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Final window results in (first results or corrections; in emission order): each
+        replaces its window's slot or takes a new one, the oldest window giving way. Returns
+        the keys and starts of the windows taken in (one older than the whole ring is not:
+        nothing that can still be scored depends on it).
 
-    def vector(self, keys: np.ndarray, sensors: np.ndarray, start: int) -> dict[str, float]:
-        """The vector of one machine's minute from the rings of its keys (``sensors``: each
-        key's sensor name); empty when none of them has a window of that minute."""
-        x: dict[str, float] = {}
-        for k, sensor in zip(keys.tolist(), sensors.tolist(), strict=True):
-            ring = self.starts[k]
-            at = int(np.searchsorted(ring, start))
-            if at == self.depth or ring[at] != start:
-                continue
-            w = self.stats[k, at]
-            mean, std = w[MEAN], w[STD]
-            seen = w[COUNT] + w[NULLS]
-            values = {"mean": mean, "std": std, "n": w[COUNT],
-                      "nulls": w[NULLS] / seen if seen > 0 else math.nan,
-                      "range": w[MAX] - w[MIN], "top": w[MAX] - mean,
-                      "p95": w[Q] - mean}  # fmt: skip
-            lo = int(np.searchsorted(ring, start - HISTORY * WIDTH_MS))
-            earlier = self.stats[k, lo:at, MEAN]
-            before = ring[lo:at]
-            if at and ring[at - 1] == start - WIDTH_MS:
-                values["d1"] = mean - self.stats[k, at - 1, MEAN]
-                values["dstd"] = std - self.stats[k, at - 1, STD]
-            if at > lo and before[0] == start - HISTORY * WIDTH_MS:
-                values["d5"] = (mean - earlier[0]) / HISTORY
-            finite = earlier[np.isfinite(earlier)]
-            if finite.size:
-                values["dev"] = mean - float(finite.mean())
-            for name in NAMES:
-                v = values.get(name)
-                if v is not None and math.isfinite(v):
-                    x[f"{sensor}.{name}"] = float(v)
-        # one order, whatever the keys' ids: a model sums in the order it is given
-        return dict(sorted(x.items()))
+        The common case, each key's next window after its newest, goes in at once; the rest
+        (corrections, windows filled in behind, a key more than once) one by one."""
+        newest = self.starts[keys, -1]
+        once = np.zeros(keys.size, bool)
+        if keys.size:
+            _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+            once[first[counts == 1]] = True
+        fast = once & (starts > newest)
+        k = keys[fast]
+        self.starts[k, :-1] = self.starts[k, 1:]
+        self.stats[k, :-1] = self.stats[k, 1:]
+        self.starts[k, -1], self.stats[k, -1] = starts[fast], stats[fast]
+        taken = np.flatnonzero(fast).tolist()
+        for i in np.flatnonzero(~fast).tolist():
+            if self._put_one(int(keys[i]), int(starts[i]), stats[i]):
+                taken.append(i)
+        taken.sort()
+        return keys[taken], starts[taken]
+
+    def _put_one(self, k: int, s: int, row: np.ndarray) -> bool:
+        ring = self.starts[k]
+        at = int(np.searchsorted(ring, s))
+        if at < self.depth and ring[at] == s:  # a correction of a window it holds
+            self.stats[k, at] = row
+        elif at == 0:  # older than every window kept (the ring is full)
+            return False
+        else:  # in before slot ``at``: the ones before it move down, the oldest drops
+            self.starts[k, : at - 1] = ring[1:at]
+            self.stats[k, : at - 1] = self.stats[k, 1:at]
+            self.starts[k, at - 1], self.stats[k, at - 1] = s, row
+        return True
+
+    def features(self, keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """The :data:`NAMES` features of each key's window starting at ``starts`` (one row
+        each; NaN where a feature cannot be made, every column NaN where the key has no such
+        window), from the rings, at once."""
+        ring, st = self.starts[keys], self.stats[keys]  # (n, depth), (n, depth, 7)
+        s = starts[:, None]
+        here = ring == s
+        has = here.any(axis=1)
+        w = _pick(st, here)
+        mean, std = w[:, MEAN], w[:, STD]
+        seen = w[:, COUNT] + w[:, NULLS]
+        out = np.full((keys.size, len(NAMES)), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, 0], out[:, 1], out[:, 2] = mean, std, w[:, COUNT]
+            out[:, 3] = np.where(seen > 0, w[:, NULLS] / seen, np.nan)
+            out[:, 4], out[:, 5], out[:, 6] = (
+                w[:, MAX] - w[:, MIN],
+                w[:, MAX] - mean,
+                w[:, Q] - mean,
+            )
+            prev = _pick(st, ring == s - WIDTH_MS)
+            out[:, 7] = mean - prev[:, MEAN]
+            out[:, 8] = (mean - _pick(st, ring == s - HISTORY * WIDTH_MS)[:, MEAN]) / HISTORY
+            out[:, 9] = std - prev[:, STD]
+            before = (ring >= s - HISTORY * WIDTH_MS) & (ring < s)
+            means = np.where(before, st[:, :, MEAN], np.nan)
+            finite = np.isfinite(means)
+            n = finite.sum(axis=1)
+            total = np.where(finite, means, 0.0).sum(axis=1)
+            out[:, 10] = np.where(n > 0, mean - total / np.maximum(n, 1), np.nan)
+        out[~has] = np.nan
+        return out
+
+
+def _pick(stats: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the statistics of the one slot ``mask`` marks (NaN where none does)."""
+    at = mask.argmax(axis=1)
+    picked = stats[np.arange(stats.shape[0]), at]
+    return np.where(mask.any(axis=1)[:, None], picked, np.nan)
 
 
 def window_stats(w: Any, rows: np.ndarray) -> np.ndarray:
@@ -236,63 +264,82 @@ def window_stats(w: Any, rows: np.ndarray) -> np.ndarray:
 def take(
     fs: FeatureState, keys: np.ndarray, starts: np.ndarray, stats: np.ndarray,
     key_mkey: np.ndarray, key_sensor: np.ndarray, sensor_names: np.ndarray,
-) -> tuple[list[tuple[int, int]], list[dict[str, float]]]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:  # fmt: skip
     """Final window results of one emission in (first results and corrections, in emission
-    order), and the vectors of the machine-minutes they made or changed, by start then
-    machine key. An emission of many minutes per key (a backlog worked through) widens the
-    rings for the time it takes, so that no window a minute needs gives way before the
-    minute is scored."""
+    order), and the vectors of the machine-minutes they made or changed: machine keys,
+    starts and vectors, by start then machine key. An emission of many minutes per key (a
+    backlog worked through) widens the rings for the time it takes, so that no window a
+    minute needs gives way before the minute is scored."""
     depth = fs.depth
     spread = int(np.unique(starts).size) if starts.size else 0
     if spread > 1:
         fs.resize(depth + spread)
     try:
-        taken = fs.put(keys, starts, stats)
-        minutes = affected(fs, taken, key_mkey)
-        keys_of = keys_by_machine(key_mkey, {m for m, _ in minutes})
-        return score(fs, minutes, keys_of, sensor_names, key_sensor)
+        k, s = fs.put(keys, starts, stats)
+        m, t = affected(fs, k, s, key_mkey)
+        return vectors(fs, m, t, key_mkey, key_sensor, sensor_names)
     finally:
         fs.resize(depth)
 
 
-def affected(fs: FeatureState, taken: list[tuple[int, int]], key_mkey: np.ndarray
-             ) -> list[tuple[int, int]]:  # fmt: skip
-    """The machine-minutes (machine key, start) whose vectors the windows ``taken`` change:
-    their own minute and the :data:`HISTORY` after it that have windows, by start then
-    machine key."""
-    out = set()
-    for k, s in taken:
-        m = int(key_mkey[k])
-        out.add((m, s))
-        for step in range(1, HISTORY + 1):
-            out.add((m, s + step * WIDTH_MS))
-    return sorted(out, key=lambda ms: (ms[1], ms[0]))
+def affected(fs: FeatureState, keys: np.ndarray, starts: np.ndarray, key_mkey: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The machine-minutes (machine keys, starts) whose vectors the windows ``keys`` x
+    ``starts`` change: each window's own minute and the :data:`HISTORY` after it for which its
+    key has a window; by start, then machine key."""
+    steps = np.arange(HISTORY + 1) * WIDTH_MS
+    k = np.repeat(keys, steps.size)
+    t = (starts[:, None] + steps).reshape(-1)
+    held = (fs.starts[k] == t[:, None]).any(axis=1)
+    pairs = np.unique(np.column_stack([t[held], key_mkey[k[held]]]), axis=0)
+    return pairs[:, 1].copy(), pairs[:, 0].copy()
 
 
-def score(
-    fs: FeatureState,
-    minutes: list[tuple[int, int]],
-    keys_of: dict[int, np.ndarray],
-    sensor_names: np.ndarray,
-    key_sensor: np.ndarray,
-) -> tuple[list[tuple[int, int]], list[dict[str, float]]]:
-    """The vectors of ``minutes`` that have a window (the others are left out)."""
-    kept, vectors = [], []
-    for m, s in minutes:
-        keys = keys_of.get(m)
-        if keys is None:
-            continue
-        x = fs.vector(keys, sensor_names[key_sensor[keys]], s)
+def vectors(fs: FeatureState, mkeys: np.ndarray, starts: np.ndarray, key_mkey: np.ndarray,
+            key_sensor: np.ndarray, sensor_names: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:  # fmt: skip
+    """The vectors of machine-minutes (machine keys x starts) that have a window: a key of the
+    machine with a window that minute gives its sensor's features (``sensor.feature``,
+    finite values only, in name order). Returns the machine keys, starts and vectors of the
+    minutes that have one."""
+    if not mkeys.size:
+        return mkeys, starts, []
+    order = np.argsort(key_mkey, kind="stable")
+    bounds = np.searchsorted(key_mkey[order], mkeys, side="left")
+    ends = np.searchsorted(key_mkey[order], mkeys, side="right")
+    sizes = ends - bounds
+    owner = np.repeat(np.arange(mkeys.size), sizes)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    k = order[np.repeat(bounds, sizes) + within]
+    names = sensor_names[key_sensor[k]]
+    rows = np.lexsort((names, owner))  # a machine's sensors in name order
+    k, owner, names = k[rows], owner[rows], names[rows]
+    f = fs.features(k, starts[owner])
+    finite = np.isfinite(f)
+    cut = np.searchsorted(owner, np.arange(mkeys.size + 1))
+    out: list[dict[str, float]] = []
+    kept = []
+    for i in range(mkeys.size):
+        x: dict[str, float] = {}
+        for r in range(cut[i], cut[i + 1]):
+            labels = _labels(names[r])
+            fr, ok = f[r], finite[r]
+            for j in _ORDER:
+                if ok[j]:
+                    x[labels[j]] = float(fr[j])
         if x:
-            kept.append((m, s))
-            vectors.append(x)
-    return kept, vectors
+            kept.append(i)
+            out.append(x)
+    return mkeys[kept], starts[kept], out
 
 
-def keys_by_machine(key_mkey: np.ndarray, machines: set[int]) -> dict[int, np.ndarray]:
-    """The key ids of each machine key in ``machines``."""
-    wanted = np.flatnonzero(np.isin(key_mkey, np.fromiter(machines, np.int64, len(machines))))
-    out: dict[int, list[int]] = {}
-    for k, m in zip(wanted.tolist(), key_mkey[wanted].tolist(), strict=True):
-        out.setdefault(m, []).append(k)
-    return {m: np.array(ks, np.int64) for m, ks in out.items()}
+#: :data:`NAMES` indexes in the order of the names (so a vector comes out in name order).
+_ORDER = tuple(sorted(range(len(NAMES)), key=lambda j: NAMES[j]))
+_LABELS: dict[str, tuple[str, ...]] = {}
+
+
+def _labels(sensor: str) -> tuple[str, ...]:
+    labels = _LABELS.get(sensor)
+    if labels is None:
+        labels = _LABELS[sensor] = tuple(f"{sensor}.{n}" for n in NAMES)
+    return labels

@@ -247,14 +247,12 @@ def _predictions_out(state: PartitionState, w: windows.WindowRows) -> dict[str, 
     if not pick.size:
         return {}
     table = state.keys
-    scored, vectors = predict.take(fs, w.key[pick], w.start_ms[pick],
-                                   predict.window_stats(w, pick), table.key_mkey,
-                                   table.key_sensor, SENSOR_NAMES)  # fmt: skip
-    if not scored:
+    mkeys, starts, vectors = predict.take(fs, w.key[pick], w.start_ms[pick],
+                                          predict.window_stats(w, pick), table.key_mkey,
+                                          table.key_sensor, SENSOR_NAMES)  # fmt: skip
+    if not vectors:
         return {}
     p = model.probabilities(vectors)
-    mkeys = np.array([m for m, _ in scored], np.int64)
-    starts = np.array([s for _, s in scored], np.int64)
     n = p.size
     return {
         "run_id": np.array(table.runs, dtype=object)[table.mkey_run[mkeys]],

@@ -158,3 +158,13 @@ def test_a_feature_state_of_another_version_is_refused():
     arrays = {**fs.arrays(), "version": np.array(predict.VERSION + 1)}
     with pytest.raises(ValueError, match="feature state version"):
         predict.FeatureState.from_arrays(arrays, 7)
+
+
+def test_a_vector_does_not_depend_on_how_deep_the_rings_are():
+    """Exactly, to the last bit: a stored prediction must not change because a backlog
+    widened the rings for a while (or a checkpoint was restored under another horizon)."""
+    frame = _windows(6)
+    shallow = _online(_by_minute(frame, 1), predict.HISTORY + 2)
+    for depth in (predict.HISTORY + 3, 31):
+        assert _online(_by_minute(frame, 1), depth) == shallow
+    assert _online(_by_minute(frame, 20), predict.HISTORY + 2) == shallow

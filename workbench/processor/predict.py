@@ -235,11 +235,18 @@ class FeatureState:
             out[:, 7] = mean - prev[:, MEAN]
             out[:, 8] = (mean - _pick(st, ring == s - HISTORY * WIDTH_MS)[:, MEAN]) / HISTORY
             out[:, 9] = std - prev[:, STD]
-            before = (ring >= s - HISTORY * WIDTH_MS) & (ring < s)
-            means = np.where(before, st[:, :, MEAN], np.nan)
-            finite = np.isfinite(means)
-            n = finite.sum(axis=1)
-            total = np.where(finite, means, 0.0).sum(axis=1)
+            # the means of the five minutes before, newest first, one at a time: a sum that
+            # does not depend on where in the ring they sit (numpy's sum groups by position)
+            at = here.argmax(axis=1)
+            rows = np.arange(keys.size)
+            total, n = np.zeros(keys.size), np.zeros(keys.size)
+            for back in range(1, HISTORY + 1):
+                slot = np.maximum(at - back, 0)
+                m = st[rows, slot, MEAN]
+                ok = (at >= back) & (ring[rows, slot] >= starts - HISTORY * WIDTH_MS)
+                ok &= np.isfinite(m)
+                total += np.where(ok, m, 0.0)
+                n += ok
             out[:, 10] = np.where(n > 0, mean - total / np.maximum(n, 1), np.nan)
         out[~has] = np.nan
         return out

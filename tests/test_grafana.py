@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from conftest import WORKBENCH, cli_env, own_settings
 
 from workbench import job
+from workbench.bench import bench_predictor
 from workbench.config import Settings
 from workbench.grafana import check as checks
 from workbench.grafana import dashboards as boards
@@ -32,6 +34,7 @@ from workbench.grafana.macros import (
 )
 from workbench.grafana.promql import metric_names
 from workbench.metrics import exported_names
+from workbench.models import registry
 from workbench.simulator.spec import SimulationSpec
 from workbench.sinks.postgres import READER_ROLE, connect, create_schema
 
@@ -225,7 +228,12 @@ def test_promql_metric_names(expr: str, names: list[str]) -> None:
 def filled(stack) -> Iterator[tuple[Settings, str]]:
     """One real short run with chaos, on the session stack; the reader role can log in."""
     base, endpoints = stack
-    settings = own_settings(base, endpoints, reader_password=READER_PASSWORD)
+    # a failure-precursor model of this test's own, promoted: the processor scores the run
+    model = f"grafana-{uuid.uuid4().hex[:6]}"
+    saved = registry.save(endpoints.database_url, model, "precursor", bench_predictor().model,
+                          {"threshold": 0.5}, [], {})  # fmt: skip
+    registry.promote(endpoints.database_url, model, saved.version)
+    settings = own_settings(base, endpoints, reader_password=READER_PASSWORD, model=model)
     spec = SimulationSpec.build(machines=3, duration_s=180, seed=1,
         chaos={"spike": 0.01, "stuck": 0.2, "malformed": 0.01, "latency": 2.0})  # fmt: skip
     summary = job.run_experiment(settings, spec)
@@ -265,7 +273,8 @@ def test_every_panel_runs_as_the_reader_with_rows(filled, endpoints) -> None:
     by_name_only = {n for n, r in by_name.items() if r.checked == checks.BY_NAME}
     assert by_name_only == {q.panel for q in boards.load_dashboards()[0].promql}
     assert "Prometheus panels checked by metric name only" in report.text()
-    assert {"Machine health", "Latest temperature", "Raw vs processed", "Alert history",
+    assert {"Machine health", "Latest temperature", "Raw vs processed", "Failure probability",
+            "Alert history",
             "Late events and dead letters", "Pipeline throughput",
             "annotation: Chaos ground truth", "variable: run"} <= set(by_name)  # fmt: skip
     # dead letters are stamped with the wall clock: the run's wall-clock span has them

@@ -1,7 +1,8 @@
 """Online models learnt from the chaos ground truth, and the registry that keeps them.
 
-A separate step over stored runs (not inside the processor yet): each machine's final
-one-minute windows become one feature vector per minute (:mod:`.features`); a River
+Trained over stored runs: each machine's final one-minute windows become one feature
+vector per minute (:mod:`.features`, made by the processor's own code,
+:mod:`workbench.processor.predict`, which scores them with the promoted version); a River
 classifier learns whether a ``failure`` is under way or starts within the next H minutes
 (:mod:`.precursor`), a Half-Space Trees detector scores how unusual each minute is
 (:mod:`.anomaly`); both are judged against the ground truth and beside the alert rules

@@ -15,7 +15,7 @@ from conftest import own_settings
 from test_cli import workbench
 
 from workbench.job import simulate
-from workbench.models import features, precursor, registry
+from workbench.models import anomaly, features, precursor, registry
 from workbench.processor.loop import Processor
 from workbench.runs import RunRegistry
 from workbench.simulator.control import parse_chaos
@@ -44,14 +44,18 @@ def model(stack):
     assert trained.returncode == 0, trained.stderr
     version = json.loads(trained.stdout)["version"]
     assert workbench(settings, "model", "promote", str(version), "--name", name).returncode == 0
+    hst = workbench(settings, "model", "train", "--runs", run_id, "--kind", "anomaly", "--name",
+                    f"{name}-hst", "--json")  # fmt: skip
+    assert hst.returncode == 0, hst.stderr
+    assert workbench(settings, "model", "promote", "1", "--name", f"{name}-hst").returncode == 0
     return name, version, stack[1].database_url
 
 
-def _predictions(url: str, run_id: str) -> dict[tuple[str, int], tuple]:
+def _predictions(url: str, run_id: str, kind: str = "precursor") -> dict[tuple[str, int], tuple]:
     p = schema.predictions
     query = sa.select(p.c.machine_id, p.c.window_start, p.c.window_end, p.c.model, p.c.version,
-                      p.c.probability, p.c.alarm, p.c.features)  # fmt: skip
-    query = query.where(p.c.run_id == run_id)
+                      p.c.score, p.c.alarm, p.c.features)  # fmt: skip
+    query = query.where(p.c.run_id == run_id, p.c.kind == kind)
     eng = engine(url)
     try:
         with eng.connect() as conn:
@@ -67,18 +71,24 @@ def _predictions(url: str, run_id: str) -> dict[tuple[str, int], tuple]:
     return out
 
 
-def test_the_processor_scores_every_machine_minute_with_the_promoted_version(stack, model):
+def test_the_processor_scores_every_machine_minute_with_the_promoted_versions(stack, model):
+    """The failure precursor and the anomaly model, both promoted and named in
+    WORKBENCH_MODEL: each machine-minute's scores equal the models' own on the vector
+    training makes from the stored windows."""
     name, version, url = model
-    settings = own_settings(*stack, model=name)
+    settings = own_settings(*stack, model=f"{name},{name}-hst")
     run_id = f"{name}-scored"
     proc = workbench(settings, "run", "--machines", "4", "--duration", "8m", "--seed", "2",
                      "--chaos", CHAOS, "--run-id", run_id, "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     got = _predictions(url, run_id)
     alarms = sum(v[3] for v in got.values())
+    hst = _predictions(url, run_id, "anomaly")
     assert json.loads(proc.stdout)["predictions"] == [
-        {"model": name, "version": version, "minutes": 4 * 8, "alarms": alarms}
-    ]
+        {"model": name, "version": version, "minutes": 4 * 8, "alarms": alarms},
+        {"model": f"{name}-hst", "version": 1, "minutes": 4 * 8,
+         "alarms": sum(v[3] for v in hst.values())},
+    ]  # fmt: skip
     offline = features.run_vectors(url, run_id)
     assert len(offline) == 4 * 8
     assert got.keys() == {(r.machine_id, r.start_ms) for r in offline}
@@ -90,6 +100,10 @@ def test_the_processor_scores_every_machine_minute_with_the_promoted_version(sta
         assert p == pytest.approx(precursor.probability(loaded, r.x), abs=1e-12)
         assert alarm == (p >= threshold)
     assert len({p for _, _, p, _, _ in got.values()}) > 10  # a model that tells minutes apart
+    _, detector = registry.load(url, f"{name}-hst", 1)
+    frozen = anomaly.progressive(detector, offline, learn=False)
+    assert [hst[(r.machine_id, r.start_ms)][2] for r in offline] == pytest.approx(frozen, abs=1e-12)
+    assert all(hst[(r.machine_id, r.start_ms)][:2] == (f"{name}-hst", 1) for r in offline)
 
 
 def test_without_a_promoted_version_nothing_is_scored(stack, model):

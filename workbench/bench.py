@@ -197,7 +197,7 @@ class NullSink:
 
         n = len(batch.readings.get("seq", ())) if batch.readings else 0
         if batch.predictions:
-            self.predictions += len(batch.predictions["probability"])
+            self.predictions += len(batch.predictions["score"])
         return WriteResult(n, 0, 0)
 
     def checkpoint(self, group: str, topic: str, partition: int) -> None:
@@ -305,7 +305,7 @@ def bench_processor(
             group = f"{topic_prefix}.processor-{next(counter)}"
             processor = Processor(dataclasses.replace(proc_settings, topic_raw=ended_topic),
                                   broker, database_url, group_id=group, sink=sink,
-                                  predictor=predictor)  # fmt: skip
+                                  predictors=() if predictor is None else (predictor,))  # fmt: skip
             want = {(f"{run_id}-ended", p) for p in ended_partitions}
             stop = threading.Event()
             worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
@@ -333,7 +333,7 @@ def bench_processor(
             processor = Processor(proc_settings, broker, database_url, group_id=group,
                                   sink=None if store else NullSink(),
                                   rules=rules if model else without_model,
-                                  predictor=None)  # fmt: skip
+                                  predictors=())  # fmt: skip
             stats = processor.run(max_messages=total)
             # first message in to last batch committed: joining and leaving the group are not
             # processing, and the raw pass does neither
@@ -465,7 +465,7 @@ def _latency(
     kafka.ensure_topics(broker, [settings.topic_raw], settings.partitions)
     group = f"{prefix}.latency-{pattern}"
     # as every pass here, without a registry model: the throughput passes show its cost
-    processor = Processor(settings, broker, database_url, group_id=group, predictor=None)
+    processor = Processor(settings, broker, database_url, group_id=group, predictors=())
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
     worker.start()

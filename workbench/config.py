@@ -218,8 +218,8 @@ class Settings:
     #: Values per sealed cold segment (final windows' values; each stored once with a
     #: checkpoint): smaller segments are read back faster and compress less.
     cold_segment_values: int = _env(_int(1), default=262_144)
-    #: The registry model whose promoted version scores each machine-minute in the processor
-    #: (``workbench model promote``); "off" scores nothing.
+    #: The registry models whose promoted versions score each machine-minute in the processor
+    #: (comma-separated names; ``workbench model promote``); "off" scores nothing.
     model: str = _env(_text, default="failure-precursor")
     #: Alert rules and validation ranges (TOML); empty means the shipped rules/default.toml.
     rules_file: str | None = _env(_optional_text, default=None)

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -187,7 +187,7 @@ class Processor:
         sink: Sink | None = None,
         skip: Collection[tuple[int, int]] = (),
         metrics: ProcessorMetrics | None = None,
-        predictor: Predictor | Literal["promoted"] | None = "promoted",
+        predictors: Sequence[Predictor] | Literal["promoted"] = "promoted",
     ) -> None:
         self.settings = s = settings
         self.metrics = metrics
@@ -208,8 +208,9 @@ class Processor:
             rolling_history_s=s.rolling_history_s,
         )
         self.database_url = database_url
-        #: the model scoring machine-minutes: by default the promoted version of ``s.model``
-        self.predictor = _promoted(s, database_url) if predictor == "promoted" else predictor
+        #: the models scoring machine-minutes: by default the promoted versions of ``s.model``
+        self.predictors = (_promoted(s, database_url) if predictors == "promoted"
+                           else tuple(predictors))  # fmt: skip
         # PostgreSQL or SQLite by the URL's scheme; the benchmark passes a sink of its own
         self.sink = sink or open_sink(database_url, s.connect_timeout_s)
         self._fetch_wait_ms = s.fetch_wait_ms
@@ -361,7 +362,7 @@ class Processor:
         return readings
 
     def _new_state(self) -> PartitionState:
-        return PartitionState(self.config, self.rules, self.machines, self.predictor)
+        return PartitionState(self.config, self.rules, self.machines, self.predictors)
 
     def _make_consumer(self) -> kafka.Consumer:
         s = self.settings
@@ -673,7 +674,7 @@ class Processor:
                 offset, data, segments = saved
                 try:
                     state = PartitionState.restore(self.config, self.rules, self.machines, data,
-                                                   segments, self.predictor)  # fmt: skip
+                                                   segments, self.predictors)  # fmt: skip
                 except (ConfigError, ValueError, KeyError, OSError) as exc:
                     log.warning("partition %d: not restoring the checkpoint at offset %d "
                                 "(%s); starting afresh", tp.partition, offset, exc)  # fmt: skip
@@ -735,13 +736,19 @@ class Processor:
 __all__ = ["LIVE_RUN_ID", "Processor", "ProcessorStats", "Rows"]
 
 
-def _promoted(settings: Settings, database_url: str) -> Predictor | None:
-    """The promoted version of the configured model, or None (off, none promoted, or one
-    that cannot be loaded: the processor goes on without, and says why)."""
-    if settings.model == "off":
-        return None
-    try:
-        return Predictor.promoted(database_url, settings.model)
-    except (WorkbenchError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        log.warning("machine-minutes are not scored: %s", str(exc).splitlines()[0])
-        return None
+def _promoted(settings: Settings, database_url: str) -> tuple[Predictor, ...]:
+    """The promoted versions of the configured models (comma-separated names; "off": none).
+    One that cannot be loaded is left out, and the processor says why and goes on."""
+    found = []
+    for name in (n.strip() for n in settings.model.split(",")):
+        if not name or name == "off":
+            continue
+        try:
+            predictor = Predictor.promoted(database_url, name)
+        except (WorkbenchError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            log.warning("model %s does not score machine-minutes: %s", name,
+                        str(exc).splitlines()[0])  # fmt: skip
+            continue
+        if predictor is not None:
+            found.append(predictor)
+    return tuple(found)

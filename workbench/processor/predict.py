@@ -87,17 +87,20 @@ def ring_depth(correction_horizon_s: float, late_policy: str) -> int:
 
 @dataclass(frozen=True)
 class Predictor:
-    """A registry version in use: its name, version, River model and alarm threshold."""
+    """A registry version in use: its name, version, kind (``precursor``: a classifier of
+    failures to come; ``anomaly``: a detector of unusual minutes), River model and alarm
+    threshold. It only scores: the processor never learns (retraining is a job of its own,
+    ``workbench report retrain``), so a score is a function of the version and the stream."""
 
     name: str
     version: int
     model: Any
     threshold: float
+    kind: str = "precursor"
 
     @classmethod
     def promoted(cls, database_url: str, name: str) -> Predictor | None:
-        """The promoted version of ``name``, or None (with a log line) when there is none or
-        it is not a failure-precursor model."""
+        """The promoted version of ``name``, or None (with a log line) when there is none."""
         from workbench.models import registry
 
         found = registry.promoted(database_url, name)
@@ -105,17 +108,27 @@ class Predictor:
             log.info("no promoted version of model %s: machine-minutes are not scored", name)
             return None
         meta, model = found
-        if meta.kind != "precursor":
-            log.warning("model %s version %d is a %s model, not a failure precursor: machine-"
-                        "minutes are not scored", name, meta.version, meta.kind)  # fmt: skip
-            return None
-        log.info("machine-minutes are scored by model %s version %d", name, meta.version)
-        return cls(name, meta.version, model, float(meta.params.get("threshold", 0.5)))
+        log.info("machine-minutes are scored by model %s version %d (%s)", name, meta.version,
+                 meta.kind)  # fmt: skip
+        default = 0.5 if meta.kind == "precursor" else _anomaly().THRESHOLD
+        threshold = float(meta.params.get("threshold", default))
+        return cls(name, meta.version, model, threshold, meta.kind)
 
-    def probabilities(self, vectors: list[dict[str, float]]) -> np.ndarray:
-        """The model's probability of a failure (now or within its horizon) per vector."""
+    def scores(self, vectors: list[dict[str, float]]) -> np.ndarray:
+        """Per vector: the probability of a failure now or within the model's horizon
+        (precursor), or how unusual the minute is, 0 to 1 (anomaly, on the features it
+        learnt from)."""
         model = self.model
+        if self.kind == "anomaly":
+            select = _anomaly().select
+            return np.array([model.score_one(select(x)) for x in vectors], float)
         return np.array([model.predict_proba_one(x).get(True, 0.0) for x in vectors], float)
+
+
+def _anomaly() -> Any:
+    from workbench.models import anomaly
+
+    return anomaly
 
 
 class FeatureState:

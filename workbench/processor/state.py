@@ -140,13 +140,13 @@ class PartitionState:
         config: EngineConfig,
         rules: RuleSet,
         machines: MachineTable,
-        predictor: Predictor | None = None,
+        predictors: Sequence[Predictor] = (),
     ) -> None:
         self.config = config
         self.rules = rules
-        #: the model that scores machine-minutes, and the features it is given (when in use)
-        self.predictor = predictor
-        self.features = FeatureState(_depth(config)) if predictor is not None else None
+        #: the models that score machine-minutes, and the features they are given (if any)
+        self.predictors = tuple(predictors)
+        self.features = FeatureState(_depth(config)) if self.predictors else None
         w = config.windows
         self.keys = KeyTable(machines)
         self.dedup = DedupState()
@@ -250,7 +250,7 @@ class PartitionState:
         machines: MachineTable,
         data: bytes,
         segments: Mapping[int, bytes] | None = None,
-        predictor: Predictor | None = None,
+        predictors: Sequence[Predictor] = (),
     ) -> PartitionState:
         """Rebuild from a checkpoint's state and the cold segments stored with it and with
         earlier ones. Raises :class:`ConfigError` when the checkpoint is of another format,
@@ -274,7 +274,7 @@ class PartitionState:
         for name, value in arrays.items():
             prefix, _, rest = name.partition(".")
             parts.setdefault(prefix, {})[rest] = value
-        state = cls(config, rules, machines, predictor)
+        state = cls(config, rules, machines, predictors)
         w = config.windows
         state.keys = KeyTable.from_arrays(parts["keys"], machines)
         state.dedup = DedupState.from_arrays(parts["dedup"])
@@ -290,7 +290,7 @@ class PartitionState:
         state.stats = SensorStatsState.from_arrays(parts["stats"])
         state.alerts = RuleEngine.from_arrays(parts["alerts"], rules)
         state.model = _model(rules, header.get("model"), parts.get("model"))
-        if predictor is not None:
+        if state.predictors:
             state.features = _features(parts.get("features"), state.keys.n_keys,
                                        _depth(config))  # fmt: skip
         state.changed = changed.copy()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.processor import predict, rolling, stats, windows
-from workbench.processor.batch import PartitionOutput, Rows
+from workbench.processor.batch import PartitionOutput, Rows, concat
 from workbench.processor.dedup import dedupe
 from workbench.processor.state import PartitionState
 from workbench.processor.stats import machine
@@ -237,11 +237,11 @@ def _windows_out(state: PartitionState, w) -> dict[str, np.ndarray]:
 
 
 def _predictions_out(state: PartitionState, w: windows.WindowRows) -> dict[str, np.ndarray]:
-    """The promoted model's predictions for the machine-minutes that final one-minute
-    window results (first ones and corrections) just made or changed (none without a model;
-    see :mod:`~workbench.processor.predict`)."""
-    model, fs = state.predictor, state.features
-    if model is None or fs is None or not w.key.size:
+    """The promoted models' scores of the machine-minutes that final one-minute window
+    results (first ones and corrections) just made or changed (none without a model; see
+    :mod:`~workbench.processor.predict`)."""
+    fs = state.features
+    if not state.predictors or fs is None or not w.key.size:
         return {}
     pick = np.flatnonzero(w.width_s == predict.WIDTH_S)
     if not pick.size:
@@ -252,19 +252,22 @@ def _predictions_out(state: PartitionState, w: windows.WindowRows) -> dict[str, 
                                           table.key_sensor, SENSOR_NAMES)  # fmt: skip
     if not vectors:
         return {}
-    p = model.probabilities(vectors)
-    n = p.size
-    return {
-        "run_id": np.array(table.runs, dtype=object)[table.mkey_run[mkeys]],
-        "machine_id": np.array(table.machines.names, dtype=object)[table.mkey_machine[mkeys]],
-        "window_start": starts,
-        "window_end": starts + predict.WIDTH_MS,
-        "model": np.full(n, model.name, dtype=object),
-        "version": np.full(n, model.version, np.int64),
-        "probability": p,
-        "alarm": p >= model.threshold,
-        "features": np.array([len(x) for x in vectors], np.int64),
-    }
+    n = len(vectors)
+    runs = np.array(table.runs, dtype=object)[table.mkey_run[mkeys]]
+    machines = np.array(table.machines.names, dtype=object)[table.mkey_machine[mkeys]]
+    sizes = np.array([len(x) for x in vectors], np.int64)
+    parts = []
+    for model in state.predictors:
+        score = model.scores(vectors)
+        parts.append({
+            "run_id": runs, "machine_id": machines, "window_start": starts,
+            "window_end": starts + predict.WIDTH_MS,
+            "model": np.full(n, model.name, dtype=object),
+            "version": np.full(n, model.version, np.int64),
+            "kind": np.full(n, model.kind, dtype=object),
+            "score": score, "alarm": score >= model.threshold, "features": sizes,
+        })  # fmt: skip
+    return concat(parts)
 
 
 def _stats_out(state: PartitionState, keys: np.ndarray) -> dict[str, np.ndarray]:

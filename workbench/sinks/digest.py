@@ -96,7 +96,7 @@ DIGESTS = {
     ),
     "predictions": Digested(
         schema.predictions,
-        ("machine_id", "window_start", "window_end", "model", "version", "probability",
+        ("machine_id", "window_start", "window_end", "model", "version", "kind", "score",
          "alarm", "features"),
         ("machine_id", "model", "window_start"),
     ),

@@ -200,13 +200,20 @@ predictions = Table(
     Column("window_end", DateTime(timezone=True), nullable=False),
     Column("model", Text, nullable=False, comment="the registry model's name"),
     Column("version", Integer, nullable=False, comment="the version that made the prediction"),
-    Column("probability", Float, nullable=False, comment="of a failure now or within the horizon"),
-    Column("alarm", Boolean, nullable=False, comment="probability >= the model's threshold"),
+    Column("kind", Text, nullable=False, comment="precursor | anomaly"),
+    Column(
+        "score",
+        Float,
+        nullable=False,
+        comment="precursor: probability of a failure now or within its horizon; "
+        "anomaly: how unusual the minute is (0-1)",
+    ),
+    Column("alarm", Boolean, nullable=False, comment="score >= the version's threshold"),
     Column("features", Integer, nullable=False, comment="features the vector had"),
     Column("emitted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("run_id", "machine_id", "model", "window_start", name="predictions_pkey"),
     Index("predictions_machine_start", "machine_id", "window_start"),
-    comment="The promoted model's prediction per machine and minute, made as its windows closed.",
+    comment="The promoted models' scores per machine and minute, made as its windows closed.",
 )
 
 

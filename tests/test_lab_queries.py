@@ -74,3 +74,18 @@ def test_bad_arguments_are_one_clear_error(stored_run):
         readings(stored_run, RUN, since="yesterday")
     with pytest.raises(Exception, match="bucket"):
         readings(stored_run, RUN, bucket="soon")
+
+
+def test_runs_gives_the_most_recent_ones_however_many_there_are(stored_run):
+    """A database with more runs than ``limit`` is the usual case, not too big a query."""
+    from workbench.lab.queries import runs
+    from workbench.runs import RunRegistry
+
+    with RunRegistry(stored_run) as registry:
+        for run_id in ("lab-q-older", "lab-q-newer"):
+            registry.start(run_id, "simulation", 1, {})
+    everything = runs(stored_run, limit=10_000)
+    assert len(everything) >= 2
+    newest = runs(stored_run, limit=1)
+    assert len(newest) == 1
+    assert newest["run_id"].iloc[0] == everything["run_id"].iloc[0] == "lab-q-newer"

@@ -130,9 +130,10 @@ def sensor_stats(database_url: str, run_id: str, arrow: bool = False) -> pd.Data
 
 
 def runs(database_url: str, limit: int = 20) -> pd.DataFrame:
-    """The most recent runs with their parameters and accounting."""
+    """The ``limit`` most recent runs with their parameters and accounting (a database with
+    more runs is not an error: the older ones are left out)."""
     query = sa.select(schema.runs).order_by(schema.runs.c.started_at.desc()).limit(limit)
-    return _fetch(database_url, query, limit, False)
+    return read_frame(database_url, query)
 
 
 def _where(

@@ -212,8 +212,9 @@ def test_run_standard_scenario_json_scores_the_alerts(settings):
 
 def test_the_edge_story_sensor_nodes_judged_by_the_edge_rules(settings):
     # environmental sensor nodes (air at 20-30 C, batteries that fail): the edge gateway's
-    # two rules catch every overheating node and every failing cell, and nothing else
-    args = ("run", "--factory", "nodes", "--machines", "20", "--duration", "10m", "--seed", "7",
+    # two rules catch every overheating node and every failing cell, and nothing else (30
+    # minutes: a node's failure warms it for 5-15 minutes before it overheats)
+    args = ("run", "--factory", "nodes", "--machines", "20", "--duration", "30m", "--seed", "7",
             "--rules", "edge", "--json")  # fmt: skip
     proc = workbench(settings, *args, "--chaos", "failure=0.02,power=0.02")
     assert proc.returncode == 0, proc.stderr

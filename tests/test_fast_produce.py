@@ -18,7 +18,9 @@ Proof, in three layers:
   on the ``CASES`` below), so the reference above cannot drift from the code it copies.
   If the physics or the chaos injectors change on purpose, the pinned values change with
   them: regenerate them with ``LegacySimulation`` (the ``test_pinned_streams`` assertion
-  message prints the new values).
+  message prints the new values). They changed when failures gained their precursor (a
+  degradation before the runaway); ``PINNED_NO_PRECURSOR`` keeps the values from before,
+  which the simulator still gives with the precursor off.
 * The column encoder equals fastavro (``READING.encode``) on random records, the batch
   digest equals the per-message digest, and one test against the embedded broker checks
   that everything sent is delivered and consumed back with the same digest.
@@ -39,7 +41,7 @@ from workbench import kafka, schemas
 from workbench.errors import SchemaError
 from workbench.producer import RecordProducer, frames
 from workbench.schemas import READING, ReadingColumnsEncoder, ReadingEncoder, codec_for, varint
-from workbench.simulator.chaos import ScriptedFault
+from workbench.simulator.chaos import Magnitudes, ScriptedFault
 from workbench.simulator.control import ChaosControl, parse_chaos
 from workbench.simulator.physics import SENSORS, FactoryConfig, bounded, quantise
 from workbench.simulator.source import Simulation, _DelayQueue
@@ -108,8 +110,39 @@ CASES = {
 #: framing), messages sent, readings produced, dropped, duplicated, malformed, and the
 #: SHA-256 of repr([astuple(e) for e in sim.truth.events]). The stream digests were made
 #: anew when the reading schema gained the sensor type ``generic``: every message carries
-#: the schema's fingerprint (counts and ground truth did not change).
+#: the schema's fingerprint (counts and ground truth did not change). Made anew again when
+#: failures gained their degradation (the cases with failures, and those with malformed
+#: messages: see ``test_without_the_precursor_the_streams_are_those_from_before_it``).
 PINNED = {
+    "none-s1": ("2e09efba0e58ac9469cf13feab194b0193a003a87a76f98da72db9bf3f432ba1",
+                2583, 2583, 0, 0, 0,
+                "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
+    "none-s2-rate2": ("984686e7ad3af83898a9cbcb9094d2ae6d1c570cad18b55b434293aab8864856",
+                      1640, 1640, 0, 0, 0,
+                      "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
+    "all-s1": ("b51998fb1f2d689c4b461e5e34dbfc1b5bf697591ee59bb0f7ce756d457f954c",
+               5344, 5535, 298, 107, 52,
+               "e026f0db0076e28d52eb84b36179cfbc40ef32c1cc2ace03f3d2533e56bec502"),
+    "all-s7": ("40e04d4d4ce98008507577bd8a8228ee18825216b1900ce055168315c98613bd",
+               10300, 10608, 525, 217, 118,
+               "c21c58d2b209b137ca42d74d25e09488d92f3d688bcdc2f50efb37b6a23a65ad"),
+    "nolat-s3": ("df985d4e256b2175277efb5f82e747e536222539bac465da5bd1de0cb0706794",
+                 8716, 8972, 422, 166, 72,
+                 "b52ce12a499a82159e0adc0f75b4a7b8631ec853f4c2e4ab193fc044edcff257"),
+    "scripted-s4": ("7eadee92cc6b0b16cd1510d389c3a8464d5904c16dcc4ff47e4602599ba33144",
+                    1984, 2164, 205, 25, 16,
+                    "8d8bcaf887a92f2883faa64500ddbafbffc20b6b627803944c2bdb229a5a5d21"),
+    "scripted-all-s5": ("c32d0d8f92e942187168e8bbad5658d1adee82c14524d12f1df59cd2e3cac722",
+                        1938, 2164, 293, 67, 35,
+                        "409716198fdf174f4d69f12d42f598c4b93eb4a473ac2ca0721c3f029c3ca808"),
+    "switch-s6": ("4440ed57b7853b05cfdeb8291d062dddc76aeffd11221862ef7670500ea83778",
+                  3185, 3796, 646, 35, 42,
+                  "c3d96c2a81f8bb2927c2cef69096ff137a6737a75cbb6370f81f9ecc8ceb4133"),
+}  # fmt: skip
+
+#: What the simulator sent for CASES before failures had a precursor (PINNED, as it was
+#: then), and sends with ``failure_lead_s = (0, 0)``.
+PINNED_NO_PRECURSOR = {
     "none-s1": ("2e09efba0e58ac9469cf13feab194b0193a003a87a76f98da72db9bf3f432ba1",
                 2583, 2583, 0, 0, 0,
                 "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
@@ -294,12 +327,12 @@ class LegacySimulation(Simulation):
             self.counts.sent += 1
 
 
-def build(cls: type[Simulation], name: str) -> Simulation:
+def build(cls: type[Simulation], name: str, magnitudes: Magnitudes | None = None) -> Simulation:
     config, chaos, _seconds, with_scripts, changes = CASES[name]
     cfg = FactoryConfig(**config)
     start = cfg.start_ms if cfg.start_ms is not None else 0
     control = ScheduledControl(parse_chaos(chaos), changes or {})
-    return cls(cfg, name, control, scripted(start) if with_scripts else None)
+    return cls(cfg, name, control, scripted(start) if with_scripts else None, magnitudes)
 
 
 def stream(sim: Simulation, seconds: float, send=None) -> tuple[list, dict, list]:
@@ -352,6 +385,36 @@ def test_pinned_streams(name):
     )
     assert got == PINNED[name], f"{name!r}: {got!r}"
     assert counts["sent"] == len(messages)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_without_the_precursor_the_streams_are_those_from_before_it(name):
+    """Failures without their degradation (``failure_lead_s = (0, 0)``) give the streams,
+    counts and ground truth the simulator gave before failures had one. The one difference
+    is in bytes a message does not carry as a reading: a malformed message of the kind
+    "wrong schema" starts with the chaos event schema's fingerprint, which changed when that
+    schema's kinds gained ``degradation``."""
+    sim = build(Simulation, name, Magnitudes(failure_lead_s=(0.0, 0.0)))
+    messages, counts, truth = stream(sim, CASES[name][2])
+    new_header = codec_for("chaos_event").header
+    assert new_header != OLD_CHAOS_HEADER
+    as_before = [(k, OLD_CHAOS_HEADER + v[10:] if v.startswith(new_header) else v)
+                 for k, v in messages]  # fmt: skip
+    got = (
+        digest(as_before),
+        len(messages),
+        counts["produced"],
+        counts["dropped"],
+        counts["duplicates"],
+        counts["malformed"],
+        hashlib.sha256(repr(truth).encode()).hexdigest(),
+    )
+    assert got == PINNED_NO_PRECURSOR[name]
+    assert "degradation" not in counts["chaos"]
+
+
+#: The header of a chaos event before its schema's kinds gained ``degradation``.
+OLD_CHAOS_HEADER = b"\xc3\x01i\xe0\xb5\xb9\xfe\x10/L"
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])

@@ -8,7 +8,7 @@ from conftest import WORKBENCH, cli_env, read_topic
 
 from workbench.schemas import codec_for
 from workbench.simulator.scenario import load_scenario
-from workbench.simulator.truth import FAULT_KINDS
+from workbench.simulator.truth import FAULT_KINDS, KINDS
 from workbench.sinks import schema
 from workbench.sinks.postgres import engine
 
@@ -57,7 +57,7 @@ def test_simulate_is_reproducible_and_publishes_its_ground_truth(settings, endpo
         == first["delivered"]
         == first["produced"] - first["dropped"] + first["duplicates"]
     )
-    assert set(first["chaos"]) <= set(FAULT_KINDS) and sum(first["chaos"].values()) > 0
+    assert set(first["chaos"]) <= set(KINDS) and sum(first["chaos"].values()) > 0
 
     truth = ground_truth(endpoints.database_url, first["run_id"])
     kinds = {}
@@ -81,13 +81,16 @@ def test_standard_scenario_end_to_end_closes_the_books(settings, endpoints):
     assert summary["reconciled"] is True and summary["scenario"] == "standard"
     assert summary["produced"] == summary["stored"] + summary["deadlettered"] + summary["dropped"]
     assert summary["duplicates_absorbed"] > 0 and summary["dropped"] > 0
-    # every fault kind occurs several times
-    assert set(summary["chaos"]) == set(FAULT_KINDS)
+    # every fault kind occurs several times, and each failure degrades before its runaway
+    assert set(summary["chaos"]) == {*FAULT_KINDS, "degradation"}
     assert all(n >= 3 for n in summary["chaos"].values()), summary["chaos"]
+    assert summary["chaos"]["degradation"] == summary["chaos"]["failure"]
     scenario = load_scenario("standard")
     scripted = [
         r
         for r in ground_truth(endpoints.database_url, summary["run_id"])
         if r["source"] == "scenario"
     ]
-    assert len(scripted) == len(scenario.faults)
+    placed = [r for r in scripted if r["kind"] != "degradation"]
+    assert len(placed) == len(scenario.faults)
+    assert len(scripted) - len(placed) == sum(f.kind == "failure" for f in scenario.faults)

@@ -28,7 +28,7 @@ from workbench.models import command as model_command  # light: River loads when
 from workbench.processor.loop import Processor
 from workbench.processor.rules import load_rules
 from workbench.runs import new_run_id, table_counts
-from workbench.simulator.control import duration_argument, parse_chaos
+from workbench.simulator.control import duration_argument, parse_chaos, parse_duration_s
 from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions, replay
@@ -81,6 +81,18 @@ def _chaos(text: str) -> dict[str, float]:
         return parse_chaos(text)
     except WorkbenchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _lead(text: str) -> tuple[float, float]:
+    """A failure's lead: ``5m-15m`` (drawn between), ``10m`` (always), ``0`` (no precursor)."""
+    low, _, high = text.partition("-")
+    try:
+        lead = (parse_duration_s(low), parse_duration_s(high or low))
+    except WorkbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 <= lead[0] <= lead[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range of durations, shortest first")
+    return lead
 
 
 def _start(text: str) -> int:
@@ -138,6 +150,13 @@ def _add_factory_args(p: argparse.ArgumentParser) -> None:
         "burst failure power; latency: mean delay)",
     )
     p.add_argument(
+        "--failure-lead",
+        type=_lead,
+        metavar="SPAN",
+        help="how long a failure degrades before its runaway (vibration rising, running warmer): "
+        "5m-15m (default: drawn in that range), 10m, or 0 for no precursor",
+    )
+    p.add_argument(
         "--start",
         type=_start,
         help="event time of the first reading: 'now' or ISO 8601 (default: 2026-01-01T00:00Z, "
@@ -161,6 +180,7 @@ def _spec(args: argparse.Namespace) -> SimulationSpec:
         events_per_s=args.events_per_s,
         realtime=args.realtime,
         factory_kind=args.factory,
+        failure_lead_s=args.failure_lead,
     )
 
 
@@ -816,6 +836,7 @@ def _score_lines(score: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(
             f"  {kind:<10}{k['faults']:>7}{k['detected']:>8}{fmt(k['recall'], '.2f'):>8}"
             f"{fmt(k['precision'], '.2f'):>11}{fmt(k['mean_delay_s'], '.0f') + ' s':>9}"
+            + (f"  ({k['early']} early)" if k.get("early") else "")
         )
     return lines
 

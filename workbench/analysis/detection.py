@@ -2,7 +2,9 @@
 
 The per-kind score (:func:`workbench.processor.scoring.score_run`) says how well; these
 tables say which: every injected fault with whether an alert aimed at its kind caught it
-and how late, and every alert with the fault it explains (none: a false alarm).
+and how late (``early``: before it began, a failure in its degradation), and every alert
+with the fault it explains (none: a false alarm). A failure's ``degradation`` is not a
+row of its own: it is part of the failure (see the scoring module).
 
 >>> # faults, alerts = detections(url, run_id)
 >>> # faults[~faults.detected]       # what the pipeline missed
@@ -15,7 +17,7 @@ import pandas as pd
 from workbench.processor.scoring import alert_outcomes, fault_outcomes, load_run, run_end
 
 _FAULT_COLUMNS = ["kind", "machine_id", "sensor_type", "start", "end", "detected", "rule",
-                  "delay_s", "open_at_end"]  # fmt: skip
+                  "delay_s", "early", "open_at_end"]  # fmt: skip
 _ALERT_COLUMNS = ["rule", "machine_id", "sensor_type", "start", "opened", "detects", "explains",
                   "false_alarm"]  # fmt: skip
 
@@ -32,7 +34,7 @@ def detections(database_url: str, run_id: str) -> tuple[pd.DataFrame, pd.DataFra
     outcomes = fault_outcomes(alerts, faults, run_end(database_url, run_id))
     f = pd.DataFrame(outcomes, columns=[
         "kind", "machine_id", "sensor_type", "start_ts", "end_ts", "detected", "rule", "delay_s",
-        "open_at_end",
+        "early", "open_at_end",
     ])  # fmt: skip
     f = _times(f, {"start_ts": "start", "end_ts": "end"})[_FAULT_COLUMNS]
     a = pd.DataFrame(alert_outcomes(alerts, faults), columns=[

@@ -98,8 +98,9 @@ SIGNALS: dict[str, str] = {
     "CUSUM-": "lower CUSUM above h (downward shift)",
 }
 #: Ground-truth fault kinds that change the values a sensor reports (the others act on
-#: messages: loss, duplicates, latency, malformed bytes, bursts of faster sampling).
-VALUE_FAULTS = ("spike", "drift", "stuck", "failure", "power")
+#: messages: loss, duplicates, latency, malformed bytes, bursts of faster sampling); a
+#: failure's ``degradation`` (the wear before its runaway) is an episode of its own.
+VALUE_FAULTS = ("spike", "drift", "stuck", "failure", "power", "degradation")
 
 Rules = str | Sequence[str]
 Baseline = int | np.ndarray | Sequence[bool] | None

@@ -2,11 +2,12 @@
 
 **Label.** A machine-minute is positive when its window overlaps a ``failure`` of its
 machine (chaos ground truth: the overheating runaway, from its start to the shutdown) or
-the H minutes before that failure began. The simulator's failures have no precursor
-before the runaway starts (a failure is drawn at random, whatever the machine's wear), so
-the minutes before a start look like any other: what a model can learn is the runaway
-itself, a minute or two before the shutdown. The label still asks for H minutes of warning,
-so that a precursor, where a factory has one, would be rewarded.
+the H minutes before that failure began. The simulator's failures have a precursor: for 5
+to 15 minutes before the runaway the machine degrades (its vibration rises and grows
+noisier, it runs warmer at equal load; ground truth records it as a ``degradation``, which
+the label leaves aside: the horizon counts back from the runaway), so the minutes before a
+start can tell. With the precursor off (``--failure-lead 0``) they cannot, and what a model
+learns is the runaway itself, a minute or two before the shutdown.
 
 **Progressive validation, as a deployed model would live it.** Machine-minutes are taken in
 event-time order (window end, then machine); each is scored by the model as it is at that

@@ -18,6 +18,12 @@ A fault still in progress when the run ended (it ends within a second of the run
 reading) and not caught by then is ``open_at_end``: counted apart, not as a miss, since
 no detector could have been expected to answer yet (a drift takes minutes to walk off).
 
+A failure's ``degradation`` (the wear before its runaway, recorded apart; ending where the
+failure begins) is part of that failure, not a kind of its own: no rule has to catch it,
+so it is not scored and weighs on no kind's recall. An alert aimed at failures that matches
+it is right, explained by the failure to come, and, the first time, detects that failure
+early: its delay counts as 0 and the failure as ``early``.
+
 >>> faults = [Fault("spike", "m-1", "temperature", 10_000, 10_000)]
 >>> alerts = [Alert("spike-temp", "m-1", "temperature", 10_000, 11_000, ("spike",)),
 ...           Alert("spike-temp", "m-2", "temperature", 50_000, 50_000, ("spike",))]
@@ -46,6 +52,9 @@ GRACE_S = 30.0
 #: summary (dropped, duplicates absorbed, late, dead-lettered); they are scored only if a
 #: rule says it detects them.
 ALERTABLE = ("spike", "drift", "stuck", "failure", "power")
+#: Ground-truth kinds that are the first stretch of a fault of another kind: an alert aimed
+#: at that kind that matches one is explained by it, and detects it early.
+PRECEDES = {"degradation": "failure"}
 
 
 class Fault(NamedTuple):
@@ -73,34 +82,59 @@ def matches(alert: Alert, fault: Fault) -> bool:
     return fault.start_ts - EARLY_S * 1000 <= alert.start_ts <= fault.end_ts + GRACE_S * 1000
 
 
+def _explains(alert: Alert, faults: Iterable[Fault]) -> set[str]:
+    """The kinds, among those ``alert`` aims at, of the faults it matches; a failure's
+    degradation explains an alert aimed at failures (or at degradations)."""
+    return {
+        k
+        for f in faults
+        for k in {f.kind, PRECEDES.get(f.kind, f.kind)}
+        if k in alert.detects and matches(alert, f)
+    }
+
+
+def _spans(faults: list[Fault]) -> dict[int, list[Fault]]:
+    """Per fault (by index), what an alert may match to catch it: the fault, and the
+    stretch that preceded it (a failure's degradation: same machine, ending where it begins)."""
+    before = {(f.machine_id, f.end_ts): f for f in faults if f.kind in PRECEDES}
+    out = {}
+    for i, f in enumerate(faults):
+        early = before.get((f.machine_id, f.start_ts))
+        out[i] = [f] if early is None or PRECEDES[early.kind] != f.kind else [f, early]
+    return out
+
+
+def _hits(alerts: Iterable[Alert], spans: list[Fault], kind: str) -> list[Alert]:
+    """The alerts aimed at ``kind`` that match the fault or what preceded it."""
+    return [a for a in alerts if kind in a.detects and any(matches(a, s) for s in spans)]
+
+
 def score(
     alerts: Iterable[Alert], faults: Iterable[Fault], run_end_ts: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """Per fault kind: precision, recall, mean detection delay (s), and the counts behind
-    them; ``run_end_ts`` (the run's last reading) tells which faults were open at its end."""
+    them (``early``: caught before it began, in what preceded it); ``run_end_ts`` (the run's
+    last reading) tells which faults were open at its end."""
     alerts, faults = list(alerts), list(faults)
     by_machine: dict[str, list[Alert]] = {}
     for a in alerts:
         by_machine.setdefault(a.machine_id, []).append(a)
     aimed_at = {k for a in alerts for k in a.detects}
     kinds = sorted({f.kind for f in faults if f.kind in ALERTABLE} | aimed_at)
+    spans = _spans(faults)
 
-    def explained(a: Alert) -> set[str]:
-        """The kinds, among those ``a`` aims at, of the faults it matches."""
-        return {f.kind for f in faults if f.kind in a.detects and matches(a, f)}
-
-    why = [explained(a) for a in alerts]
+    why = [_explains(a, faults) for a in alerts]
     result: dict[str, dict[str, Any]] = {}
     for kind in kinds:
-        of_kind = [f for f in faults if f.kind == kind]
-        delays, detected, open_at_end = [], 0, 0
-        for f in of_kind:
-            hits = [
-                a for a in by_machine.get(f.machine_id, ()) if kind in a.detects and matches(a, f)
-            ]
+        of_kind = [(i, f) for i, f in enumerate(faults) if f.kind == kind]
+        delays, detected, open_at_end, early = [], 0, 0, 0
+        for i, f in of_kind:
+            hits = _hits(by_machine.get(f.machine_id, ()), spans[i], kind)
             if hits:
                 detected += 1
-                delays.append(max(0.0, (min(a.opened_ts for a in hits) - f.start_ts) / 1000))
+                first = min(a.opened_ts for a in hits)
+                early += first < f.start_ts
+                delays.append(max(0.0, (first - f.start_ts) / 1000))
             elif _open_at_end(f, run_end_ts):
                 open_at_end += 1
         # an alert aimed at several kinds counts for the kind it explains, or against
@@ -118,6 +152,7 @@ def score(
             "mean_delay_s": round(statistics.fmean(delays), 2) if delays else None,
             "faults": len(of_kind),
             "detected": detected,
+            "early": early,
             "open_at_end": open_at_end,
             "alerts": len(aimed),
         }
@@ -133,36 +168,34 @@ def fault_outcomes(
     alerts: Iterable[Alert], faults: Iterable[Fault], run_end_ts: int | None = None
 ) -> list[dict[str, Any]]:
     """Each fault of a kind that is scored, with whether an alert aimed at its kind caught
-    it, the first such alert's rule, the delay (s) to its opening, and whether it was still
-    open, uncaught, when the run ended: the per-fault detail behind :func:`score`."""
+    it, the first such alert's rule, the delay (s) to its opening, whether that was before
+    the fault began (``early``: a failure caught in its degradation), and whether it was
+    still open, uncaught, when the run ended: the per-fault detail behind :func:`score`."""
     alerts, faults = list(alerts), list(faults)
     scored = set(ALERTABLE) | {k for a in alerts for k in a.detects}
+    spans = _spans(faults)
     out = []
-    for f in faults:
+    for i, f in enumerate(faults):
         if f.kind not in scored:
             continue
-        hits = sorted((a for a in alerts if f.kind in a.detects and matches(a, f)),
-                      key=lambda a: a.opened_ts)  # fmt: skip
+        hits = sorted(_hits(alerts, spans[i], f.kind), key=lambda a: a.opened_ts)
         first = hits[0] if hits else None
         out.append(f._asdict() | {
             "detected": first is not None,
             "rule": first.rule if first else None,
             "delay_s": max(0.0, (first.opened_ts - f.start_ts) / 1000) if first else None,
+            "early": first is not None and first.opened_ts < f.start_ts,
             "open_at_end": first is None and _open_at_end(f, run_end_ts),
         })  # fmt: skip
     return out
 
 
 def alert_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dict[str, Any]]:
-    """Each alert with the fault kinds it explains (a matching fault of a kind it aims at);
-    ``explains`` empty = a false alarm, as far as the ground truth knows."""
+    """Each alert with the fault kinds it explains (a matching fault of a kind it aims at,
+    or what preceded such a fault: a failure's degradation explains an alert aimed at
+    failures); ``explains`` empty = a false alarm, as far as the ground truth knows."""
     faults = list(faults)
-    return [
-        a._asdict() | {
-            "explains": sorted({f.kind for f in faults if f.kind in a.detects and matches(a, f)})
-        }
-        for a in alerts
-    ]  # fmt: skip
+    return [a._asdict() | {"explains": sorted(_explains(a, faults))} for a in alerts]
 
 
 def load_run(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault]]:

@@ -2,16 +2,29 @@
 
 The injectors here change what the factory measures: ``spike`` (one reading far off),
 ``drift`` (a sensor's calibration walks away, then is corrected), ``stuck`` (a sensor
-repeats one value), ``failure`` (overheating runaway, then shutdown and repair),
-``power`` (the sensor node's battery drains; an empty node sends null readings) and
-``burst`` (a machine samples several times faster for a while). Faults of the network
-(``loss``, ``duplicate``, ``latency``, ``malformed``) act on messages and live in
-``workbench.simulator.source``.
+repeats one value), ``failure`` (the machine degrades for minutes, then overheats in a
+runaway, shuts down and is repaired), ``power`` (the sensor node's battery drains; an empty
+node sends null readings) and ``burst`` (a machine samples several times faster for a
+while). Faults of the network (``loss``, ``duplicate``, ``latency``, ``malformed``) act on
+messages and live in ``workbench.simulator.source``.
 
 Faults start at random, at the intensities of a :class:`ChaosControl`, or when a
 scenario scripts them (:class:`ScriptedFault`). Their randomness comes from a generator
 of their own, so the factory's physics is the same with chaos on or off for a seed: an
 experiment can compare a faulty run with its clean twin reading by reading.
+
+A failure is decided a lead time before its runaway (``Magnitudes.failure_lead_s``, 5 to
+15 minutes): meanwhile the machine degrades, as a wearing bearing does (its vibration rises
+and grows noisier, and it runs warmer at equal load), and ground truth records that stretch
+as a ``degradation`` of its own, ending where the ``failure`` begins. A failure once
+decided happens, whatever the intensities do meanwhile (turning ``failure`` off stops new
+decisions, not the degradations under way). A scripted failure is placed where its runaway
+begins and degrades for its lead before it, or from the start of the run when the run is
+younger than the lead (a failure placed at minute 3 degrades for 3 minutes; one placed at
+0, not at all). The degradations draw from generators of their own and the runaway draws
+its length and heat as it begins, so with the precursor off (``failure_lead_s = (0, 0)``)
+a seed gives the readings and ground truth it gave before failures had one, and with it on,
+a scenario without random failures draws every other fault as it did.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.errors import ConfigError
 from workbench.simulator.control import ChaosControl
 from workbench.simulator.physics import (
     BOUNDS,
@@ -38,6 +52,9 @@ from workbench.simulator.truth import GroundTruth
 #: Sensor types a sensor fault may hit, in any kind of factory (each factory's own are its
 #: ``measured``).
 MEASURED = ("temperature", "vibration", "pressure", "humidity")
+#: Where a machine is in a failure (``Injector.fail_phase``): healthy, in the runaway,
+#: shut down (until repaired), degrading towards its runaway.
+HEALTHY, RUNAWAY, SHUT_DOWN, DEGRADING = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,16 @@ class Magnitudes:
     failure_runaway_s: tuple[float, float] = (60.0, 120.0)
     failure_heat_c: tuple[float, float] = (45.0, 60.0)
     failure_repair_s: tuple[float, float] = (60.0, 120.0)
+    #: Failure precursor: a failure is decided this long before its runaway (s), and the
+    #: machine degrades meanwhile, as a wearing bearing does. By the runaway its vibration
+    #: has risen by ``degradation_vibration`` of its level (a linear ramp), with extra noise
+    #: of ``degradation_noise`` of its level (growing with the ramp), and it runs
+    #: ``degradation_heat_c`` warmer at equal load. (0, 0) switches the precursor off: the
+    #: runaway begins the moment the failure is decided, unannounced.
+    failure_lead_s: tuple[float, float] = (300.0, 900.0)
+    degradation_vibration: tuple[float, float] = (0.2, 0.4)
+    degradation_noise: tuple[float, float] = (0.08, 0.15)
+    degradation_heat_c: tuple[float, float] = (2.0, 4.0)
     #: Power: a failing cell sags the charge to this (%) at once, then drains it (% per
     #: second) until the node cuts off, and the empty node stays down this long (s). The
     #: drain is slow enough that the node reports its battery below 10 % two to five times
@@ -79,6 +106,18 @@ class Magnitudes:
     power_outage_s: tuple[float, float] = (30.0, 60.0)
     #: Below this state of charge (%) a node sends null readings.
     power_cutoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.failure_lead_s
+        if not 0 <= lo <= hi:
+            raise ConfigError("failure_lead_s", list(self.failure_lead_s),
+                              "a range [shortest, longest] of seconds >= 0, or [0, 0] for no "
+                              "precursor")  # fmt: skip
+
+    @property
+    def precursor(self) -> bool:
+        """Whether failures degrade before their runaway (a lead above 0)."""
+        return self.failure_lead_s[1] > 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +130,8 @@ class ScriptedFault:
     sensor: str | None = None
     duration_s: float | None = None
     magnitude: float | None = None
+    #: A failure's degradation before ``at_ms`` (s); None draws it from the magnitudes.
+    lead_s: float | None = None
 
 
 class Injector:
@@ -109,7 +150,10 @@ class Injector:
         self.truth = truth
         self.m = magnitudes or Magnitudes()
         self.rng = np.random.default_rng([factory.config.seed, 0xC4A05])
-        self.scripted = sorted(scripted or [], key=lambda s: s.at_ms)
+        # the degradations' draws (leads, sizes, noise) have generators of their own, so that
+        # a precursor, on or off, leaves the draws of every other fault where they were
+        self.wear_rng = np.random.default_rng([factory.config.seed, 0xC4A05, 2])
+        self.scripted = self._schedule(scripted or [])
         self._next_script = 0
         n = factory.config.machines
         never = np.full(n, -1, dtype=np.int64)
@@ -121,7 +165,7 @@ class Injector:
         self.stuck_value = {s: np.full(n, np.nan) for s in MEASURED}
         self.burst_start, self.burst_end = never.copy(), never.copy()
         self.burst_extra = np.zeros(n, dtype=np.int64)
-        # failure: phase 0 none, 1 runaway, 2 shut down
+        # failure: HEALTHY, DEGRADING, RUNAWAY, SHUT_DOWN
         self.fail_phase = np.zeros(n, dtype=np.int64)
         self.fail_start, self.fail_shutdown, self.fail_repaired = (
             never.copy(),
@@ -129,6 +173,15 @@ class Injector:
             never.copy(),
         )
         self.fail_heat, self.fail_temp0 = np.zeros(n), np.zeros(n)
+        # degradation: its start and its sizes by the runaway; the runaway's scripted length
+        # (s) and heat (C), NaN when they are to be drawn as it begins
+        self.degrade_start = never.copy()
+        self.degrade_vib, self.degrade_heat = np.zeros(n), np.zeros(n)
+        self.degrade_noise = np.zeros(n)
+        self.runaway_s, self.runaway_heat = np.full(n, np.nan), np.full(n, np.nan)
+        #: degrading machines this tick, and their extra vibration noise (share of the level)
+        self._degrading = np.zeros(0, dtype=np.int64)
+        self._noise_now = np.zeros(0)
         # power: phase 0 none, 1 draining, 2 out
         self.power_phase = np.zeros(n, dtype=np.int64)
         self.power_start, self.power_back = never.copy(), never.copy()
@@ -146,13 +199,43 @@ class Injector:
         self._advance_failures(now)
         self._advance_power(now)
 
+    def _schedule(self, scripted: list[ScriptedFault]) -> list[tuple[int, ScriptedFault, str]]:
+        """The scripted faults' steps in event-time order: ``(at_ms, fault, step)``. A
+        failure with a lead has two: ``degrade`` its lead before the runaway it is placed at
+        (no earlier than the run's start: the lead is then shorter), and ``runaway`` where it
+        is placed; any other fault one, ``start``. Leads not given are drawn from a generator
+        of their own, and a step at the time a fault used to start stands where it stood, so
+        every other draw is made as before, in the same order."""
+        m, start = self.m, self.f.start_ms
+        leads = np.random.default_rng([self.f.config.seed, 0xC4A05, 1])
+        steps = []
+        for s in scripted:
+            if s.kind == "failure" and (s.lead_s is not None or m.precursor):
+                lead_s = s.lead_s if s.lead_s is not None else leads.uniform(*m.failure_lead_s)
+                degrade_at = max(start, s.at_ms - int(1000 * lead_s))
+                if degrade_at < s.at_ms:
+                    steps += [(degrade_at, s, "degrade"), (s.at_ms, s, "runaway")]
+                    continue
+            steps.append((s.at_ms, s, "start"))
+        return sorted(steps, key=lambda step: step[0])
+
     def _run_scripts(self, now: int) -> None:
-        while (
-            self._next_script < len(self.scripted) and self.scripted[self._next_script].at_ms <= now
-        ):
-            s = self.scripted[self._next_script]
+        while self._next_script < len(self.scripted) and self.scripted[self._next_script][0] <= now:
+            _, s, step = self.scripted[self._next_script]
             self._next_script += 1
-            self.start(s.kind, s.machine, now, s.sensor, s.duration_s, s.magnitude, scripted=True)
+            if step == "runaway" and self._degrading_to(s.machine, s.at_ms):
+                self._end_degradation(s.machine, now)
+                continue
+            # a failure whose degradation could not begin (its machine was failing) comes
+            # unannounced, if it can
+            runaway_at = s.at_ms if step == "degrade" else now
+            self.start(s.kind, s.machine, now, s.sensor, s.duration_s, s.magnitude, scripted=True,
+                       runaway_at=runaway_at)  # fmt: skip
+
+    def _degrading_to(self, machine: int, runaway_at: int) -> bool:
+        return bool(
+            self.fail_phase[machine] == DEGRADING and self.fail_start[machine] == runaway_at
+        )
 
     def _start_random(self, intensity: dict[str, float], now: int) -> None:
         minutes = self.f.dt_s / 60.0
@@ -173,8 +256,15 @@ class Injector:
         duration_s: float | None = None,
         magnitude: float | None = None,
         scripted: bool = False,
+        runaway_at: int | None = None,
     ) -> bool:
-        """Begin an episode of ``kind`` on ``machine``; False if one is already running."""
+        """Begin an episode of ``kind`` on ``machine``; False if one is already running.
+
+        A failure's runaway begins at ``runaway_at`` (event time, ms), after a degradation
+        from now; without it, after a lead drawn from the magnitudes (none when they switch
+        the precursor off). The runaway's own length and heat are drawn when it begins, as
+        they were before failures had a precursor.
+        """
         rng, m = self.rng, self.m
         measured = self.f.measured
         if kind in ("drift", "stuck", "spike") and sensor is None:
@@ -206,13 +296,25 @@ class Injector:
         elif kind == "failure":
             if self.fail_phase[machine] or self.power_phase[machine] == 2:
                 return False
-            self.fail_phase[machine] = 1
-            self.fail_start[machine] = now
-            self.fail_shutdown[machine] = now + length(m.failure_runaway_s)
-            self.fail_heat[machine] = magnitude or rng.uniform(*m.failure_heat_c)
-            self.fail_temp0[machine] = self.f.temp_c[machine]
-            # runaway: heat feeds on itself, so the temperature follows within seconds
-            self.f.thermal_tau_s[machine] = 10.0
+            if runaway_at is None:  # decided now: the lead is drawn (none when off)
+                wear = self.wear_rng
+                lead = int(1000 * wear.uniform(*m.failure_lead_s)) if m.precursor else 0
+                runaway_at = now + lead
+            self.runaway_s[machine] = np.nan if duration_s is None else duration_s
+            self.runaway_heat[machine] = magnitude or np.nan
+            if runaway_at <= now:  # no precursor: the runaway begins at once
+                self.degrade_vib[machine] = self.degrade_heat[machine] = 0.0
+                self._begin_runaway(machine, now)
+                return True
+            wear = self.wear_rng
+            self.degrade_vib[machine] = wear.uniform(*m.degradation_vibration)
+            self.degrade_noise[machine] = wear.uniform(*m.degradation_noise)
+            self.degrade_heat[machine] = wear.uniform(*m.degradation_heat_c)
+            self.fail_phase[machine] = DEGRADING
+            self.degrade_start[machine] = now
+            self.fail_start[machine] = runaway_at
+            if scripted:
+                self._scripted.add(("degradation", machine, None))
         elif kind == "power":
             if self.power_phase[machine] or self.fail_phase[machine]:
                 return False
@@ -229,19 +331,61 @@ class Injector:
             raise ValueError(f"{kind} is not a machine or sensor fault")
         return True
 
+    def _begin_runaway(self, machine: int, now: int) -> None:
+        rng, m = self.rng, self.m
+        length_s, heat = self.runaway_s[machine], self.runaway_heat[machine]
+        length_s = rng.uniform(*m.failure_runaway_s) if np.isnan(length_s) else length_s
+        self.fail_shutdown[machine] = now + int(1000 * length_s)
+        self.fail_heat[machine] = rng.uniform(*m.failure_heat_c) if np.isnan(heat) else heat
+        self.fail_phase[machine] = RUNAWAY
+        self.fail_start[machine] = now
+        self.fail_temp0[machine] = self.f.temp_c[machine]
+        # runaway: heat feeds on itself, so the temperature follows within seconds
+        self.f.thermal_tau_s[machine] = 10.0
+
+    def _advance_degradation(self, now: int) -> None:
+        """Degrading machines: vibration and heat ramp up towards the runaway (arrays over
+        the machines that degrade; nothing to do, but one comparison, when none does)."""
+        f = self.f
+        idx = self._degrading = np.flatnonzero(self.fail_phase == DEGRADING)
+        if not idx.size:
+            return
+        start, runaway_at = self.degrade_start[idx], self.fail_start[idx]
+        progress = np.clip((now - start) / np.maximum(runaway_at - start, 1), 0.0, 1.0)
+        f.vib_factor[idx] = 1.0 + self.degrade_vib[idx] * progress
+        f.extra_heat_c[idx] = self.degrade_heat[idx] * progress
+        going_on = runaway_at > now
+        self._degrading = idx[going_on]
+        self._noise_now = (self.degrade_noise[idx] * progress)[going_on]
+        for machine in idx[~going_on].tolist():
+            self._end_degradation(machine, now)
+
+    def _end_degradation(self, machine: int, now: int) -> None:
+        """Record the machine's degradation and begin its runaway."""
+        vib, heat = self.degrade_vib[machine], self.degrade_heat[machine]
+        self._record("degradation", machine, None, self.degrade_start[machine], now,
+                     round(float(vib), 3), detail=f"bearing wear: vibration +{vib:.0%}, "
+                     f"+{heat:.1f} C at equal load, then the failure's runaway")  # fmt: skip
+        self.degrade_start[machine] = -1
+        self._begin_runaway(machine, now)
+
     def _advance_failures(self, now: int) -> None:
         f = self.f
-        for machine in np.flatnonzero(self.fail_phase == 1):
+        self._advance_degradation(now)
+        for machine in np.flatnonzero(self.fail_phase == RUNAWAY):
             span = self.fail_shutdown[machine] - self.fail_start[machine]
             progress = min(1.0, (now - self.fail_start[machine]) / max(span, 1))
-            f.extra_heat_c[machine] = self.fail_heat[machine] * progress**2
-            f.vib_factor[machine] = 1.0 + 1.5 * progress
+            # from where the degradation left the machine (nothing, without one)
+            f.extra_heat_c[machine] = (
+                self.degrade_heat[machine] + self.fail_heat[machine] * progress**2
+            )
+            f.vib_factor[machine] = 1.0 + self.degrade_vib[machine] + 1.5 * progress
             if now >= self.fail_shutdown[machine]:
                 rise = float(f.temp_c[machine] - self.fail_temp0[machine])
                 self._record("failure", machine, None,
                                   self.fail_start[machine], now, round(rise, 2),
                                   detail="overheating runaway, then shutdown")  # fmt: skip
-                self.fail_phase[machine] = 2
+                self.fail_phase[machine] = SHUT_DOWN
                 self.fail_repaired[machine] = now + int(
                     1000 * self.rng.uniform(*self.m.failure_repair_s)
                 )
@@ -249,8 +393,8 @@ class Injector:
                 f.thermal_tau_s[machine] = self._tau[machine]
                 f.forced_load[machine] = 0.0
                 f.status[machine] = STATUS_SHUTDOWN
-        for machine in np.flatnonzero((self.fail_phase == 2) & (self.fail_repaired <= now)):
-            self.fail_phase[machine] = 0
+        for machine in np.flatnonzero((self.fail_phase == SHUT_DOWN) & (self.fail_repaired <= now)):
+            self.fail_phase[machine] = HEALTHY
             f.forced_load[machine] = np.nan
             f.status[machine] = 0
             f.regime[machine], f.regime_left_s[machine] = IDLE, 30.0
@@ -282,6 +426,7 @@ class Injector:
         """Change the tick's readings in place: drift, stuck, spikes (within the sensor's
         physical range), dead power."""
         now = tick.ts_ms
+        self._apply_wear_noise(tick)
         for sensor in MEASURED:
             values = tick.values.get(sensor)
             if values is None:
@@ -303,6 +448,16 @@ class Injector:
         if dead.any():
             for values in tick.values.values():
                 values[dead] = np.nan
+
+    def _apply_wear_noise(self, tick: Tick) -> None:
+        """A degrading machine's vibration is noisier, in proportion to its level and the
+        degradation's progress: the machine's own noise, before any sensor fault acts."""
+        idx, values = self._degrading, tick.values.get("vibration")
+        if not idx.size or values is None:
+            return
+        level = values[idx]
+        noisy = level + self.wear_rng.normal(0.0, 1.0, idx.size) * self._noise_now * np.abs(level)
+        values[idx] = quantise(np.maximum(noisy, 0.0), SENSORS["vibration"]["resolution"])
 
     def _apply_drift(self, sensor: str, values: np.ndarray, now: int) -> None:
         start, end = self.drift_start[sensor], self.drift_end[sensor]
@@ -382,7 +537,12 @@ class Injector:
                 self._record("stuck", machine, sensor, self.stuck_start[sensor][machine],
                                   last_ms, float(self.stuck_value[sensor][machine]),
                                   detail="still stuck when the run ended")  # fmt: skip
-        for machine in np.flatnonzero(self.fail_phase == 1):
+        for machine in np.flatnonzero(self.fail_phase == DEGRADING):
+            self._record("degradation", machine, None, self.degrade_start[machine], last_ms,
+                         round(float(self.degrade_vib[machine]), 3),
+                         detail="still degrading when the run ended; its runaway was due "
+                         f"{(self.fail_start[machine] - last_ms) / 1000:.0f} s later")  # fmt: skip
+        for machine in np.flatnonzero(self.fail_phase == RUNAWAY):
             self._record("failure", machine, None, self.fail_start[machine], last_ms,
                               round(float(self.f.temp_c[machine] - self.fail_temp0[machine]), 2),
                               detail="runaway still under way when the run ended")  # fmt: skip

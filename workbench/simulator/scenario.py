@@ -15,12 +15,18 @@ on known machines ("a failure at minute 3 on machine 7")::
 
     [magnitudes]            # optional; fields of workbench.simulator.chaos.Magnitudes
     burst_factor = 4
+    failure_lead_s = ["5m", "15m"]   # a failure's degradation before its runaway; [0, 0]: none
 
     [[fault]]
     kind = "failure"
     machine = 7             # machine number: m-0007
-    at = "3m"               # event time after the start of the run
+    at = "3m"               # event time after the start of the run (a failure: its runaway)
     duration = "90s"        # optional; kind-specific default otherwise
+    lead = "2m"             # optional, a failure's: its degradation before ``at`` (0: none)
+
+A failure degrades for its lead before the runaway placed at ``at`` (the lead drawn from
+``failure_lead_s`` unless the fault gives one), but not before the run began: one placed
+sooner after the start than its lead degrades from the start on, for less time.
 
 Scenarios shipped with the workbench live in ``scenarios/`` and are selected by name
 (``--scenario standard``); any other path to a ``.toml`` file works too.
@@ -41,7 +47,7 @@ from workbench.simulator.physics import DEFAULT_START_MS, KINDS, MEASURED_BY_KIN
 from workbench.simulator.truth import FAULT_KINDS
 
 _RUN_KEYS = {"machines", "duration", "rate_hz", "seed", "description", "factory"}
-_FAULT_KEYS = {"kind", "machine", "at", "duration", "sensor", "magnitude"}
+_FAULT_KEYS = {"kind", "machine", "at", "duration", "sensor", "magnitude", "lead"}
 
 
 class ScenarioError(FileConfigError):
@@ -60,6 +66,7 @@ class Fault:
     duration_s: float | None = None
     sensor: str | None = None
     magnitude: float | None = None
+    lead_s: float | None = None  # a failure's degradation before at_s
 
     def scripted(self, start_ms: int) -> ScriptedFault:
         return ScriptedFault(
@@ -69,6 +76,7 @@ class Fault:
             self.sensor,
             self.duration_s,
             self.magnitude,
+            self.lead_s,
         )
 
 
@@ -176,15 +184,22 @@ def _magnitudes(path: Path | str, table: dict[str, Any]) -> Magnitudes:
     allowed = {f.name for f in dataclasses.fields(Magnitudes)}
     _no_unknown(path, "[magnitudes]", table, allowed)
     values: dict[str, Any] = {}
-    for key, value in table.items():
-        current = getattr(defaults, key)
-        if isinstance(current, dict):
-            values[key] = current | {k: float(v) for k, v in value.items()}
-        elif isinstance(current, tuple):
-            values[key] = tuple(float(v) for v in value)
-        else:
-            values[key] = type(current)(value)
-    return dataclasses.replace(defaults, **values)
+    try:
+        for key, value in table.items():
+            current = getattr(defaults, key)
+            if isinstance(current, dict):
+                values[key] = current | {k: float(v) for k, v in value.items()}
+            elif isinstance(current, tuple) and key.endswith("_s"):  # seconds, or "5m"
+                values[key] = tuple(parse_duration_s(v, key) for v in value)
+            elif isinstance(current, tuple):
+                values[key] = tuple(float(v) for v in value)
+            else:
+                values[key] = type(current)(value)
+            if isinstance(current, tuple) and len(values[key]) != 2:
+                raise ConfigError(key, value, "a range [low, high]")
+        return dataclasses.replace(defaults, **values)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ScenarioError(path, "[magnitudes]", str(exc)) from None
 
 
 def _fault(
@@ -205,8 +220,12 @@ def _fault(
         at_s = parse_duration_s(entry.get("at", ""), "at")
         length = entry.get("duration")
         length_s = parse_duration_s(length, "duration") if length is not None else None
+        lead = entry.get("lead")
+        lead_s = parse_duration_s(lead, "lead") if lead is not None else None
     except ConfigError as exc:
         raise ScenarioError(path, where, str(exc)) from None
+    if lead_s is not None and kind != "failure":
+        raise ScenarioError(path, where, f"lead is a failure's degradation; a {kind} has none")
     if at_s >= duration_s:
         raise ScenarioError(path, where, f"at {at_s:g}s is after the run's end ({duration_s:g}s)")
     sensor = entry.get("sensor")
@@ -218,5 +237,6 @@ def _fault(
         raise ScenarioError(path, where, f"a scripted {kind} window needs a duration")
     magnitude = entry.get("magnitude")
     return Fault(
-        kind, machine, at_s, length_s, sensor, None if magnitude is None else float(magnitude)
-    )
+        kind, machine, at_s, length_s, sensor, None if magnitude is None else float(magnitude),
+        lead_s,
+    )  # fmt: skip

@@ -9,6 +9,8 @@ recorded with the run (``params``), so every run can be told apart and repeated.
 (3, 10.0, {'loss': 0.1}, 1767225600000)
 >>> SimulationSpec.build(scenario="standard", seed=7).factory.seed
 7
+>>> SimulationSpec.build(failure_lead_s=(0, 0)).params()["failure_lead_s"]  # no precursor
+[0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -53,8 +55,12 @@ class SimulationSpec:
         events_per_s: float | None = None,
         realtime: bool = False,
         factory_kind: str | None = None,
+        failure_lead_s: tuple[float, float] | None = None,
     ) -> SimulationSpec:
         """Combine a scenario (if any) with explicit values; explicit values win.
+
+        ``failure_lead_s`` is how long a failure degrades before its runaway, a range of
+        seconds (``Magnitudes.failure_lead_s``; ``(0, 0)``: no precursor).
 
         ``events_per_s`` sets the factory-wide reading rate instead of ``rate_hz``.
         A real-time run starts at the current time unless ``start_ms`` is given; any
@@ -89,12 +95,16 @@ class SimulationSpec:
         if wrong:
             raise ConfigError("factory", factory.kind, f"a factory whose sensors include the "
                               f"scenario's {', '.join(wrong)}")  # fmt: skip
+        magnitudes = base.magnitudes
+        if failure_lead_s is not None:
+            lead = tuple(float(s) for s in failure_lead_s)
+            magnitudes = dataclasses.replace(magnitudes, failure_lead_s=lead)
         return cls(
             factory=factory,
             duration_s=duration,
             chaos=base.chaos | (chaos or {}),
             faults=faults,
-            magnitudes=base.magnitudes,
+            magnitudes=magnitudes,
             scenario=sc.name if sc else None,
         )
 
@@ -112,4 +122,5 @@ class SimulationSpec:
             "events_per_s": f.events_per_second(),
             "chaos": self.chaos,
             "scripted_faults": len(self.faults),
+            "failure_lead_s": [float(s) for s in self.magnitudes.failure_lead_s],
         }

@@ -28,12 +28,15 @@ if TYPE_CHECKING:  # the sink (SQLAlchemy) is not loaded by everything that impo
 
 log = logging.getLogger(__name__)
 
-#: Every kind of ground-truth event; the first ten are the simulator's fault kinds.
+#: The simulator's fault kinds: each has a chaos intensity and can be scripted.
 FAULT_KINDS = (
     "spike", "drift", "stuck", "loss", "duplicate",
     "latency", "burst", "failure", "power", "malformed",
 )  # fmt: skip
-KINDS = (*FAULT_KINDS, "anomaly")
+#: Every kind of ground-truth event: the fault kinds; ``degradation``, the wear before a
+#: failure's runaway (part of a ``failure``, not a fault of its own: no intensity, no script);
+#: ``anomaly``, a label of a real data set.
+KINDS = (*FAULT_KINDS, "anomaly", "degradation")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from workbench.lab.plots.style import ALERT_COLOUR, fault_colour, house_layout, 
 
 #: Kinds whose ground truth is a span worth shading (latency covers whole stretches of
 #: every sensor and would shade everything; it keeps its marker).
-_SHADED = {"drift", "stuck", "burst", "failure", "power", "anomaly"}
+_SHADED = {"drift", "stuck", "burst", "failure", "power", "anomaly", "degradation"}
 #: At most this many shaded spans of each sort, so a long run's figure stays light.
 MAX_SPANS = 300
 
@@ -266,7 +266,7 @@ def _add_truth(
 
 
 #: Fault kinds that show in a sensor's signal (network faults act on messages, not values).
-SIGNAL_KINDS = ("spike", "drift", "stuck", "burst", "failure", "power", "anomaly")
+SIGNAL_KINDS = ("spike", "drift", "stuck", "burst", "failure", "power", "anomaly", "degradation")
 
 
 def busiest_signals(

@@ -18,6 +18,7 @@ FAULT_COLOURS = {
     "spike": "#17becf", "drift": "#ff7f0e", "stuck": "#9467bd", "burst": "#8c564b",
     "failure": "#e377c2", "power": "#bcbd22", "loss": "#7f7f7f", "duplicate": "#aec7e8",
     "malformed": "#c49c94", "latency": "#c7c7c7", "anomaly": "#ff9896",
+    "degradation": "#f7b6d2",  # a paler failure: the wear before its runaway
 }  # fmt: skip
 ALERT_COLOUR = "#d62728"
 

@@ -121,7 +121,8 @@ def _model_scores(
 def end_run(state: PartitionState, run: str, out: PartitionOutput) -> None:
     """The run's end-of-run marker: its windows final, its held alerts decided, its
     statistics out; later readings of it are late."""
-    if run in state.ended:
+    if run in state.ended:  # again (the run made again under its id): ended, as before
+        out.ended.append(run)
         return
     table = state.keys
     if table.has_run(run):

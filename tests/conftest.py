@@ -225,3 +225,32 @@ def assert_incremental_checkpoints(sink, group: str) -> None:
     write(30, Checkpoint(b"three"))  # nothing new, nothing dropped
     assert sink.checkpoint(group, "raw", 3) == (30, b"three", {1: b"one", 2: b"\x00two"})
     assert sink.checkpoint(group, "raw", 4) is None
+
+
+def query_rows(url: str, query) -> list:
+    """The rows a SQLAlchemy query gives on the database at ``url`` (an engine of its own)."""
+    from workbench.sinks import engine
+
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            return list(conn.execute(query))
+    finally:
+        eng.dispose()
+
+
+def restricted_gateway_key(settings: Settings, keys_file: Path) -> tuple[dict[str, str], str]:
+    """A gateway key for machine m-0001 only, made with `workbench gateway key` into
+    ``keys_file``; returns the gateway's environment (that key file, and the open key "k1")
+    and the restricted key."""
+    import json
+    import subprocess
+
+    made = subprocess.run(
+        [WORKBENCH, "gateway", "key", "line-1", "--machines", "m-0001", "--json"],
+        env=cli_env(settings, WORKBENCH_GATEWAY_KEYS_FILE=str(keys_file)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    env = {"WORKBENCH_GATEWAY_API_KEYS": "k1", "WORKBENCH_GATEWAY_KEYS_FILE": str(keys_file)}
+    return env, json.loads(made.stdout)["key"]

@@ -12,12 +12,12 @@ import uuid
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import own_settings, run_notebook
+from conftest import own_settings, query_rows, restricted_gateway_key, run_notebook
 from test_cli import workbench
 from test_gateway import running_gateway
 
 from workbench.models import health
-from workbench.sinks import engine, schema
+from workbench.sinks import schema
 from workbench.sinks.sqlite import SqliteSink
 
 #: Four machines, 25 minutes, seed 1: one or two machines fail, the others do not (a failure
@@ -34,31 +34,23 @@ def run(stack):
     return settings, stack[1].database_url, run_id
 
 
-def _rows(url: str, query) -> list:
-    eng = engine(url)
-    try:
-        with eng.connect() as conn:
-            return list(conn.execute(query))
-    finally:
-        eng.dispose()
-
-
 def _failed(url: str, run_id: str) -> set[str]:
     c = schema.chaos_events
     query = sa.select(c.c.machine_id).where(c.c.run_id == run_id, c.c.kind == "failure")
-    return {r.machine_id for r in _rows(url, query)}
+    return {r.machine_id for r in query_rows(url, query)}
 
 
 def _latest_reading(url: str, run_id: str) -> dt.datetime:
     r = schema.readings
-    return _rows(url, sa.select(sa.func.max(r.c.ts)).where(r.c.run_id == run_id))[0][0]
+    return query_rows(url, sa.select(sa.func.max(r.c.ts)).where(r.c.run_id == run_id))[0][0]
 
 
 def _alerts(url: str, run_id: str, machine_id: str) -> list:
     a = schema.alerts
-    return _rows(url, sa.select(a.c.rule, a.c.severity, a.c.detects, a.c.start_ts, a.c.closed_ts)
-                 .where(a.c.run_id == run_id, a.c.machine_id == machine_id)
-                 .order_by(a.c.start_ts, a.c.rule))  # fmt: skip
+    query = (sa.select(a.c.rule, a.c.severity, a.c.detects, a.c.start_ts, a.c.closed_ts)
+             .where(a.c.run_id == run_id, a.c.machine_id == machine_id)
+             .order_by(a.c.start_ts, a.c.rule))  # fmt: skip
+    return query_rows(url, query)
 
 
 def _recomputed(url: str, run_id: str, machine_id: str, recent_s: float) -> dict:
@@ -132,7 +124,7 @@ def test_every_sentence_cites_numbers_the_database_holds(run):
         # the drift sentence: the first and last thirds' means of the one-minute windows
         (sensor, d), *_ = sorted(h.indicators["drift"].items(),
                                  key=lambda kv: -abs(kv[1]["sigmas"]))  # fmt: skip
-        means = [x.mean for x in _rows(url, sa.select(w.c.mean).where(
+        means = [x.mean for x in query_rows(url, sa.select(w.c.mean).where(
             w.c.run_id == run_id, w.c.machine_id == m, w.c.sensor_type == sensor,
             w.c.width_s == 60, w.c.final).order_by(w.c.window_start))]  # fmt: skip
         k = len(means) // 3
@@ -144,7 +136,7 @@ def test_every_sentence_cites_numbers_the_database_holds(run):
         )
 
         # data quality: the readings the windows counted are the readings stored
-        stored = _rows(url, sa.select(sa.func.count(), sa.func.count(r.c.value))
+        stored = query_rows(url, sa.select(sa.func.count(), sa.func.count(r.c.value))
                        .where(r.c.run_id == run_id, r.c.machine_id == m))[0]  # fmt: skip
         q = h.indicators["quality"]
         assert (q["readings"], q["nulls"]) == (stored[0], stored[0] - stored[1])
@@ -180,12 +172,7 @@ def test_the_summary_is_deterministic_and_the_cli_prints_it(run):
 
 def test_the_gateway_serves_health_behind_the_key(run, tmp_path):
     settings, url, run_id = run
-    keys = tmp_path / "keys.toml"
-    made = workbench(settings, "gateway", "key", "line-1", "--machines", "m-0001", "--json",
-                     WORKBENCH_GATEWAY_KEYS_FILE=str(keys))  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    restricted = json.loads(made.stdout)["key"]
-    env = {"WORKBENCH_GATEWAY_API_KEYS": "k1", "WORKBENCH_GATEWAY_KEYS_FILE": str(keys)}
+    env, restricted = restricted_gateway_key(settings, tmp_path / "keys.toml")
     with running_gateway(settings, **env) as gw:
 
         def get(machine: str, key: str | None = "k1", run: str | None = run_id, **params):
@@ -262,7 +249,7 @@ def test_the_time_since_the_last_failure_agrees_with_the_ground_truth(run):
     after its runaway ended in the shutdown)."""
     _, url, run_id = run
     c = schema.chaos_events
-    truth = _rows(url, sa.select(c.c.machine_id, c.c.start_ts, c.c.end_ts)
+    truth = query_rows(url, sa.select(c.c.machine_id, c.c.start_ts, c.c.end_ts)
                   .where(c.c.run_id == run_id, c.c.kind == "failure"))  # fmt: skip
     as_of = _latest_reading(url, run_id)
     for h in health.health_all(url, run_id):
@@ -284,7 +271,7 @@ def test_save_upserts_one_row_per_machine_for_grafana(run):
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["saved"] == 4
     order = (mh.c.score, mh.c.machine_id)
-    stored = _rows(url, sa.select(mh).where(mh.c.run_id == run_id).order_by(*order))
+    stored = query_rows(url, sa.select(mh).where(mh.c.run_id == run_id).order_by(*order))
     columns = ("machine_id", "score", "worst_indicator", "narrative", "deductions", "recent_s",
                "as_of")  # fmt: skip
     expected = [health.row(h) for h in health.health_all(url, run_id, recent_s=240)]
@@ -408,6 +395,6 @@ def test_the_health_notebook_shows_and_saves_what_health_all_computes(kernel_env
     assert got["failed_machines"] == sorted(_failed(url, run_id))
     assert got["failure_alerts"] == sum(h.indicators["failures"]["count"] for h in found) > 0
     mh = schema.machine_health
-    stored = _rows(url, sa.select(mh.c.machine_id, mh.c.score, mh.c.recent_s)
+    stored = query_rows(url, sa.select(mh.c.machine_id, mh.c.score, mh.c.recent_s)
                    .where(mh.c.run_id == run_id).order_by(mh.c.machine_id))  # fmt: skip
     assert [tuple(r) for r in stored] == sorted((h.machine_id, h.score, 180.0) for h in found)

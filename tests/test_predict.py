@@ -12,7 +12,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import own_settings
+from conftest import own_settings, restricted_gateway_key
 from test_cli import workbench
 from test_gateway import running_gateway
 
@@ -96,12 +96,7 @@ def test_the_cli_says_what_is_wrong_in_one_line(trained, args, complaint):
 
 def test_the_gateway_predicts_behind_the_key(trained, tmp_path):
     settings, url, runs, name, rows = trained
-    keys = tmp_path / "keys.toml"
-    made = workbench(settings, "gateway", "key", "line-1", "--machines", "m-0001", "--json",
-                     WORKBENCH_GATEWAY_KEYS_FILE=str(keys))  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    restricted = json.loads(made.stdout)["key"]
-    env = {"WORKBENCH_GATEWAY_API_KEYS": "k1", "WORKBENCH_GATEWAY_KEYS_FILE": str(keys)}
+    env, restricted = restricted_gateway_key(settings, tmp_path / "keys.toml")
     with running_gateway(settings, **env) as gw:
 
         def post(body, key: str | None = "k1") -> httpx.Response:

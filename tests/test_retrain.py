@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import own_settings
+from conftest import own_settings, query_rows
 from test_cli import workbench
 
 from workbench.lab import history
 from workbench.models import ModelError, registry, retrain, train
-from workbench.sinks import engine, schema
+from workbench.sinks import schema
 
 #: Failures often enough that each run has a few (the simulator degrades a machine for
 #: minutes before its runaway), and faults that are not failures.
@@ -38,15 +38,6 @@ def runs(stack):
 
 def _name() -> str:
     return f"rt-{uuid.uuid4().hex[:6]}"
-
-
-def _rows(url: str, query) -> list:
-    eng = engine(url)
-    try:
-        with eng.connect() as conn:
-            return list(conn.execute(query))
-    finally:
-        eng.dispose()
 
 
 def test_never_stores_a_new_version_and_leaves_the_one_in_use(runs):
@@ -135,9 +126,11 @@ def test_the_runs_are_the_latest_with_failures_newest_held_out(runs):
     assert choice.ready and choice.made == [] and choice.stored == 3
     chosen = [*choice.train, choice.holdout]
     r, ce = schema.runs, schema.chaos_events
-    started = dict(_rows(url, sa.select(r.c.run_id, r.c.started_at)
+    started = dict(query_rows(url, sa.select(r.c.run_id, r.c.started_at)
                               .where(r.c.status == "completed")))  # fmt: skip
-    failed = {row[0] for row in _rows(url, sa.select(ce.c.run_id).where(ce.c.kind == "failure"))}
+    failed = {
+        row[0] for row in query_rows(url, sa.select(ce.c.run_id).where(ce.c.kind == "failure"))
+    }
     assert set(chosen) <= failed
     assert [started[x] for x in chosen] == sorted(started[x] for x in chosen)  # oldest first
     # no completed run with failures started after the oldest chosen one is left out
@@ -155,7 +148,9 @@ def test_the_factory_makes_seeded_runs_when_asked(runs):
                                  duration_s=180, seed=5)  # fmt: skip
     assert choice.ready and choice.made == [*choice.train, choice.holdout] and choice.stored == 0
     r = schema.runs
-    params = dict(_rows(url, sa.select(r.c.run_id, r.c.params).where(r.c.run_id.in_(choice.made))))
+    params = dict(
+        query_rows(url, sa.select(r.c.run_id, r.c.params).where(r.c.run_id.in_(choice.made)))
+    )
     assert [params[x]["seed"] for x in choice.made] == [5, 6]
     assert all(params[x]["chaos"]["failure"] == 0.1 and params[x]["machines"] == 2
                for x in choice.made)  # fmt: skip

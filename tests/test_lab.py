@@ -72,12 +72,16 @@ def test_lab_prints_a_working_url_and_stops_with_its_kernels(tmp_path: Path, sto
         json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
     )
     port = free_port()
+    # Ctrl-C must stop it even when its parent ignores SIGINT and passes that on (a test
+    # worker that had it ignored left the lab deaf to it, once in a while)
+    ignore_int = stop_with == signal.SIGINT
     proc = subprocess.Popen(
         [WORKBENCH, "lab", "--port", str(port), "--notebooks", str(notebooks)],
         env=cli_env(settings, DISPLAY=""),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_int else None,
     )
     try:
         line = first_line(proc)

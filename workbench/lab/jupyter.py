@@ -140,6 +140,9 @@ def run(settings: Settings, options: LabOptions) -> int:
     log_path = settings.state_dir / "lab.log"
     token = secrets.token_urlsafe(32)
     previous_hup = signal.signal(signal.SIGHUP, _interrupted) if hasattr(signal, "SIGHUP") else None
+    # Ctrl-C stops the lab even when this process was started with SIGINT ignored (a parent
+    # that ignores it passes that on, and Python then leaves it ignored)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     proc: subprocess.Popen[bytes] | None = None
     try:
         with log_path.open("wb") as server_log:
@@ -169,6 +172,7 @@ def run(settings: Settings, options: LabOptions) -> int:
             stop(proc)
         if previous_hup is not None:
             signal.signal(signal.SIGHUP, previous_hup)
+        signal.signal(signal.SIGINT, previous_int)
     if code != 0:
         raise LabError(f"JupyterLab stopped with exit code {code}; see {log_path}")
     return 0

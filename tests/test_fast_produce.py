@@ -143,12 +143,9 @@ PINNED = {
 #: What the simulator sent for CASES before failures had a precursor (PINNED, as it was
 #: then), and sends with ``failure_lead_s = (0, 0)``.
 PINNED_NO_PRECURSOR = {
-    "none-s1": ("2e09efba0e58ac9469cf13feab194b0193a003a87a76f98da72db9bf3f432ba1",
-                2583, 2583, 0, 0, 0,
-                "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
-    "none-s2-rate2": ("984686e7ad3af83898a9cbcb9094d2ae6d1c570cad18b55b434293aab8864856",
-                      1640, 1640, 0, 0, 0,
-                      "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
+    # without failures the precursor changes nothing
+    "none-s1": PINNED["none-s1"],
+    "none-s2-rate2": PINNED["none-s2-rate2"],
     "all-s1": ("7d09d7f02ac46922b84ca26b70fda1285cbb243397cf6110459a4dee4ee1c315",
                5344, 5535, 298, 107, 52,
                "a6d7d095e6b3bd0a1aedb7222be8a4cc5cf940765c0d77a8f13fe714884fda5a"),

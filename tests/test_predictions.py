@@ -5,19 +5,17 @@ windows offline, and the same after a restart from a checkpoint."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 from conftest import own_settings
 from test_cli import workbench
+from test_determinism import run_to_the_end
 
 from workbench.job import simulate
 from workbench.models import anomaly, features, precursor, registry
 from workbench.processor.loop import Processor
-from workbench.runs import RunRegistry
 from workbench.simulator.control import parse_chaos
 from workbench.simulator.spec import SimulationSpec
 from workbench.sinks import engine, schema
@@ -121,34 +119,6 @@ def test_without_a_promoted_version_nothing_is_scored(stack, model):
     assert _predictions(url, f"{run_id}-off") == {}
 
 
-def _process(settings, endpoints, report, max_messages: int | None = None) -> None:
-    """Process until the run is stored whole and its windows are final (or until
-    ``max_messages`` were consumed)."""
-    processor = Processor(settings, endpoints.broker, endpoints.database_url)
-    if max_messages is not None:
-        processor.run(max_messages=max_messages)
-        return
-    runs = RunRegistry(endpoints.database_url)
-    stop = threading.Event()
-    worker = threading.Thread(target=processor.run, args=(stop,))
-    worker.start()
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            c = runs.counts(report.run_id, full=True)
-            if (c.stored + c.deadlettered == report.expected_in_database
-                    and c.windows_open == 0 and c.windows_final > 0):  # fmt: skip
-                break
-            assert worker.is_alive(), "the processor stopped"
-            assert time.monotonic() < deadline, f"timed out waiting for the run to end: {c}"
-            time.sleep(0.05)
-        time.sleep(1.0)  # the last results go out with the batch after
-    finally:
-        stop.set()
-        worker.join(60)
-        runs.close()
-
-
 def test_a_restart_from_a_checkpoint_gives_the_same_predictions(stack, model):
     """Undisturbed, and stopped after a third of the stream then restored from its
     checkpoint: the feature history travels in the checkpoint, so the minutes after the
@@ -160,8 +130,9 @@ def test_a_restart_from_a_checkpoint_gives_the_same_predictions(stack, model):
         settings = own_settings(base, endpoints, model=name, batch_size=300)
         report = simulate(settings, endpoints, SPEC, f"{name}-{how}")
         if how == "restarted":
-            _process(settings, endpoints, report, max_messages=report.produced // 3)
-        _process(settings, endpoints, report)
+            first = Processor(settings, endpoints.broker, endpoints.database_url)
+            first.run(max_messages=report.produced // 3)
+        run_to_the_end(settings, endpoints, report)
         runs[how] = _predictions(url, report.run_id)
     assert len(runs["undisturbed"]) == 4 * 8
     assert runs["restarted"] == runs["undisturbed"]

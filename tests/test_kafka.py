@@ -88,3 +88,30 @@ def test_the_topic_watch_tells_how_much_the_broker_holds_and_when_a_topic_is_los
     watch.check()
     assert watch.losses == 1 and watch.lost == 0  # nothing written after the watch began
     watch.close()
+
+
+def test_the_topic_watch_counts_as_lost_only_what_the_group_had_not_processed(endpoints):
+    """The group's committed offsets come through a consumer that never joins the group
+    (kafka.GroupOffsets), not through the admin client's coordinator requests, which
+    can abort the process when a broker hangs and then goes away (librdkafka#4605)."""
+    bootstrap, topic, group = endpoints.broker, "watch-group-offsets", "watch-group"
+    kafka.ensure_topics(bootstrap, [topic], 1)
+    watch = kafka.TopicWatch(bootstrap, topic, group=group)
+    producer = kafka.Producer({"bootstrap.servers": bootstrap.bootstrap})
+    for _ in range(10):  # one batch each: Tansu's ends count batches' first offsets
+        producer.produce(topic, b"x", partition=0)
+        producer.flush(5)
+    committer = kafka.make_consumer(bootstrap, group, 6000)
+    part = kafka.TopicPartition(topic, 0, 4)  # the group processed the first 4
+    committer.assign([part])
+    committer.commit(offsets=[part], asynchronous=False)
+    committer.close()
+    with kafka.GroupOffsets(bootstrap, group) as offsets:
+        assert offsets.read([kafka.TopicPartition(topic, 0)], 5.0) == {0: 4}
+        assert offsets.read([kafka.TopicPartition(topic, 1)], 5.0) == {}  # none there
+    watch.check()  # sees the 4 processed
+    admin = kafka.AdminClient({"bootstrap.servers": bootstrap.bootstrap})
+    admin.delete_topics([topic])[topic].result(10)
+    watch.check()
+    watch.close()
+    assert watch.losses == 1 and watch.lost == 6

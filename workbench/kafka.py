@@ -28,7 +28,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -240,7 +239,8 @@ def unprocessed(broker: Endpoint, topic: str, group: str, timeout_s: float = 5.0
         raise
     starts = _offsets(admin, parts, OffsetSpec.earliest(), timeout_s)
     ends = _offsets(admin, parts, OffsetSpec.latest(), timeout_s)
-    done = _committed(admin, group, parts, timeout_s)
+    with GroupOffsets(broker, group, timeout_s) as offsets:
+        done = offsets.read(parts, timeout_s)
     return sum(max(0, end - max(done.get(p, 0), starts[p])) for p, end in ends.items())
 
 
@@ -258,13 +258,47 @@ def _offsets(
     return {tp.partition: future.result().offset for tp, future in listed.items()}
 
 
-def _committed(
-    admin: AdminClient, group: str, parts: list[TopicPartition], timeout_s: float
-) -> dict[int, int]:
-    """The offsets ``group`` committed, for the partitions it committed in."""
-    asked = ConsumerGroupTopicPartitions(group, parts)
-    future = admin.list_consumer_group_offsets([asked], request_timeout=timeout_s)[group]
-    return {tp.partition: tp.offset for tp in future.result().topic_partitions if tp.offset >= 0}
+class GroupOffsets:
+    """Reads the offsets a consumer group committed, without joining the group.
+
+    Through a consumer that never subscribes, not the admin client: an admin request to
+    a group's coordinator aborts the whole process when the coordinator's answer, or the
+    failure of its connection, comes after the request timed out (an assertion in
+    librdkafka's ``rd_kafka_admin_coord_response_parse``, confluentinc/librdkafka#4605).
+    A broker that hangs for longer than the timeout and then goes away does just that:
+    the embedded broker lingers ~5 s over open connections when told to stop. A
+    consumer asks through its own group handle, which takes no such path.
+
+    >>> # with GroupOffsets(endpoint, "workbench-processor") as offsets:
+    >>> #     offsets.read([TopicPartition("telemetry.raw", 0)], timeout_s=5.0)
+    >>> # {0: 1200}
+    """
+
+    def __init__(self, broker: Endpoint, group: str, connect_timeout_s: float = 5.0) -> None:
+        self._consumer = Consumer(
+            _config(broker, connect_timeout_s, {
+                "group.id": group,
+                "enable.auto.commit": False,
+                # the caller (a producer, a watch) tells of an absent broker in its own words
+                "error_cb": lambda e: log.debug("group offsets of %s: %s", group, e.str()),
+            })
+        )  # fmt: skip
+
+    def read(self, parts: list[TopicPartition], timeout_s: float) -> dict[int, int]:
+        """The committed offset of each partition the group committed in (raises
+        KafkaException when the broker does not tell in ``timeout_s``)."""
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in parts]
+        found = self._consumer.committed(asked, timeout=timeout_s)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> GroupOffsets:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def ensure_topics(
@@ -536,6 +570,7 @@ class TopicWatch(threading.Thread):
         #: whether the broker answered the last look
         self.answering = True
         self._admin = AdminClient(_config(self.broker, 1.0, {}))
+        self._offsets = GroupOffsets(self.broker, group, 1.0) if group is not None else None
         self._id: str | None = None
         self._start: dict[int, int] = {}
         self._ends: dict[int, int] = {}
@@ -557,6 +592,9 @@ class TopicWatch(threading.Thread):
         self._done.set()
         if self.is_alive():
             self.join()
+        if self._offsets is not None:
+            self._offsets.close()
+            self._offsets = None
 
     def run(self) -> None:
         while not self._done.wait(self.every_s):
@@ -624,11 +662,11 @@ class TopicWatch(threading.Thread):
         and the messages the topic holds; ``("", {}, {}, 0)`` when the topic does not
         exist, None when the broker does not answer.
 
-        librdkafka can abort the whole process when an admin request times out
-        (confluentinc/librdkafka#4605), and destroying an admin client that has requests
-        out can hang. So one client serves every look, a metadata request (which takes
-        neither path) asks first whether the broker answers at all, and the admin
-        requests that follow get a timeout far above an answering broker's round trip.
+        The group's offsets come through :class:`GroupOffsets`, not the admin client,
+        whose coordinator requests can abort the process. Destroying an admin client that
+        has requests out can hang, so one client serves every look, a metadata request
+        asks first whether the broker answers at all, and the admin requests that follow
+        get a timeout far above an answering broker's round trip.
         """
         try:
             if self.topic not in self._admin.list_topics(timeout=1.0).topics:
@@ -650,10 +688,10 @@ class TopicWatch(threading.Thread):
     def _processed(self, parts: list[TopicPartition]) -> dict[int, int]:
         """The group's committed offsets; those of the last look when it cannot tell (the
         group is rebalancing, or has none)."""
-        if self.group is None:
+        if self._offsets is None:
             return {}
         try:
-            return _committed(self._admin, self.group, parts, ADMIN_TIMEOUT_S) or self._read
+            return self._offsets.read(parts, ADMIN_TIMEOUT_S) or self._read
         except KafkaException as exc:
             log.debug("topic watch: offsets of %s: %s", self.group, exc)
             return self._read

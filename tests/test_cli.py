@@ -276,7 +276,10 @@ def test_a_broker_restart_mid_run_is_reported_at_once_and_simulate_fails(tmp_pat
         gone = psutil.Process(broker["pid"])
         gone.terminate()
         gone.wait(30)
-        time.sleep(8)  # a progress line or two while the broker is away
+        for line in sim.stderr:  # a progress line that sees the broker away, not a sleep
+            lines.append(line)
+            if "waiting for the broker, which does not answer" in line:
+                break
         restarted = workbench(settings, "up")
         assert restarted.returncode == 0, restarted.stderr
         lines += sim.stderr  # to the end of the simulation

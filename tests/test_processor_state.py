@@ -20,6 +20,7 @@ from workbench.processor.loop import Processor
 from workbench.producer import RecordProducer
 from workbench.runs import RunRegistry
 from workbench.schemas import READING
+from workbench.simulator.control import Pace
 from workbench.simulator.spec import SimulationSpec
 
 #: Two minutes of the standard chaos scenario: spikes, a drift, a failure, a stuck sensor,
@@ -189,13 +190,23 @@ def test_killed_processors_partitions_and_state_move_to_the_survivor(stack, endp
     try:
         wait_for(lambda: a.assigned() and b.assigned(), 60, "both processors to get partitions")
         assert sorted(a.assigned() + b.assigned()) == [0, 1, 2, 3]
-        # ... then the run arrives and one of them dies mid-way, without a goodbye.
-        report = simulate(settings, endpoints, SPEC, "handoff")
+        # ... then the run arrives and one of them dies mid-way, without a goodbye. The run
+        # is paced to take about 20 s, so that the kill lands while it still comes in.
         expected = registry.counts("handoff-ref").stored
+        pace, sent = Pace(expected / 20), {}
+        sender = threading.Thread(
+            target=lambda: sent.update(report=simulate(
+                settings, endpoints, SPEC, "handoff", pace=pace
+            ))
+        )  # fmt: skip
+        sender.start()
         wait_for(lambda: registry.counts("handoff").stored > expected // 4, 60, "a quarter")
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait(10)
-        assert registry.counts("handoff").stored < expected, "the kill must land mid-run"
+        assert sender.is_alive(), "the kill must land mid-run"
+        pace.set(None)  # the rest as fast as it goes
+        sender.join(60)
+        report = sent["report"]
 
         wait_for(lambda: sorted(b.assigned()) == [0, 1, 2, 3], 60, "the survivor to take over")
         restored = [line for line in b.lines if "state restored" in line]

@@ -8,7 +8,8 @@ not from reading the files again.
 import datetime as dt
 from pathlib import Path
 
-from conftest import run_notebook
+import sqlalchemy as sa
+from conftest import query_rows, run_notebook
 
 from workbench.job import replay_experiment
 from workbench.lab import alerts, ground_truth, readings
@@ -18,6 +19,7 @@ from workbench.simulator.csvsource import CsvSource
 from workbench.simulator.labels import iso_utc
 from workbench.simulator.mapping import Overrides
 from workbench.simulator.replay import ReplayOptions
+from workbench.sinks.schema import machine_health
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NAB = DATA / "nab" / "machine_temperature_system_failure.csv"
@@ -59,6 +61,11 @@ def test_nab_slice_closes_its_books_and_scores_every_alert_against_its_window(se
     assert len(mine) == 1
     row = mine.iloc[0]
     assert (row["kind"], row["status"], row["stored"]) == ("replay", "completed", NAB_ROWS)
+
+    # its health summary saved for Grafana's table, as a simulated run's is
+    saved = query_rows(endpoints.database_url, sa.select(machine_health.c.machine_id).where(
+        machine_health.c.run_id == s.run_id))  # fmt: skip
+    assert [r.machine_id for r in saved] == s.replay["machines"] and len(saved) == 1, saved
 
     # the figure: the one window shaded, the signal whole, one marker per alert
     signal = readings(endpoints.database_url, s.run_id)

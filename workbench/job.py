@@ -588,6 +588,7 @@ def replay_experiment(
             counts = registry.counts(run_id, full=True)
             reconciled = summary.ok and counts.stored + counts.deadlettered == expected
             score, by_rule, events = score_labels(endpoints.database_url, run_id)
+            save_health(endpoints.database_url, run_id)
             registry.finish(
                 run_id,
                 "completed" if reconciled else "failed",

@@ -273,7 +273,7 @@ def test_every_panel_runs_as_the_reader_with_rows(filled, endpoints) -> None:
     by_name_only = {n for n, r in by_name.items() if r.checked == checks.BY_NAME}
     assert by_name_only == {q.panel for q in boards.load_dashboards()[0].promql}
     assert "Prometheus panels checked by metric name only" in report.text()
-    assert {"Machine health", "Latest temperature", "Raw vs processed", "Failure probability",
+    assert {"Condition now", "Latest temperature", "Raw vs processed", "Failure probability",
             "Alert history",
             "Late events and dead letters", "Pipeline throughput",
             "annotation: Chaos ground truth", "variable: run"} <= set(by_name)  # fmt: skip

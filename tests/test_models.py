@@ -180,3 +180,36 @@ def test_bad_input_is_one_line(runs, args, complaint):
     assert proc.returncode == 1
     assert proc.stderr.startswith("workbench: error: ") and complaint in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_evaluate_judges_failure_alarms_as_the_runs_own_score_does():
+    """An alarm during a failure's degradation is right however long before the runaway,
+    and one during a degradation whose failure comes after the run's end is right too:
+    the run's score says the wear explains both (no stack needed)."""
+    from workbench.models import evaluate
+    from workbench.processor.scoring import Alert, Fault, alert_outcomes
+
+    minute = 60_000
+    faults = [
+        Fault("degradation", "m1", None, 5 * minute, 20 * minute),
+        Fault("failure", "m1", None, 20 * minute, 22 * minute),
+        Fault("degradation", "m2", None, 10 * minute, 30 * minute),  # fails after the run
+        Fault("spike", "m3", "temperature", 15 * minute, 15 * minute),
+    ]
+    alarms = {  # machine, minute raised: right according to the run's score
+        ("m1", 7): True,  # in the degradation, 13 minutes before the runaway
+        ("m1", 21): True,  # during the failure
+        ("m2", 15): True,  # in a degradation whose failure the run did not see
+        ("m3", 15): False,  # a spike is no failure
+        ("m1", 2): False,  # before the wear began
+    }
+    alerts = [Alert("aimed", m, None, t * minute, t * minute, ("failure",)) for m, t in alarms]
+    explained = {(o["machine_id"], o["opened_ts"] // minute): bool(o["explains"])
+                 for o in alert_outcomes(alerts, faults)}  # fmt: skip
+    assert explained == alarms
+    for (machine, t), right in alarms.items():
+        judged = evaluate.failure_prediction([(machine, t * minute)], faults, 10 * minute)
+        assert judged["true_alarms"] == int(right), (machine, t)
+    every = evaluate.failure_prediction([(m, t * minute) for m, t in alarms], faults, 10 * minute)
+    assert (every["predicted"], every["true_alarms"]) == (1, 3)
+    assert every["lead_time_s"]["median"] == 13 * 60  # the first alarm in the wear

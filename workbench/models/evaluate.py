@@ -3,10 +3,13 @@
 **Failure prediction** (:func:`failure_prediction`). An alarm (a model's, or an alert's
 opening) predicts a failure of its machine when it is raised after the H minutes before the
 failure began and at most ``GRACE_S`` after its shutdown (the matching of
-:mod:`workbench.processor.scoring`, widened before the start by the horizon). Recall =
-failures predicted / failures; precision = alarms that predict a failure / alarms; lead time
-= failure start - first predicting alarm (positive: a warning before the failure began;
-negative: raised while it ran), and the time it left before the shutdown.
+:mod:`workbench.processor.scoring`, widened before the start by the horizon), or during
+the failure's degradation, however long before the runaway that began. An alarm during a
+degradation whose failure comes after the run's end is right too, and predicts no failure
+of the run: as in the run's own score, the wear explains it. Recall = failures predicted /
+failures; precision = right alarms / alarms; lead time = failure start - first predicting
+alarm (positive: a warning before the failure began; negative: raised while it ran), and
+the time it left before the shutdown.
 
 **Baselines** (:func:`baselines`): the ``runaway`` rule (temperature far off its baseline
 for 5 s), and every rule aimed at failures (``detects`` names it: runaway, shutdown,
@@ -33,6 +36,7 @@ from workbench.processor.scoring import (
     ALERTABLE,
     EARLY_S,
     GRACE_S,
+    PRECEDES,
     Alert,
     Fault,
     alert_outcomes,
@@ -65,15 +69,35 @@ def failure_prediction(
     >>> s = failure_prediction([("m", 640_000), ("m", 10_000), ("x", 1)], f, 300_000)
     >>> s["recall"], s["precision"], s["lead_time_s"]["mean"], s["before_shutdown_s"]["mean"]
     (1.0, 0.333, -40.0, 50.0)
+
+    An alarm 9 minutes before the runaway, in the degradation that led to it, predicts it
+    at a 5-minute horizon; one in a degradation whose failure came after the run is right:
+
+    >>> f += [Fault("degradation", "m", None, 60_000, 600_000),
+    ...       Fault("degradation", "x", None, 0, 900_000)]
+    >>> s = failure_prediction([("m", 60_000), ("x", 1)], f, 300_000)
+    >>> s["predicted"], s["precision"], s["lead_time_s"]["mean"]
+    (1, 1.0, 540.0)
     """
     raised = sorted(raised, key=lambda a: a[1])
     failures = [f for f in faults if f.kind == "failure"]
+    worn = [f for f in faults if PRECEDES.get(f.kind) == "failure"]
+    wear = {(f.machine_id, f.end_ts): f for f in worn}  # a degradation ends as its failure begins
     by_machine: dict[str, list[int]] = {}
     for machine, at in raised:
         by_machine.setdefault(machine, []).append(at)
 
+    def in_wear(machine: str, at: int, d: Fault | None) -> bool:
+        return (
+            d is not None
+            and machine == d.machine_id
+            and d.start_ts - EARLY_S * 1000 <= at <= d.end_ts
+        )
+
     def predicts(machine: str, at: int, f: Fault) -> bool:
-        return machine == f.machine_id and f.start_ts - horizon_ms < at <= f.end_ts + GRACE_S * 1000
+        return (
+            machine == f.machine_id and f.start_ts - horizon_ms < at <= f.end_ts + GRACE_S * 1000
+        ) or in_wear(machine, at, wear.get((f.machine_id, f.start_ts)))
 
     leads, before = [], []
     for f in failures:
@@ -81,7 +105,11 @@ def failure_prediction(
         if hits:
             leads.append((f.start_ts - hits[0]) / 1000)
             before.append((f.end_ts - hits[0]) / 1000)
-    true = sum(1 for m, at in raised if any(predicts(m, at, f) for f in failures))
+    true = sum(
+        1
+        for m, at in raised
+        if any(predicts(m, at, f) for f in failures) or any(in_wear(m, at, d) for d in worn)
+    )
     return {
         "failures": len(failures),
         "predicted": len(leads),

@@ -36,11 +36,13 @@ from workbench.processor.scoring import (
     ALERTABLE,
     EARLY_S,
     GRACE_S,
-    PRECEDES,
     Alert,
     Fault,
     alert_outcomes,
+    catch_spans,
+    explains,
     load_run,
+    matches,
 )
 from workbench.processor.scoring import score as rule_score
 
@@ -80,35 +82,35 @@ def failure_prediction(
     (1, 1.0, 540.0)
     """
     raised = sorted(raised, key=lambda a: a[1])
-    failures = [f for f in faults if f.kind == "failure"]
-    worn = [f for f in faults if PRECEDES.get(f.kind) == "failure"]
-    wear = {(f.machine_id, f.end_ts): f for f in worn}  # a degradation ends as its failure begins
+    faults = list(faults)
+    spans = catch_spans(faults)  # a failure, and the degradation that led to it
+    failures = [(f, spans[i][1:]) for i, f in enumerate(faults) if f.kind == "failure"]
     by_machine: dict[str, list[int]] = {}
     for machine, at in raised:
         by_machine.setdefault(machine, []).append(at)
 
-    def in_wear(machine: str, at: int, d: Fault | None) -> bool:
-        return (
-            d is not None
-            and machine == d.machine_id
-            and d.start_ts - EARLY_S * 1000 <= at <= d.end_ts
-        )
+    def alarm(machine: str, at: int) -> Alert:
+        return Alert("alarm", machine, None, at, at, ("failure",))
 
-    def predicts(machine: str, at: int, f: Fault) -> bool:
+    def predicts(machine: str, at: int, f: Fault, wear: list[Fault]) -> bool:
         return (
             machine == f.machine_id and f.start_ts - horizon_ms < at <= f.end_ts + GRACE_S * 1000
-        ) or in_wear(machine, at, wear.get((f.machine_id, f.start_ts)))
+        ) or any(matches(alarm(machine, at), d) for d in wear)
 
     leads, before = [], []
-    for f in failures:
-        hits = [at for at in by_machine.get(f.machine_id, ()) if predicts(f.machine_id, at, f)]
+    for f, wear in failures:
+        hits = [
+            at for at in by_machine.get(f.machine_id, ()) if predicts(f.machine_id, at, f, wear)
+        ]
         if hits:
             leads.append((f.start_ts - hits[0]) / 1000)
             before.append((f.end_ts - hits[0]) / 1000)
+    # right: it predicts a failure, or the run's score says a fault explains it (a
+    # degradation whose failure came after the run's end)
     true = sum(
         1
         for m, at in raised
-        if any(predicts(m, at, f) for f in failures) or any(in_wear(m, at, d) for d in worn)
+        if any(predicts(m, at, f, wear) for f, wear in failures) or explains(alarm(m, at), faults)
     )
     return {
         "failures": len(failures),

@@ -82,7 +82,7 @@ def matches(alert: Alert, fault: Fault) -> bool:
     return fault.start_ts - EARLY_S * 1000 <= alert.start_ts <= fault.end_ts + GRACE_S * 1000
 
 
-def _explains(alert: Alert, faults: Iterable[Fault]) -> set[str]:
+def explains(alert: Alert, faults: Iterable[Fault]) -> set[str]:
     """The kinds, among those ``alert`` aims at, of the faults it matches; a failure's
     degradation explains an alert aimed at failures (or at degradations)."""
     return {
@@ -93,7 +93,7 @@ def _explains(alert: Alert, faults: Iterable[Fault]) -> set[str]:
     }
 
 
-def _spans(faults: list[Fault]) -> dict[int, list[Fault]]:
+def catch_spans(faults: list[Fault]) -> dict[int, list[Fault]]:
     """Per fault (by index), what an alert may match to catch it: the fault, and the
     stretch that preceded it (a failure's degradation: same machine, ending where it begins)."""
     before = {(f.machine_id, f.end_ts): f for f in faults if f.kind in PRECEDES}
@@ -121,9 +121,9 @@ def score(
         by_machine.setdefault(a.machine_id, []).append(a)
     aimed_at = {k for a in alerts for k in a.detects}
     kinds = sorted({f.kind for f in faults if f.kind in ALERTABLE} | aimed_at)
-    spans = _spans(faults)
+    spans = catch_spans(faults)
 
-    why = [_explains(a, faults) for a in alerts]
+    why = [explains(a, faults) for a in alerts]
     result: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         of_kind = [(i, f) for i, f in enumerate(faults) if f.kind == kind]
@@ -173,7 +173,7 @@ def fault_outcomes(
     still open, uncaught, when the run ended: the per-fault detail behind :func:`score`."""
     alerts, faults = list(alerts), list(faults)
     scored = set(ALERTABLE) | {k for a in alerts for k in a.detects}
-    spans = _spans(faults)
+    spans = catch_spans(faults)
     out = []
     for i, f in enumerate(faults):
         if f.kind not in scored:
@@ -195,7 +195,7 @@ def alert_outcomes(alerts: Iterable[Alert], faults: Iterable[Fault]) -> list[dic
     or what preceded such a fault: a failure's degradation explains an alert aimed at
     failures); ``explains`` empty = a false alarm, as far as the ground truth knows."""
     faults = list(faults)
-    return [a._asdict() | {"explains": sorted(_explains(a, faults))} for a in alerts]
+    return [a._asdict() | {"explains": sorted(explains(a, faults))} for a in alerts]
 
 
 def load_run(database_url: str, run_id: str) -> tuple[list[Alert], list[Fault]]:

@@ -296,8 +296,8 @@ class Injector:
         elif kind == "failure":
             if self.fail_phase[machine] or self.power_phase[machine] == 2:
                 return False
+            wear = self.wear_rng
             if runaway_at is None:  # decided now: the lead is drawn (none when off)
-                wear = self.wear_rng
                 lead = int(1000 * wear.uniform(*m.failure_lead_s)) if m.precursor else 0
                 runaway_at = now + lead
             self.runaway_s[machine] = np.nan if duration_s is None else duration_s
@@ -306,7 +306,6 @@ class Injector:
                 self.degrade_vib[machine] = self.degrade_heat[machine] = 0.0
                 self._begin_runaway(machine, now)
                 return True
-            wear = self.wear_rng
             self.degrade_vib[machine] = wear.uniform(*m.degradation_vibration)
             self.degrade_noise[machine] = wear.uniform(*m.degradation_noise)
             self.degrade_heat[machine] = wear.uniform(*m.degradation_heat_c)
